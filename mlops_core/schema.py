@@ -1,0 +1,162 @@
+"""The database schema shared by the backend and the worker.
+
+Statuses are plain strings (not DB enums) so that adding one is a code change, not a
+PostgreSQL type migration. Pipelines copy the repo's URL, branch and notebook path when
+they are created: a run stays reproducible even if the repo is edited or deleted later.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, so SQLite and PostgreSQL rows compare the same way."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every table of the platform."""
+
+
+class Repo(Base):
+    """A git repository whose pushes run a notebook."""
+
+    __tablename__ = "repos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    github_url: Mapped[str] = mapped_column(String(500), unique=True)
+    branch: Mapped[str] = mapped_column(String(255), default="main")
+    notebook_path: Mapped[str] = mapped_column(String(500), default="notebooks/train.ipynb")
+    token_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    pipelines: Mapped[list[Pipeline]] = relationship(back_populates="repo", passive_deletes=True)
+
+
+class Pipeline(Base):
+    """One run of a repo's notebook at one commit."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (
+        Index("ix_pipelines_repo_created", "repo_id", "created_at"),
+        Index("ix_pipelines_status_enqueued", "status", "enqueued_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repos.id", ondelete="SET NULL"), nullable=True
+    )
+    repo_url: Mapped[str] = mapped_column(String(500))
+    branch: Mapped[str] = mapped_column(String(255))
+    notebook_path: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    trigger: Mapped[str] = mapped_column(String(20), default="push")
+    commit_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    delivery_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Set once the Celery message is on the broker; NULL rows are re-queued by the backend.
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    deployed: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    repo: Mapped[Repo | None] = relationship(back_populates="pipelines")
+    phases: Mapped[list[PipelinePhase]] = relationship(
+        back_populates="pipeline",
+        order_by="PipelinePhase.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class PipelinePhase(Base):
+    """One phase (fetch, validate, execute, register, deploy) of a pipeline."""
+
+    __tablename__ = "pipeline_phases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(30))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    pipeline: Mapped[Pipeline] = relationship(back_populates="phases")
+
+
+class LogLine(Base):
+    """A pipeline's log kept durably once the pipeline ends (Redis keeps only a replay window)."""
+
+    __tablename__ = "log_lines"
+
+    pipeline_id: Mapped[int] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[float] = mapped_column(Float)
+    phase: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    cell: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stream: Mapped[str] = mapped_column(String(20), default="system")
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Deployment(Base):
+    """History of every change to which version of a model is served."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_model_created", "model_name", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(20))  # deploy | rollback | delete | auto
+    version: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    previous_version: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    pipeline_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="SET NULL"), nullable=True
+    )
+    actor: Mapped[str] = mapped_column(String(100), default="system")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """Every GitHub delivery seen, keyed by X-GitHub-Delivery so redeliveries are recognised."""
+
+    __tablename__ = "webhook_deliveries"
+
+    delivery_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event: Mapped[str] = mapped_column(String(50))
+    repo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repos.id", ondelete="SET NULL"), nullable=True
+    )
+    pipeline_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="SET NULL"), nullable=True
+    )
+    outcome: Mapped[str] = mapped_column(String(20))  # accepted | ignored
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,39 @@
+"""The Celery application's configuration, shared by the backend (which sends) and the worker.
+
+The backend sends tasks by name, so it never imports the worker package. Settings aim at
+"never lost, never run twice by accident": the message is acked only after the task ends,
+a worker lost mid-task puts the message back, each worker process reserves one task at a
+time, and Redis' visibility timeout is longer than the longest allowed pipeline.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from mlops_core.settings import Settings
+
+PIPELINE_QUEUE = "pipelines"
+RUN_PIPELINE_TASK = "mlops.run_pipeline"
+
+
+def make_celery(settings: Settings, name: str = "mlops") -> Celery:
+    """A Celery app bound to REDIS_URL with the delivery guarantees the platform relies on."""
+    app = Celery(name, broker=settings.redis_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=PIPELINE_QUEUE,
+        task_routes={RUN_PIPELINE_TASK: {"queue": PIPELINE_QUEUE}},
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.pipeline_timeout_seconds + 300,
+        },
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        broker_pool_limit=10,
+    )
+    return app
