@@ -37,3 +37,7 @@ def make_celery(settings: Settings, name: str = "mlops") -> Celery:
         broker_pool_limit=10,
     )
     return app
+
+
+# Backend → worker: a pipeline id published here asks the worker running it to stop now.
+CANCEL_CHANNEL = "mlops:pipeline-cancel"

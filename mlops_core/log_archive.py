@@ -1,0 +1,47 @@
+"""Durable copy of a pipeline's log: Redis keeps a replay window, the database keeps it all."""
+
+from __future__ import annotations
+
+import redis
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from mlops_core.log_events import LogEvent, history_key
+from mlops_core.schema import LogLine
+
+
+def archive_log(session: Session, client: redis.Redis, pipeline_id: int) -> int:
+    """Copy every event Redis still holds for the pipeline into `log_lines`; return the count.
+
+    Safe to repeat (a retried task archives again): rows are replaced, not duplicated.
+    """
+    events = [
+        LogEvent.model_validate_json(raw) for raw in client.lrange(history_key(pipeline_id), 0, -1)
+    ]
+    session.execute(delete(LogLine).where(LogLine.pipeline_id == pipeline_id))
+    session.add_all(
+        LogLine(
+            pipeline_id=pipeline_id,
+            seq=event.seq,
+            ts=event.ts,
+            phase=event.phase,
+            cell=event.cell,
+            stream=event.stream,
+            text=event.text,
+        )
+        for event in events
+    )
+    return len(events)
+
+
+def stored_log(
+    session: Session, pipeline_id: int, after: int = 0, limit: int = 1000
+) -> list[LogLine]:
+    """The archived lines with seq > `after`, oldest first."""
+    query = (
+        select(LogLine)
+        .where(LogLine.pipeline_id == pipeline_id, LogLine.seq > after)
+        .order_by(LogLine.seq)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
