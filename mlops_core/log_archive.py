@@ -6,19 +6,25 @@ import redis
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from mlops_core.log_events import LogEvent, history_key
+from mlops_core.log_events import FINISHED_STREAM, LogEvent, history_key
 from mlops_core.schema import LogLine
 
 
 def archive_log(session: Session, client: redis.Redis, pipeline_id: int) -> int:
     """Copy every event Redis still holds for the pipeline into `log_lines`; return the count.
 
-    Safe to repeat (a retried task archives again): rows are replaced, not duplicated.
+    Safe to repeat (a retried task archives again): the rows Redis holds replace the stored ones
+    from the first seq it still has, so nothing is duplicated, and lines already archived that
+    Redis has since lost (expired, flushed, trimmed by the cap) are kept rather than wiped.
     """
     events = [
         LogEvent.model_validate_json(raw) for raw in client.lrange(history_key(pipeline_id), 0, -1)
     ]
-    session.execute(delete(LogLine).where(LogLine.pipeline_id == pipeline_id))
+    if not events:
+        return 0
+    session.execute(
+        delete(LogLine).where(LogLine.pipeline_id == pipeline_id, LogLine.seq >= events[0].seq)
+    )
     session.add_all(
         LogLine(
             pipeline_id=pipeline_id,
@@ -45,3 +51,31 @@ def stored_log(
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def stored_events(
+    session: Session,
+    pipeline_id: int,
+    *,
+    pipeline_status: str | None,
+    after: int = 0,
+    limit: int = 1000,
+) -> list[LogEvent]:
+    """Archived lines as the events viewers receive live.
+
+    The table has no status column, so the final status event gets the pipeline's own status
+    back from its row.
+    """
+    return [
+        LogEvent(
+            seq=line.seq,
+            ts=line.ts,
+            pipeline_id=line.pipeline_id,
+            phase=line.phase,
+            cell=line.cell,
+            stream=line.stream,
+            text=line.text,
+            status=pipeline_status if line.stream == FINISHED_STREAM else None,
+        )
+        for line in stored_log(session, pipeline_id, after, limit)
+    ]

@@ -16,12 +16,22 @@ import redis
 from pydantic import BaseModel
 
 LOG_CHANNEL_PREFIX = "mlops:logs:"
+# One pattern subscription per backend process receives every pipeline's channel.
+LOG_CHANNEL_PATTERN = f"{LOG_CHANNEL_PREFIX}*"
 FINISHED_STREAM = "status"
+# Keep-alive messages a viewer may receive between events; they carry no seq.
+HEARTBEAT_STREAM = "ping"
 
 
 def log_channel(pipeline_id: int) -> str:
     """Pub/sub channel carrying a pipeline's live log events."""
     return f"{LOG_CHANNEL_PREFIX}{pipeline_id}"
+
+
+def pipeline_id_of_channel(channel: str) -> int | None:
+    """The pipeline id a log channel belongs to, or None for any other channel."""
+    suffix = channel.removeprefix(LOG_CHANNEL_PREFIX)
+    return int(suffix) if suffix != channel and suffix.isdigit() else None
 
 
 def history_key(pipeline_id: int) -> str:
@@ -47,8 +57,16 @@ class LogEvent(BaseModel):
     status: str | None = None
 
 
+# ARGV[5] is the last seq this publisher handed out: if Redis lost the counter (FLUSHALL, eviction)
+# mid-run, numbering resumes above it instead of restarting at 1, which viewers would skip as
+# already seen.
 _PUBLISH_SCRIPT = """
 local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[5])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
 local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
 redis.call('RPUSH', KEYS[2], event)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
@@ -75,6 +93,7 @@ class LogPublisher:
         self._max_lines = max_lines
         self._ttl = ttl_seconds
         self._script = client.register_script(_PUBLISH_SCRIPT)
+        self._last_seq = 0
 
     def publish(
         self,
@@ -96,12 +115,19 @@ class LogPublisher:
             **extra,
         }
         payload = json.dumps(body, separators=(",", ":"))
-        return int(
+        self._last_seq = int(
             self._script(
                 keys=[seq_key(self._pipeline_id), history_key(self._pipeline_id)],
-                args=[payload, self._max_lines, self._ttl, log_channel(self._pipeline_id)],
+                args=[
+                    payload,
+                    self._max_lines,
+                    self._ttl,
+                    log_channel(self._pipeline_id),
+                    self._last_seq,
+                ],
             )
         )
+        return self._last_seq
 
     def history(self) -> list[LogEvent]:
         """Every event still kept in Redis for this pipeline, in seq order."""

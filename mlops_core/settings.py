@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     # Link shown to users for MLflow runs; defaults to the tracking URI.
     mlflow_ui_url: str | None = None
     model_server_url: str = "http://127.0.0.1:8001"
-    database_url: str = "sqlite:///.mlops/mlops.db"
+    # Empty means a SQLite file inside MLOPS_HOME.
+    database_url: str = ""
 
     # Security
     api_token: SecretStr | None = None
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
     worker_concurrency: int = 1
     deploy_wait_seconds: float = 60.0
     work_dir: Path | None = None
+    # Keep each pipeline's checkout and outputs after it ends (for debugging).
+    keep_work_dirs: bool = False
+    # Extra worker environment variables copied into the notebook kernel (JSON list);
+    # names that look secret (password/secret/token/key/credential) are never copied.
+    kernel_env_passthrough: list[str] = Field(default_factory=list)
 
     # Webhook intake
     webhook_max_body_bytes: int = 25 * 1024 * 1024
@@ -63,6 +69,10 @@ class Settings(BaseSettings):
     model_reconcile_interval_seconds: float = 30.0
     predict_max_body_bytes: int = 10 * 1024 * 1024
     predict_threads: int = 4
+    # Replicas refresh their "loaded" report this often; reports older than 3x are ignored.
+    model_heartbeat_interval_seconds: float = 5.0
+    # Stable id of a model-server replica in its reports; empty means hostname:pid.
+    model_server_replica_id: str = ""
 
     # Ports of the local stack (`make up`).
     backend_port: int = 8000
@@ -71,6 +81,13 @@ class Settings(BaseSettings):
     redis_port: int = 6379
 
     extra_secret_env: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        """Keep the default database with the rest of the local data (MLOPS_HOME)."""
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.mlops_home.resolve() / 'mlops.db'}"
+        return self
 
     @property
     def mlflow_ui(self) -> str:

@@ -1,0 +1,52 @@
+# notebook-mlops — every target bootstraps .venv first (needs only Python 3.11+).
+#   make demo   the whole main job on this machine    make test   the test suite
+#   make up / down / status / logs   the local stack  make lint   ruff check + format check
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_SPEC := uv==0.13.*
+STAMP := $(VENV)/.bootstrapped
+# Two xdist workers: the suite is mostly waiting on real servers and processes (see README).
+PYTEST_ARGS ?= -n 2
+
+.PHONY: bootstrap up down status logs test lint demo
+
+bootstrap: $(STAMP)
+
+# Re-runs only when the dependencies change. `--inexact` keeps uv itself, which pip put in
+# the venv and the lock does not list.
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "error: '$(PYTHON) -m venv' failed: install Python 3.11+ with venv (Debian: apt-get install python3-venv)" >&2; exit 1; }
+	@test -x $(UV) || { $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null; \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check '$(UV_SPEC)' >$(VENV)/pip-uv.log 2>&1 \
+	  || { cat $(VENV)/pip-uv.log >&2; exit 1; }; }
+	$(UV) sync --frozen --all-groups --inexact --quiet
+	@touch $@
+
+up: $(STAMP)
+	@$(BIN)/python -m local_stack up
+
+down: $(STAMP)
+	@$(BIN)/python -m local_stack down
+
+status: $(STAMP)
+	@$(BIN)/python -m local_stack status
+
+logs: $(STAMP)
+	@$(BIN)/python -m local_stack logs
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# TEST_DATABASE_URL passes through from the caller's environment when set (PostgreSQL tests).
+test: $(STAMP)
+	@scripts/ensure_test_tools.sh
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	@$(BIN)/python scripts/demo.py

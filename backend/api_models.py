@@ -1,0 +1,213 @@
+"""Request and response bodies of the repos, webhook and pipelines APIs.
+
+Responses are built from these models only, never from ORM rows directly, so a stored secret
+cannot reach a response by accident: no response model has a field for one, except the
+one-time `webhook_secret` of RepoCreated.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from mlops_core.states import PipelineStatus
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC, so say so in the output."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def validate_branch(value: str) -> str:
+    """A branch name git accepts (`git check-ref-format --branch`); `refs/heads/` is dropped."""
+    name = value.strip().removeprefix("refs/heads/")
+    if not name:
+        raise ValueError("branch must not be empty")
+    problems = (
+        _BAD_REF_CHARS.search(name)
+        or ".." in name
+        or "//" in name
+        or "@{" in name
+        or name == "@"
+        or name.startswith(("-", "/"))
+        or name.endswith(("/", ".", ".lock"))
+        or any(part.startswith(".") for part in name.split("/"))
+    )
+    if problems:
+        raise ValueError(f"branch {name!r} is not a valid git branch name")
+    return name
+
+
+def validate_notebook_path(value: str) -> str:
+    """A path inside the repository to a notebook: relative, no `..`, ending in `.ipynb`."""
+    text = value.strip()
+    if not text:
+        raise ValueError("notebook_path must not be empty")
+    if "\\" in text:
+        raise ValueError("notebook_path must use '/' as separator")
+    path = PurePosixPath(text)
+    if path.is_absolute():
+        raise ValueError("notebook_path must be relative to the repository root, not absolute")
+    if ".." in path.parts:
+        raise ValueError("notebook_path must not contain '..'")
+    if path.suffix != ".ipynb":
+        raise ValueError("notebook_path must end in '.ipynb'")
+    return path.as_posix()
+
+
+class RepoCreate(BaseModel):
+    """POST /repos."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    github_url: str = Field(max_length=500)
+    branch: str = Field(default="main", max_length=255)
+    notebook_path: str = Field(default="notebooks/train.ipynb", max_length=500)
+    github_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        return validate_branch(value)
+
+    @field_validator("notebook_path")
+    @classmethod
+    def _notebook_path(cls, value: str) -> str:
+        return validate_notebook_path(value)
+
+    @field_validator("github_token", "webhook_secret")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank; omit the field instead")
+        return value
+
+
+class PipelineBrief(BaseModel):
+    """A repo's latest pipeline, as listed with the repo."""
+
+    id: int
+    status: PipelineStatus
+    commit_sha: str | None
+    created_at: UtcDatetime
+
+
+class RepoOut(BaseModel):
+    """A registered repo as the API shows it (no token, no secret)."""
+
+    id: int
+    github_url: str
+    branch: str
+    notebook_path: str
+    created_at: UtcDatetime
+    has_token: bool
+    webhook_url: str
+    last_pipeline: PipelineBrief | None = None
+
+
+class RepoCreated(RepoOut):
+    """The create response: the only time the webhook secret is shown."""
+
+    webhook_secret: str
+
+
+class PipelineAccepted(BaseModel):
+    """A pipeline was created (or found, for a redelivery) and is queued."""
+
+    pipeline_id: int
+    status: PipelineStatus
+
+
+class WebhookIgnored(BaseModel):
+    """A verified delivery that starts nothing, and why."""
+
+    status: Literal["ignored"] = "ignored"
+    reason: str
+
+
+class WebhookPong(BaseModel):
+    """Answer to GitHub's ping event."""
+
+    status: Literal["pong"] = "pong"
+    repo_id: int | None
+    zen: str | None = None
+
+
+class PhaseOut(BaseModel):
+    """One phase of a pipeline."""
+
+    name: str
+    status: str
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    duration_seconds: float | None
+    error: str | None
+
+
+class PipelineSummary(BaseModel):
+    """A pipeline as listed."""
+
+    id: int
+    repo_id: int | None
+    repo_url: str
+    branch: str
+    notebook_path: str
+    status: PipelineStatus
+    trigger: str
+    commit_sha: str | None
+    metrics: dict[str, Any]
+    model_name: str | None
+    model_version: str | None
+    mlflow_run_id: str | None
+    deployed: bool
+    error: str | None
+    attempts: int
+    cancel_requested: bool
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    duration_seconds: float | None
+
+
+class PipelineDetail(PipelineSummary):
+    """A pipeline with its phases and parameters."""
+
+    params: dict[str, Any]
+    phases: list[PhaseOut]
+
+
+class PipelinePage(BaseModel):
+    """One page of pipelines, newest first."""
+
+    items: list[PipelineSummary]
+    total: int
+    page: int
+    size: int
+
+
+class CancelOutcome(BaseModel):
+    """Result of POST /pipelines/{id}/cancel."""
+
+    pipeline_id: int
+    status: PipelineStatus
+    cancel_requested: bool
+
+
+class ReadyReport(BaseModel):
+    """GET /ready: each dependency's state; `down` names those not answering."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+    down: list[str]

@@ -1,0 +1,148 @@
+// The one way pages talk to the backend: JSON in and out, Bearer token when one is stored,
+// and a prompt for the token when the API answers 401.
+
+import { $ } from "./dom.js";
+
+const TOKEN_KEY = "notebook-mlops.apiToken";
+
+export class ApiError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export function getToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+function setToken(value) {
+  if (value) localStorage.setItem(TOKEN_KEY, value);
+  else localStorage.removeItem(TOKEN_KEY);
+  updateTokenButton();
+}
+
+function updateTokenButton() {
+  const button = $("#token-button");
+  if (!button) return;
+  const stored = Boolean(getToken());
+  button.textContent = stored ? "API token ✓" : "API token";
+  button.setAttribute("aria-label", stored ? "API token (saved)" : "API token (not set)");
+  if (stored || document.body.dataset.authRequired === "true") button.hidden = false;
+}
+
+let pendingPrompt = null;
+
+/** Open the token dialog; resolves true when a token was saved, false when dismissed. */
+export function askForToken(reason) {
+  if (pendingPrompt) return pendingPrompt;
+  const dialog = $("#token-dialog");
+  const input = $("#token-input");
+  if (reason) $("#token-dialog-reason").textContent = reason;
+  input.value = getToken();
+  pendingPrompt = new Promise((resolve) => {
+    const form = $("#token-form");
+    const finish = (saved) => {
+      form.removeEventListener("submit", onSubmit);
+      $("#token-cancel").removeEventListener("click", onCancel);
+      $("#token-clear").removeEventListener("click", onClear);
+      dialog.removeEventListener("cancel", onCancel);
+      if (dialog.open) dialog.close();
+      pendingPrompt = null;
+      resolve(saved);
+    };
+    const onSubmit = (event) => {
+      event.preventDefault();
+      const value = input.value.trim();
+      if (!value) {
+        input.focus();
+        return;
+      }
+      setToken(value);
+      finish(true);
+    };
+    const onCancel = (event) => {
+      event.preventDefault();
+      finish(false);
+    };
+    const onClear = () => {
+      setToken("");
+      input.value = "";
+      finish(false);
+    };
+    form.addEventListener("submit", onSubmit);
+    $("#token-cancel").addEventListener("click", onCancel);
+    $("#token-clear").addEventListener("click", onClear);
+    dialog.addEventListener("cancel", onCancel);
+    dialog.showModal();
+    input.focus();
+  });
+  return pendingPrompt;
+}
+
+/** A readable message from an error body: FastAPI's `detail` (string or list), or the text. */
+export function messageFrom(body, status) {
+  const detail = body && typeof body === "object" ? (body.detail ?? body.message ?? body.error) : body;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((item) => (item && item.msg) || JSON.stringify(item)).join("; ");
+  }
+  if (detail && typeof detail === "object") return detail.message || JSON.stringify(detail);
+  return `Request failed (HTTP ${status})`;
+}
+
+async function readBody(response) {
+  if (response.status === 204) return null;
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * Call the API. `body` is sent as JSON. Resolves to the parsed body; rejects with ApiError
+ * carrying the status and body. A 401 asks for the token and retries.
+ */
+export async function api(path, { method = "GET", body, signal, allowStatus = [] } = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const token = getToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+    const data = await readBody(response);
+    if (response.status === 401 && attempt < 3) {
+      const saved = await askForToken(
+        token
+          ? "The saved API token was refused. Enter the current one to continue."
+          : "This action needs the backend's API token. It is kept in this browser only and sent as a Bearer token.",
+      );
+      if (saved) continue;
+    }
+    if (!response.ok && !allowStatus.includes(response.status)) {
+      throw new ApiError(response.status, messageFrom(data, response.status), data);
+    }
+    return data;
+  }
+}
+
+/** Wire the header's token button (every page). */
+export function initTokenButton() {
+  const button = $("#token-button");
+  if (!button) return;
+  updateTokenButton();
+  button.addEventListener("click", () => askForToken());
+}

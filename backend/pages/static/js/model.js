@@ -1,0 +1,297 @@
+// One model: served version, versions with Deploy / Roll back, metric chart, prediction form
+// and deployment history.
+
+import { api, ApiError } from "./api.js";
+import { itemsOf } from "./common.js";
+import { metricChart } from "./chart.js";
+import { metricList, pipelineLink } from "./components.js";
+import { $, confirmDialog, h, poll, show, toast } from "./dom.js";
+import { absoluteTime, number, shortSha, since } from "./format.js";
+import { chartPoints, metricNames, normalizeModel } from "./model_data.js";
+
+const root = $("#model-root");
+const name = root.dataset.modelName;
+const base = `/models/${encodeURIComponent(name)}`;
+const mlflowUi = document.body.dataset.mlflowUi;
+const defaultThreshold = Number(root.dataset.minAccuracy);
+let model = null;
+let chosenMetric = null;
+let featureKey = "";
+let busy = false;
+
+// ---- versions -----------------------------------------------------------------------------
+
+function actionFor(version) {
+  if (version.version === model.served) return h("span", { class: "badge", dataset: { status: "success" }, text: "Serving" });
+  const older = model.served !== null && Number(version.version) < Number(model.served);
+  const label = older ? "Roll back" : "Deploy";
+  return h("button", {
+    type: "button",
+    class: older ? "btn btn-small" : "btn btn-small btn-primary",
+    dataset: { action: older ? "rollback" : "deploy", version: version.version },
+    "aria-label": `${label} to version ${version.version}`,
+    text: label,
+    onclick: () => changeServed(older ? "rollback" : "deploy", version.version),
+  });
+}
+
+function versionRow(v) {
+  return h(
+    "tr",
+    { dataset: { version: v.version, served: String(v.version === model.served) } },
+    h("th", { scope: "row" }, h("span", { class: "mono", text: `v${v.version}` }), v.notebook_version ? h("span", { class: "muted small", text: ` (${v.notebook_version})` }) : null),
+    h("td", {}, metricList(v.metrics)),
+    h("td", { class: "mono hide-sm", title: v.commit || "" }, shortSha(v.commit)),
+    h("td", { class: "hide-sm" }, pipelineLink(v.pipeline_id)),
+    h("td", { class: "hide-sm", title: absoluteTime(v.created_at), text: since(v.created_at) }),
+    h("td", { class: "actions-cell" }, actionFor(v)),
+  );
+}
+
+function renderChart() {
+  const names = metricNames(model);
+  const select = $("#chart-metric");
+  if (!chosenMetric || !names.includes(chosenMetric)) chosenMetric = names[0] || null;
+  select.replaceChildren(...names.map((n) => h("option", { value: n, text: n, selected: n === chosenMetric })));
+  select.disabled = names.length < 2;
+  if (!chosenMetric) {
+    $("#chart").replaceChildren(h("p", { class: "muted", text: "No version has logged a metric yet." }));
+    return;
+  }
+  let threshold = null;
+  if (model.gate && model.gate.metric === chosenMetric) threshold = Number(model.gate.threshold);
+  else if (!model.gate && chosenMetric === "accuracy" && Number.isFinite(defaultThreshold)) threshold = defaultThreshold;
+  $("#chart").replaceChildren(metricChart(chartPoints(model, chosenMetric), { metric: chosenMetric, served: model.served, threshold }));
+}
+
+function render() {
+  $("#served-version").textContent = model.served ? `v${model.served}` : "nothing (not served)";
+  $("#served-version").dataset.version = model.served || "";
+  $("#versions-body").replaceChildren(...[...model.versions].reverse().map(versionRow));
+  show($("#undeploy-button"), model.served !== null);
+  renderReplicas();
+  $("#mlflow-model-link").href = `${mlflowUi}/#/models/${encodeURIComponent(name)}`;
+  renderChart();
+  renderPredictFields();
+}
+
+/** Which version each live model-server replica has loaded (null: the backend could not tell). */
+function renderReplicas() {
+  const box = $("#replicas");
+  const replicas = model.replicas;
+  if (!replicas || typeof replicas !== "object") {
+    show(box, false);
+    return;
+  }
+  const entries = Object.entries(replicas);
+  const behind = entries.filter(([, version]) => String(version) !== String(model.served ?? ""));
+  box.textContent = !entries.length
+    ? "No model server has reported loading it."
+    : behind.length === 0
+      ? `${entries.length} model server${entries.length === 1 ? "" : "s"} on v${model.served}.`
+      : `Model servers: ${entries.map(([id, version]) => `${id} on ${version ? `v${version}` : "nothing"}`).join(", ")}.`;
+  show(box, true);
+}
+
+// ---- history ------------------------------------------------------------------------------
+
+const ACTION_WORDS = { deploy: "Deployed", auto: "Auto-deployed", rollback: "Rolled back to", delete: "Stopped serving", undeploy: "Stopped serving" };
+
+async function refreshHistory() {
+  let items;
+  try {
+    items = itemsOf(await api(`${base}/history`));
+  } catch {
+    return;
+  }
+  $("#history").replaceChildren(
+    ...items.map((item) =>
+      h(
+        "li",
+        {},
+        h("span", { class: "history-when muted small", title: absoluteTime(item.created_at), text: since(item.created_at) }),
+        " ",
+        h("strong", { text: ACTION_WORDS[item.action] || item.action }),
+        item.version ? ` v${item.version}` : "",
+        item.previous_version ? h("span", { class: "muted", text: ` (was v${item.previous_version})` }) : "",
+        item.pipeline_id ? [" · pipeline ", pipelineLink(item.pipeline_id)] : "",
+        item.actor ? h("span", { class: "muted small", text: ` · by ${item.actor}` }) : "",
+      ),
+    ),
+  );
+  show($("#history-empty"), items.length === 0);
+}
+
+// ---- load ---------------------------------------------------------------------------------
+
+async function refresh() {
+  if (busy) return;
+  try {
+    model = normalizeModel(await api(base));
+    show($("#model-error"), false);
+  } catch (err) {
+    $("#model-error").textContent = err.status === 404 ? `There is no registered model “${name}”.` : `Could not load the model: ${err.message}`;
+    show($("#model-error"), true);
+    show($("#model-body"), Boolean(model));
+    return;
+  }
+  show($("#model-body"), true);
+  render();
+  await refreshHistory();
+}
+
+// ---- deploy / roll back / stop --------------------------------------------------------------
+
+async function changeServed(action, version) {
+  const rollback = action === "rollback";
+  const ok = await confirmDialog({
+    title: rollback ? `Roll back ${name} to v${version}?` : `Deploy v${version} of ${name}?`,
+    message: `Every model server switches from ${model.served ? `v${model.served}` : "nothing"} to v${version}. Requests keep being answered during the swap.`,
+    confirmLabel: rollback ? `Roll back to v${version}` : `Deploy v${version}`,
+  });
+  if (!ok) return;
+  busy = true;
+  try {
+    await api(`${base}/${action}`, { method: "POST", body: { version } });
+    toast(`${name} now serves v${version}.`);
+  } catch (err) {
+    toast(`${rollback ? "Roll back" : "Deploy"} failed: ${err.message}`, "error");
+  } finally {
+    busy = false;
+  }
+  await refresh();
+}
+
+$("#undeploy-button").addEventListener("click", async () => {
+  const ok = await confirmDialog({
+    title: `Stop serving ${name}?`,
+    message: "Model servers unload it and predictions answer 404 until a version is deployed again. Its versions stay registered.",
+    confirmLabel: "Stop serving",
+    danger: true,
+  });
+  if (!ok) return;
+  busy = true;
+  try {
+    await api(base, { method: "DELETE" });
+    toast(`${name} is no longer served.`);
+  } catch (err) {
+    toast(`Could not stop serving: ${err.message}`, "error");
+  } finally {
+    busy = false;
+  }
+  await refresh();
+});
+
+$("#chart-metric").addEventListener("change", (event) => {
+  chosenMetric = event.target.value;
+  renderChart();
+});
+
+// ---- prediction ---------------------------------------------------------------------------
+
+function renderPredictFields() {
+  const key = model.features ? model.features.join("\u0000") : `free:${model.featureCount ?? ""}`;
+  if (key === featureKey) return; // keep what the reader typed
+  featureKey = key;
+  const box = $("#predict-fields");
+  if (model.features) {
+    box.replaceChildren(
+      h("p", { class: "hint", text: "One row: a value for each feature." }),
+      h(
+        "div",
+        { class: "feature-grid" },
+        model.features.map((feature, i) =>
+          h("div", { class: "field" }, h("label", { for: `feature-${i}`, text: feature }), h("input", { id: `feature-${i}`, name: feature, type: "text", inputmode: "decimal", autocomplete: "off", required: true, dataset: { feature: i } })),
+        ),
+      ),
+    );
+  } else {
+    const hint = model.featureCount ? `${model.featureCount} values, comma-separated.` : "Comma-separated values in the model's feature order.";
+    box.replaceChildren(
+      h(
+        "div",
+        { class: "field" },
+        h("label", { for: "feature-row", text: "Features" }),
+        h("input", { id: "feature-row", name: "features", type: "text", inputmode: "decimal", autocomplete: "off", spellcheck: "false", placeholder: "5.1, 3.5, 1.4, 0.2", "aria-describedby": "feature-row-hint predict-error" }),
+        h("p", { class: "hint", id: "feature-row-hint", text: hint }),
+      ),
+    );
+  }
+}
+
+function parseValue(text) {
+  const trimmed = text.trim();
+  if (trimmed === "") return null;
+  const value = Number(trimmed);
+  return Number.isFinite(value) ? value : trimmed;
+}
+
+function readRow() {
+  if (model.features) {
+    return [...document.querySelectorAll("[data-feature]")].map((input) => parseValue(input.value));
+  }
+  const text = $("#feature-row").value.trim();
+  if (!text) return [];
+  const parts = /[,;]/.test(text) ? text.split(/[,;]/) : text.split(/\s+/);
+  return parts.map(parseValue);
+}
+
+function predictError(message) {
+  const box = $("#predict-error");
+  box.textContent = message;
+  show(box, Boolean(message));
+}
+
+function renderResult(result) {
+  const prediction = (result.predictions || [])[0];
+  const probabilities = (result.probabilities || [])[0];
+  const classes = result.classes || model.classes;
+  const children = [
+    h("p", { class: "prediction" }, h("span", { class: "muted small", text: "Prediction" }), h("strong", { class: "prediction-value", id: "prediction-value", text: typeof prediction === "number" ? number(prediction) : String(prediction) })),
+    h("p", { class: "muted small", text: `by v${result.model_version ?? "?"}${typeof result.processing_time_ms === "number" ? ` in ${number(result.processing_time_ms)} ms` : ""}` }),
+  ];
+  if (Array.isArray(probabilities)) {
+    const best = Math.max(...probabilities);
+    children.push(
+      h(
+        "ul",
+        { class: "proba", "aria-label": "Probabilities" },
+        probabilities.map((p, i) => {
+          const bar = h("span", { class: "proba-bar" });
+          bar.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
+          return h(
+            "li",
+            { class: p === best ? "best" : "" },
+            h("span", { class: "proba-label", text: classes ? String(classes[i]) : `class ${i}` }),
+            h("span", { class: "proba-track" }, bar),
+            h("span", { class: "proba-value num", text: `${(p * 100).toFixed(1)}%` }),
+          );
+        }),
+      ),
+    );
+  }
+  $("#predict-result").replaceChildren(...children);
+  show($("#predict-result"), true);
+}
+
+$("#predict-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  predictError("");
+  const row = readRow();
+  if (!row.length || row.some((value) => value === null)) {
+    predictError(model.features ? "Fill in every feature." : "Enter the feature values, separated by commas.");
+    return;
+  }
+  const button = $("#predict-submit");
+  button.disabled = true;
+  try {
+    renderResult(await api(`${base}/predict`, { method: "POST", body: { data: [row] } }));
+  } catch (err) {
+    predictError(err instanceof ApiError ? err.message : `Could not reach the backend: ${err.message}`);
+    show($("#predict-result"), false);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+poll(refresh, 10000);

@@ -1,0 +1,204 @@
+// Pipeline page: phases as a progress bar, details, metrics, live log, Cancel and Run again.
+
+import { api } from "./api.js";
+import { itemsOf } from "./common.js";
+import { repoLabel, statusBadge } from "./components.js";
+import { $, confirmDialog, h, show, toast } from "./dom.js";
+import { FINISHED, absoluteTime, duration, elapsed, number, shortSha } from "./format.js";
+import { LogStream } from "./log_stream.js";
+import { LogView } from "./log_view.js";
+
+const PHASES = ["fetch", "validate", "execute", "register", "deploy"];
+const pipelineId = $("#pipeline-root").dataset.pipelineId;
+const mlflowUi = document.body.dataset.mlflowUi;
+const view = new LogView($("#log"), $("#log-follow"));
+let pipeline = null;
+let refreshTimer = 0;
+let stream = null;
+
+// ---- rendering ----------------------------------------------------------------------------
+
+function phaseItem(phase) {
+  const running = phase.status === "running";
+  const seconds = running || typeof phase.duration_seconds !== "number" ? (phase.started_at ? elapsed(phase.started_at, running ? null : phase.finished_at) : null) : phase.duration_seconds;
+  return h(
+    "li",
+    { class: "phase", dataset: { status: phase.status || "pending", phase: phase.name } },
+    h("span", { class: "phase-bar", "aria-hidden": "true" }),
+    h("span", { class: "phase-name", text: phase.name }),
+    h("span", { class: "phase-meta" }, h("span", { class: "phase-status", text: phase.status || "pending" }), seconds === null ? null : h("span", { class: "phase-duration", text: ` · ${duration(seconds)}` })),
+  );
+}
+
+function renderPhases(p) {
+  const byName = new Map((p.phases || []).map((phase) => [phase.name, phase]));
+  const names = [...PHASES, ...[...byName.keys()].filter((name) => !PHASES.includes(name))];
+  const phases = names.map((name) => byName.get(name) || { name, status: p.status === "cancelled" ? "cancelled" : "pending" });
+  const done = phases.filter((phase) => ["success", "skipped"].includes(phase.status)).length;
+  const list = $("#phases");
+  list.replaceChildren(...phases.map(phaseItem));
+  list.setAttribute("aria-valuemax", String(phases.length));
+  list.setAttribute("aria-valuenow", String(done));
+  const current = phases.find((phase) => phase.status === "running");
+  list.setAttribute("aria-valuetext", `${done} of ${phases.length} phases done${current ? `, running ${current.name}` : ""}`);
+  const total = p.started_at ? elapsed(p.started_at, FINISHED.has(p.status) ? p.finished_at : null) : null;
+  $("#pipeline-duration").textContent = total === null ? "" : `${FINISHED.has(p.status) ? "took" : "running for"} ${duration(total)}`;
+}
+
+function detail(label, value) {
+  return [h("dt", { text: label }), h("dd", {}, value ?? "–")];
+}
+
+function renderDetails(p) {
+  const model = p.model_name
+    ? h("a", { href: `/ui/models/${encodeURIComponent(p.model_name)}` }, h("span", { class: "mono", text: p.model_name }), p.model_version ? ` v${p.model_version}` : "")
+    : null;
+  $("#details").replaceChildren(
+    ...detail("Repository", p.repo_url ? h("span", { class: "mono", title: p.repo_url, text: repoLabel(p.repo_url) }) : null),
+    ...detail("Branch", p.branch ? h("span", { class: "mono", text: p.branch }) : null),
+    ...detail("Commit", p.commit_sha ? h("span", { class: "mono", title: p.commit_sha, text: shortSha(p.commit_sha) }) : null),
+    ...detail("Notebook", p.notebook_path ? h("span", { class: "mono", text: p.notebook_path }) : null),
+    ...detail("Trigger", p.trigger),
+    ...detail("Created", absoluteTime(p.created_at) || null),
+    ...detail("Finished", absoluteTime(p.finished_at) || null),
+    ...detail("Model", model),
+    ...(p.attempts > 1 ? detail("Attempts", String(p.attempts)) : []),
+  );
+  const metrics = p.metrics || {};
+  $("#metrics").replaceChildren(...Object.entries(metrics).sort(([a], [b]) => a.localeCompare(b)).flatMap(([name, value]) => detail(name, h("span", { class: "num", text: number(value) }))));
+  show($("#metrics-empty"), Object.keys(metrics).length === 0);
+}
+
+function render(p) {
+  pipeline = p;
+  const badge = $("#pipeline-status");
+  badge.replaceWith(Object.assign(statusBadge(p.status), { id: "pipeline-status" }));
+  const parts = [p.trigger ? `${p.trigger} run` : "run"];
+  if (p.commit_sha) parts.push(`of ${shortSha(p.commit_sha)}`);
+  if (p.repo_url) parts.push(`in ${repoLabel(p.repo_url)}`);
+  $("#pipeline-subtitle").textContent = parts.join(" ");
+  renderPhases(p);
+  renderDetails(p);
+  const error = $("#pipeline-error");
+  error.textContent = p.error || "";
+  show(error, Boolean(p.error));
+  const link = $("#mlflow-link");
+  if (p.mlflow_run_id && mlflowUi) {
+    link.href = `${mlflowUi}/#/runs/${encodeURIComponent(p.mlflow_run_id)}`;
+    show(link, true);
+  }
+  show($("#cancel-button"), !FINISHED.has(p.status));
+  show($("#rerun-button"), FINISHED.has(p.status) && p.repo_id !== null && p.repo_id !== undefined);
+  document.title = `#${p.id} ${p.status} · notebook-mlops`;
+}
+
+// ---- data ---------------------------------------------------------------------------------
+
+async function refresh() {
+  clearTimeout(refreshTimer);
+  try {
+    render(await api(`/pipelines/${encodeURIComponent(pipelineId)}`));
+  } catch (err) {
+    // While polling, a blip (the backend restarting) only delays the next refresh.
+    if (!pipeline) toast(`Could not load the pipeline: ${err.message}`, "error");
+  }
+  // Durations tick every second while running; the row itself is re-read every 2 s.
+  if (!pipeline || !FINISHED.has(pipeline.status)) refreshTimer = setTimeout(refresh, 2000);
+}
+
+/** The stored log of a finished pipeline, page by page (Redis may no longer hold it). */
+async function loadStoredLog() {
+  setState("loading stored log…");
+  let after = 0;
+  for (;;) {
+    const body = await api(`/pipelines/${encodeURIComponent(pipelineId)}/logs?after=${after}`);
+    const events = itemsOf(body).filter((event) => event.stream !== "status");
+    if (!events.length) break;
+    view.append(events);
+    after = body.next_after ?? events[events.length - 1].seq;
+  }
+  return after;
+}
+
+function setState(text, kind = "") {
+  const state = $("#log-state");
+  state.textContent = text;
+  state.dataset.kind = kind;
+}
+
+function startStream() {
+  stream = new LogStream(pipelineId, {
+    onEvents: (events) => view.append(events),
+    onFinal: (event) => {
+      setState(`finished: ${event.status || "done"}`, event.status || "");
+      view.note(`— pipeline ${event.status || "finished"} —`);
+      refresh();
+    },
+    onState: (state, delay) => {
+      if (state === "live") setState("live", "live");
+      else if (state === "reconnecting" && delay) setState(`reconnecting in ${Math.round(delay / 1000) || 1}s…`, "warn");
+      else if (state === "finished") return;
+      else setState(`${state}…`);
+    },
+    onNotFound: (reason) => setState(reason, "error"),
+  });
+  stream.start();
+}
+
+// ---- actions ------------------------------------------------------------------------------
+
+$("#cancel-button").addEventListener("click", async () => {
+  const ok = await confirmDialog({
+    title: `Cancel pipeline #${pipelineId}?`,
+    message: "The running cell is interrupted and the pipeline ends as cancelled. Nothing is deployed.",
+    confirmLabel: "Cancel pipeline",
+    danger: true,
+  });
+  if (!ok) return;
+  try {
+    await api(`/pipelines/${encodeURIComponent(pipelineId)}/cancel`, { method: "POST" });
+    toast("Cancellation requested.");
+  } catch (err) {
+    toast(`Could not cancel: ${err.message}`, "error");
+  }
+  refresh();
+});
+
+$("#rerun-button").addEventListener("click", async () => {
+  if (!pipeline) return;
+  const button = $("#rerun-button");
+  button.disabled = true;
+  try {
+    // "Run again" means this pipeline's commit again (not whatever the branch points at now).
+    const result = await api(`/pipelines/${encodeURIComponent(pipelineId)}/retry`, { method: "POST" });
+    location.assign(`/ui/pipelines/${encodeURIComponent(result.pipeline_id)}`);
+  } catch (err) {
+    toast(`Could not start a new run: ${err.message}`, "error");
+    button.disabled = false;
+  }
+});
+
+$("#log-wrap").addEventListener("change", (event) => {
+  $("#log").classList.toggle("nowrap", !event.target.checked);
+});
+
+// ---- start --------------------------------------------------------------------------------
+
+// Keep the running phase's duration moving between refreshes.
+setInterval(() => {
+  if (pipeline && !FINISHED.has(pipeline.status)) renderPhases(pipeline);
+}, 1000);
+
+await refresh();
+if (pipeline && FINISHED.has(pipeline.status)) {
+  try {
+    const last = await loadStoredLog();
+    setState(`finished: ${pipeline.status}`, pipeline.status);
+    if (!last) view.note("No log lines were stored for this pipeline.");
+  } catch {
+    // No stored log (yet): the WebSocket replays what Redis still holds.
+    startStream();
+  }
+} else {
+  startStream();
+}

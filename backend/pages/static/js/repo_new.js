@@ -1,0 +1,116 @@
+// Add repository: errors beside their field (from the API's 422/409 body), then the webhook
+// URL and secret, shown once.
+
+import { api, ApiError } from "./api.js";
+import "./common.js";
+import { $, show, toast } from "./dom.js";
+
+const FIELDS = ["github_url", "branch", "notebook_path", "github_token", "webhook_secret"];
+const form = $("#repo-form");
+const submit = $("#repo-submit");
+let created = null;
+
+function clearErrors() {
+  for (const name of FIELDS) {
+    const input = document.getElementById(name);
+    const error = document.getElementById(`${name}-error`);
+    input.removeAttribute("aria-invalid");
+    error.textContent = "";
+    show(error, false);
+  }
+  show($("#form-error"), false);
+}
+
+function fieldError(name, message) {
+  const input = document.getElementById(name);
+  const error = document.getElementById(`${name}-error`);
+  input.setAttribute("aria-invalid", "true");
+  error.textContent = message;
+  show(error, true);
+  if (input.closest("details")) input.closest("details").open = true;
+}
+
+/** Which field an error is about: FastAPI's loc, else a field named in the message. */
+function fieldOf(item, text) {
+  const loc = Array.isArray(item?.loc) ? item.loc : [];
+  const fromLoc = loc.find((part) => FIELDS.includes(part));
+  if (fromLoc) return fromLoc;
+  if (item?.field && FIELDS.includes(item.field)) return item.field;
+  return FIELDS.find((name) => text.includes(name)) || null;
+}
+
+function cleanMessage(message) {
+  return String(message).replace(/^Value error, /, "");
+}
+
+function showApiErrors(err) {
+  const detail = err.body && typeof err.body === "object" ? err.body.detail : null;
+  const items = Array.isArray(detail) ? detail : [detail ?? err.message];
+  const general = [];
+  for (const item of items) {
+    const text = cleanMessage(typeof item === "string" ? item : item?.msg || item?.message || JSON.stringify(item));
+    let field = fieldOf(typeof item === "object" ? item : null, text);
+    if (!field && err.status === 409) field = "github_url";
+    if (field) fieldError(field, text);
+    else general.push(text);
+  }
+  if (general.length) {
+    $("#form-error").textContent = general.join(" ");
+    show($("#form-error"), true);
+  }
+  const firstInvalid = form.querySelector("[aria-invalid=true]");
+  (firstInvalid || $("#form-error")).focus?.();
+}
+
+function payload() {
+  const data = new FormData(form);
+  const body = {};
+  for (const name of FIELDS) {
+    const value = String(data.get(name) ?? "").trim();
+    if (value) body[name] = value;
+  }
+  return body;
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors();
+  const body = payload();
+  if (!body.github_url) {
+    fieldError("github_url", "Enter the repository's URL.");
+    $("#github_url").focus();
+    return;
+  }
+  submit.disabled = true;
+  submit.textContent = "Adding…";
+  try {
+    created = await api("/repos", { method: "POST", body });
+  } catch (err) {
+    if (err instanceof ApiError && err.status !== 401) showApiErrors(err);
+    else {
+      $("#form-error").textContent = err.status === 401 ? "An API token is needed to add a repository." : `Could not reach the backend: ${err.message}`;
+      show($("#form-error"), true);
+    }
+    return;
+  } finally {
+    submit.disabled = false;
+    submit.textContent = "Add repository";
+  }
+  form.reset();
+  $("#created-repo").textContent = created.github_url;
+  $("#created-webhook-url").value = created.webhook_url || "";
+  $("#created-secret").value = created.webhook_secret || "";
+  show($("#repo-form-card"), false);
+  show($("#repo-created"), true);
+  $("#repo-created").focus();
+});
+
+$("#repo-trigger").addEventListener("click", async () => {
+  if (!created) return;
+  try {
+    const result = await api(`/repos/${encodeURIComponent(created.id)}/trigger`, { method: "POST" });
+    location.assign(`/ui/pipelines/${encodeURIComponent(result.pipeline_id)}`);
+  } catch (err) {
+    toast(`Could not start a run: ${err.message}`, "error");
+  }
+});

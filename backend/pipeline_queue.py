@@ -1,0 +1,220 @@
+"""Puts pipelines on the Celery broker and makes sure none is left off it.
+
+Callers commit the pipeline row first and only then send. When the broker is down the row
+keeps `enqueued_at` NULL and the re-queue loop sends it once Redis answers again, so an accepted
+webhook is never lost. A send to a dead broker must fail in milliseconds (kombu's connection
+retries off, short socket timeouts): a burst of webhooks during an outage still has to be
+answered within GitHub's 10 s. After one failure, request handlers stop trying for a moment
+and leave the probing to the loop, so an unreachable (not just refused) broker costs each
+request nothing.
+
+Tasks are sent by name, so the backend never imports the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Final
+
+import anyio.to_thread
+import redis
+from fastapi import FastAPI, Request
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from backend.metrics import ENQUEUE_FAILURES, PIPELINES_AWAITING_ENQUEUE
+from mlops_core.database import session_scope
+from mlops_core.schema import Pipeline, utcnow
+from mlops_core.settings import Settings
+from mlops_core.states import PipelineStatus
+from mlops_core.task_queue import CANCEL_CHANNEL, RUN_PIPELINE_TASK, make_celery
+
+logger = logging.getLogger(__name__)
+
+BROKER_SOCKET_TIMEOUT_SECONDS: Final = 2.0
+# After a failed send, request handlers skip sending for this long (the loop keeps probing).
+BROKER_DOWN_BACKOFF_SECONDS: Final = 2.0
+REQUEUE_BATCH: Final = 500
+
+
+class PipelineQueue:
+    """The backend's side of the Celery queue: send, record, re-send, and ask to cancel."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._celery = make_celery(settings, name="backend")
+        options = dict(self._celery.conf.broker_transport_options)
+        options.update(
+            max_retries=0,
+            socket_connect_timeout=BROKER_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=BROKER_SOCKET_TIMEOUT_SECONDS,
+        )
+        self._celery.conf.broker_transport_options = options
+        self.redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=BROKER_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=BROKER_SOCKET_TIMEOUT_SECONDS,
+        )
+        self._lock = threading.Lock()
+        # Pipelines being sent, or sent and not yet marked in the DB: not to be re-sent.
+        self._in_flight: set[int] = set()
+        self._unmarked: set[int] = set()
+        self._marking = False
+        self._down_until = 0.0
+
+    def enqueue(self, pipeline_id: int, *, probe: bool = False) -> bool:
+        """Send the pipeline to the workers; True once it is on the broker.
+
+        False means it stays for the re-queue loop. `probe` sends even while the broker was
+        recently seen down (the loop uses it to find out that Redis is back).
+        """
+        if not probe and time.monotonic() < self._down_until:
+            return False
+        with self._lock:
+            self._in_flight.add(pipeline_id)
+        try:
+            self._celery.send_task(RUN_PIPELINE_TASK, args=[pipeline_id], retry=False)
+        except Exception as exc:  # kombu and redis-py raise many kinds; all mean "not sent"
+            with self._lock:
+                self._in_flight.discard(pipeline_id)
+            self._down_until = time.monotonic() + BROKER_DOWN_BACKOFF_SECONDS
+            ENQUEUE_FAILURES.inc()
+            logger.warning(
+                "pipeline %s not queued, broker unreachable (%s); it will be re-queued",
+                pipeline_id,
+                exc,
+            )
+            return False
+        self._down_until = 0.0
+        self._mark_enqueued(pipeline_id)
+        return True
+
+    def _mark_enqueued(self, pipeline_id: int) -> None:
+        """Record sends in `enqueued_at`, many per transaction under load (group commit).
+
+        With SQLite each commit waits for the disk, so one UPDATE per delivery would cap a
+        burst at a few hundred per second. The first thread to arrive writes every send
+        recorded so far; threads arriving meanwhile leave theirs to it and return. Until its
+        mark is written a pipeline stays in `_in_flight`, which the re-queue loop skips.
+        """
+        with self._lock:
+            self._unmarked.add(pipeline_id)
+            if self._marking:
+                return
+            self._marking = True
+        try:
+            while True:
+                with self._lock:
+                    batch = set(self._unmarked)
+                if not batch:
+                    return
+                try:
+                    with session_scope(self._settings.database_url) as session:
+                        session.execute(
+                            update(Pipeline)
+                            .where(Pipeline.id.in_(batch), Pipeline.enqueued_at.is_(None))
+                            .values(enqueued_at=utcnow())
+                        )
+                except SQLAlchemyError:
+                    # Left in _unmarked: the next send or re-queue pass writes them.
+                    logger.exception("could not record that pipelines %s were queued", batch)
+                    return
+                with self._lock:
+                    self._unmarked -= batch
+                    self._in_flight -= batch
+        finally:
+            with self._lock:
+                self._marking = False
+
+    def requeue_pending(self) -> int:
+        """Send queued pipelines that never reached the broker; return how many were sent.
+
+        Rows younger than one interval are left alone: their request may still be sending them
+        (in this process or another replica), and a second message would only be skipped later.
+        """
+        with self._lock:
+            stranded = next(iter(self._unmarked), None)
+        if stranded is not None:
+            self._mark_enqueued(stranded)  # marks left over by a failed or ended batch
+        cutoff = utcnow() - timedelta(seconds=self._settings.requeue_interval_seconds)
+        pending = (Pipeline.status == PipelineStatus.QUEUED) & Pipeline.enqueued_at.is_(None)
+        with session_scope(self._settings.database_url) as session:
+            waiting = session.scalar(select(func.count()).select_from(Pipeline).where(pending))
+            ids = session.scalars(
+                select(Pipeline.id)
+                .where(pending, Pipeline.created_at <= cutoff)
+                .order_by(Pipeline.id)
+                .limit(REQUEUE_BATCH)
+            ).all()
+        PIPELINES_AWAITING_ENQUEUE.set(waiting or 0)
+        sent = 0
+        for pipeline_id in ids:
+            with self._lock:
+                busy = pipeline_id in self._in_flight
+            if busy:
+                continue
+            if not self.enqueue(pipeline_id, probe=True):
+                break
+            sent += 1
+        if sent:
+            logger.info("re-queued %d pipeline(s) that had not reached the broker", sent)
+        return sent
+
+    def request_cancel(self, pipeline_id: int) -> bool:
+        """Tell the worker running the pipeline to stop now; False if Redis is unreachable.
+
+        The DB flag `cancel_requested` is the durable request; this message makes it immediate.
+        """
+        try:
+            self.redis.publish(CANCEL_CHANNEL, str(pipeline_id))
+        except redis.RedisError as exc:
+            logger.warning("cancel of pipeline %s not announced (%s)", pipeline_id, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release broker and Redis connections."""
+        self._celery.close()
+        self.redis.close()
+
+
+@asynccontextmanager
+async def requeue_service(app: FastAPI) -> AsyncIterator[None]:
+    """Run a re-queue pass at start and then every REQUEUE_INTERVAL_SECONDS."""
+    queue: PipelineQueue = app.state.pipeline_queue
+    interval = app.state.settings.requeue_interval_seconds
+
+    async def loop() -> None:
+        while True:
+            try:
+                await anyio.to_thread.run_sync(queue.requeue_pending)
+            except Exception:  # a DB hiccup must not end the loop
+                logger.exception("re-queue pass failed; retrying in %.1fs", interval)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(loop(), name="pipeline-requeue")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        queue.close()
+
+
+def install_pipeline_queue(app: FastAPI) -> None:
+    """Give the app its queue and start the re-queue loop with the app."""
+    app.state.pipeline_queue = PipelineQueue(app.state.settings)
+    app.state.background_services.append(requeue_service)
+
+
+def get_pipeline_queue(request: Request) -> PipelineQueue:
+    """FastAPI dependency: the app's PipelineQueue."""
+    return request.app.state.pipeline_queue

@@ -1,0 +1,106 @@
+"""Creating pipeline rows and turning them into API bodies.
+
+Webhook pushes, manual triggers and retries all create pipelines the same way: the repo's URL,
+branch and notebook path are copied onto the row, so a run stays reproducible when the repo is
+edited or deleted afterwards.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from backend.api_models import PhaseOut, as_utc, PipelineDetail, PipelineSummary
+from mlops_core.schema import Pipeline, Repo
+from mlops_core.states import PHASE_ORDER, PhaseStatus, PipelineStatus
+
+
+def new_pipeline(
+    repo: Repo, *, trigger: str, commit_sha: str | None = None, delivery_id: str | None = None
+) -> Pipeline:
+    """A queued pipeline for `repo` (not yet added to a session)."""
+    return Pipeline(
+        repo_id=repo.id,
+        repo_url=repo.github_url,
+        branch=repo.branch,
+        notebook_path=repo.notebook_path,
+        status=PipelineStatus.QUEUED,
+        trigger=trigger,
+        commit_sha=commit_sha,
+        delivery_id=delivery_id,
+        attempts=0,
+        cancel_requested=False,
+        metrics={},
+        params={},
+        deployed=False,
+    )
+
+
+def _duration(started: datetime | None, finished: datetime | None) -> float | None:
+    start, end = as_utc(started), as_utc(finished)
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def pipeline_summary(pipeline: Pipeline) -> PipelineSummary:
+    """The listed form of a pipeline."""
+    return PipelineSummary(
+        id=pipeline.id,
+        repo_id=pipeline.repo_id,
+        repo_url=pipeline.repo_url,
+        branch=pipeline.branch,
+        notebook_path=pipeline.notebook_path,
+        status=PipelineStatus(pipeline.status),
+        trigger=pipeline.trigger,
+        commit_sha=pipeline.commit_sha,
+        metrics=pipeline.metrics or {},
+        model_name=pipeline.model_name,
+        model_version=pipeline.model_version,
+        mlflow_run_id=pipeline.mlflow_run_id,
+        deployed=pipeline.deployed,
+        error=pipeline.error,
+        attempts=pipeline.attempts,
+        cancel_requested=pipeline.cancel_requested,
+        created_at=pipeline.created_at,
+        started_at=pipeline.started_at,
+        finished_at=pipeline.finished_at,
+        duration_seconds=_duration(pipeline.started_at, pipeline.finished_at),
+    )
+
+
+def pipeline_detail(pipeline: Pipeline) -> PipelineDetail:
+    """The full form of a pipeline; before the worker records phases, they are listed pending."""
+    if pipeline.phases:
+        phases = [
+            PhaseOut(
+                name=phase.name,
+                status=phase.status,
+                started_at=phase.started_at,
+                finished_at=phase.finished_at,
+                duration_seconds=_duration(phase.started_at, phase.finished_at),
+                error=phase.error,
+            )
+            for phase in pipeline.phases
+        ]
+    else:
+        planned = (
+            PhaseStatus.CANCELLED
+            if pipeline.status == PipelineStatus.CANCELLED
+            else PhaseStatus.PENDING
+        )
+        phases = [
+            PhaseOut(
+                name=phase.value,
+                status=planned,
+                started_at=None,
+                finished_at=None,
+                duration_seconds=None,
+                error=None,
+            )
+            for phase in PHASE_ORDER
+        ]
+    return PipelineDetail(
+        **pipeline_summary(pipeline).model_dump(),
+        params=pipeline.params or {},
+        phases=phases,
+    )

@@ -1,0 +1,93 @@
+"""Liveness, readiness and Prometheus metrics of the backend.
+
+/health answers as long as the process serves requests (a restart would not help otherwise).
+/ready checks what a pipeline needs end to end (database, Redis, MLflow, model server), all at
+once with short timeouts, so a probe gets its answer in about two seconds even when a part
+hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+import backend.metrics  # noqa: F401  (registers the backend's metrics before the first scrape)
+from backend.api_models import ReadyReport
+from mlops_core.database import engine_for
+
+router = APIRouter(tags=["health"])
+
+CHECK_TIMEOUT_SECONDS: Final = 2.0
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process is up and serving."""
+    return {"status": "ok"}
+
+
+def _describe(exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"[:300]
+
+
+async def _http_ok(url: str) -> None:
+    async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as client:
+        response = await client.get(url)
+    if response.status_code >= 400:
+        raise RuntimeError(f"{url} answered HTTP {response.status_code}")
+
+
+async def _mlflow_ok(uri: str) -> None:
+    """A tracking server must answer; a local store (file:, sqlite:) has no server to be down."""
+    if uri.startswith(("http://", "https://")):
+        await _http_ok(uri.rstrip("/") + "/health")
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyReport,
+    responses={503: {"model": ReadyReport, "description": "some part is down (see `down`)"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 when every part answers, else 503 naming the parts that do not."""
+    settings = request.app.state.settings
+    queue = request.app.state.pipeline_queue
+
+    def database() -> None:
+        with engine_for(settings.database_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    checks: dict[str, Callable[[], Awaitable[object]]] = {
+        "database": lambda: run_in_threadpool(database),
+        "redis": lambda: run_in_threadpool(queue.redis.ping),
+        "mlflow": lambda: _mlflow_ok(settings.mlflow_tracking_uri),
+        "model_server": lambda: _http_ok(settings.model_server_url.rstrip("/") + "/health"),
+    }
+
+    async def run(check: Callable[[], Awaitable[object]]) -> str:
+        try:
+            await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS + 1)
+        except Exception as exc:  # any failure means "down"; the message says which
+            return _describe(exc)
+        return "ok"
+
+    results = await asyncio.gather(*(run(check) for check in checks.values()))
+    report = dict(zip(checks, results, strict=True))
+    down = [name for name, result in report.items() if result != "ok"]
+    body = ReadyReport(status="not ready" if down else "ready", checks=report, down=down)
+    return JSONResponse(body.model_dump(), status_code=503 if down else 200)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    """Prometheus exposition of this process's metrics."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

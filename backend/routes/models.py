@@ -1,0 +1,310 @@
+"""Models API: what is served, every registered version, deploy / rollback / delete, predict.
+
+The registry alias is the truth for what is served; each change goes through
+`change_served_version`, which records the deployment history and announces the change so that
+model servers act at once. Registry and database work runs in plain `def` handlers (FastAPI's
+thread pool); the prediction proxy is async and streams nothing it has not size-checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import httpx
+import redis
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, field_validator
+from sqlalchemy.orm import Session
+
+from backend.api_models import as_utc
+from backend.auth import require_api_token
+from backend.dependencies import get_app_settings, get_session
+from mlops_core.deployments import (
+    change_served_version,
+    deployment_history,
+    previously_served_version,
+)
+from mlops_core.model_events import replica_versions
+from mlops_core.model_registry import (
+    delete_model,
+    get_version,
+    list_versions,
+    model_exists,
+    registered_model_names,
+    registry_client,
+    served_version,
+    version_exists,
+)
+from mlops_core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+API_ACTOR = "api"
+
+
+class VersionChoice(BaseModel):
+    """Body of deploy and rollback: a registered version number ("3" or 3)."""
+
+    version: str | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str):
+            value = value.strip()
+            if not value.isdigit():
+                raise ValueError("version must be a registered version number such as \"3\"")
+        return value
+
+
+@lru_cache
+def _registry(tracking_uri: str) -> MlflowClient:
+    return registry_client(tracking_uri)
+
+
+@lru_cache
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def registry(settings: Settings = Depends(get_app_settings)) -> MlflowClient:
+    return _registry(settings.mlflow_tracking_uri)
+
+
+@asynccontextmanager
+async def model_server_client(app: FastAPI) -> AsyncIterator[None]:
+    """Background service: one pooled HTTP client to the model server for the app's lifetime."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+        app.state.model_server_client = client
+        yield
+
+
+def _require_model(client: MlflowClient, name: str) -> None:
+    if not model_exists(client, name):
+        raise HTTPException(404, f"model {name!r} is not registered")
+
+
+def _require_version(client: MlflowClient, name: str, version: str) -> None:
+    _require_model(client, name)
+    if not version_exists(client, name, version):
+        raise HTTPException(404, f"model {name!r} has no version {version}")
+
+
+def _model_view(client: MlflowClient, name: str, settings: Settings) -> dict[str, Any]:
+    versions = list_versions(client, name)
+    served = served_version(client, name, settings.serving_alias)
+    return {
+        "name": name,
+        "alias": settings.serving_alias,
+        "served_version": served,
+        "latest_version": versions[0].version if versions else None,
+        "versions": [dict(v.as_dict(), served=v.version == served) for v in versions],
+    }
+
+
+def _replicas(settings: Settings, name: str) -> dict[str, str] | None:
+    try:
+        return replica_versions(
+            _redis(settings.redis_url), name, settings.model_heartbeat_interval_seconds * 3
+        )
+    except redis.RedisError:
+        return None
+
+
+@router.get("")
+def list_models(
+    settings: Settings = Depends(get_app_settings), client: MlflowClient = Depends(registry)
+) -> list[dict[str, Any]]:
+    """Every registered model with its served version and its versions."""
+    return [_model_view(client, name, settings) for name in registered_model_names(client)]
+
+
+@router.get("/{name}")
+def get_model(
+    name: str,
+    settings: Settings = Depends(get_app_settings),
+    client: MlflowClient = Depends(registry),
+) -> dict[str, Any]:
+    """One model, plus which version each live model-server replica has loaded."""
+    _require_model(client, name)
+    view = _model_view(client, name, settings)
+    view["replicas"] = _replicas(settings, name)
+    return view
+
+
+@router.get("/{name}/history")
+def model_history(
+    name: str,
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = Depends(get_session),
+    client: MlflowClient = Depends(registry),
+) -> list[dict[str, Any]]:
+    """Every change of the served version, newest first (kept even after a purge)."""
+    rows = deployment_history(session, name, limit)
+    if not rows and not model_exists(client, name):
+        raise HTTPException(404, f"model {name!r} is not registered and has no history")
+    return [
+        {
+            "id": row.id,
+            "action": row.action,
+            "version": row.version,
+            "previous_version": row.previous_version,
+            "pipeline_id": row.pipeline_id,
+            "actor": row.actor,
+            "created_at": _iso(row.created_at),
+        }
+        for row in rows
+    ]
+
+
+def _iso(value: datetime) -> str:
+    return as_utc(value).isoformat()  # type: ignore[union-attr]
+
+
+def _change(
+    session: Session,
+    client: MlflowClient,
+    settings: Settings,
+    *,
+    name: str,
+    version: str | None,
+    action: str,
+) -> dict[str, Any]:
+    pipeline_id = None
+    if version is not None:
+        pipeline_id = get_version(client, name, version).pipeline_id
+    previous, announced = change_served_version(
+        session,
+        client,
+        _redis(settings.redis_url),
+        model_name=name,
+        version=version,
+        action=action,
+        alias=settings.serving_alias,
+        actor=API_ACTOR,
+        pipeline_id=pipeline_id,
+    )
+    logger.info("%s %s: served version %s -> %s", action, name, previous, version)
+    return {
+        "name": name,
+        "action": action,
+        "served_version": version,
+        "previous_version": previous,
+        "announced": announced,
+    }
+
+
+@router.post("/{name}/deploy", dependencies=[Depends(require_api_token)])
+def deploy(
+    name: str,
+    choice: VersionChoice,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    client: MlflowClient = Depends(registry),
+) -> dict[str, Any]:
+    """Serve any registered version of the model."""
+    if choice.version is None:
+        raise HTTPException(422, "version is required: the registered version to serve")
+    _require_version(client, name, choice.version)
+    return _change(session, client, settings, name=name, version=choice.version, action="deploy")
+
+
+@router.post("/{name}/rollback", dependencies=[Depends(require_api_token)])
+def rollback(
+    name: str,
+    choice: VersionChoice | None = None,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    client: MlflowClient = Depends(registry),
+) -> dict[str, Any]:
+    """Serve `version`, or without one the version served before the current one."""
+    _require_model(client, name)
+    target = choice.version if choice else None
+    if target is None:
+        current = served_version(client, name, settings.serving_alias)
+        target = previously_served_version(session, name, current)
+        if target is None:
+            raise HTTPException(
+                409, f"model {name!r} has no previously served version to roll back to"
+            )
+    _require_version(client, name, target)
+    return _change(session, client, settings, name=name, version=target, action="rollback")
+
+
+@router.delete("/{name}", dependencies=[Depends(require_api_token)])
+def delete(
+    name: str,
+    purge: bool = Query(False, description="also delete the registered model and its versions"),
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    client: MlflowClient = Depends(registry),
+) -> dict[str, Any]:
+    """Stop serving the model; with `purge=true` also remove it from the registry."""
+    _require_model(client, name)
+    result = _change(session, client, settings, name=name, version=None, action="delete")
+    if purge:
+        try:
+            delete_model(client, name)
+        except MlflowException as exc:
+            raise HTTPException(502, f"model {name!r} stopped serving but purge failed: {exc}")
+    result["purged"] = purge
+    return result
+
+
+@router.post("/{name}/predict")
+async def predict(name: str, request: Request) -> Response:
+    """Forward a prediction to the model server, same body in, same status and body out."""
+    settings: Settings = request.app.state.settings
+    body = await _limited_body(request, settings.predict_max_body_bytes)
+    client: httpx.AsyncClient | None = getattr(request.app.state, "model_server_client", None)
+    url = f"{settings.model_server_url.rstrip('/')}/predict/{name}"
+    try:
+        if client is None:
+            async with httpx.AsyncClient(timeout=30.0) as own:
+                upstream = await own.post(url, content=body, headers=_json_headers())
+        else:
+            upstream = await client.post(url, content=body, headers=_json_headers())
+    except httpx.TimeoutException:
+        raise HTTPException(504, f"model server at {settings.model_server_url} timed out") from None
+    except httpx.HTTPError as exc:
+        raise HTTPException(
+            503, f"model server at {settings.model_server_url} is unreachable: {exc}"
+        ) from None
+    return Response(
+        content=upstream.content,
+        status_code=upstream.status_code,
+        media_type=upstream.headers.get("content-type", "application/json"),
+    )
+
+
+def _json_headers() -> dict[str, str]:
+    return {"content-type": "application/json"}
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(
+            413, f"request body is {declared} bytes; the limit is {limit} (PREDICT_MAX_BODY_BYTES)"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(
+                413, f"request body exceeds the limit of {limit} bytes (PREDICT_MAX_BODY_BYTES)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)

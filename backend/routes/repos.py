@@ -1,0 +1,175 @@
+"""Repos API: register the git repositories whose pushes run a notebook.
+
+Handlers are plain `def`s: FastAPI runs them in its thread pool, so their database work never
+blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.api_models import PipelineBrief, RepoCreate, RepoCreated, RepoOut
+from backend.auth import require_api_token
+from backend.dependencies import get_app_settings, get_session
+from backend.validation_errors import field_error
+from mlops_core import secrets_box
+from mlops_core.repo_urls import RepoUrlError, normalize_repo_url
+from mlops_core.schema import Pipeline, Repo
+from mlops_core.settings import Settings
+from mlops_core.states import PipelineStatus
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["repos"])
+
+WEBHOOK_PATH = "/webhook/github"
+
+
+def webhook_url(settings: Settings) -> str:
+    """The Payload URL to enter in GitHub's webhook settings."""
+    return settings.public_base_url.rstrip("/") + WEBHOOK_PATH
+
+
+def _repo_out(repo: Repo, settings: Settings, last: Pipeline | None = None) -> RepoOut:
+    return RepoOut(
+        id=repo.id,
+        github_url=repo.github_url,
+        branch=repo.branch,
+        notebook_path=repo.notebook_path,
+        created_at=repo.created_at,
+        has_token=repo.token_encrypted is not None,
+        webhook_url=webhook_url(settings),
+        last_pipeline=(
+            PipelineBrief(
+                id=last.id,
+                status=PipelineStatus(last.status),
+                commit_sha=last.commit_sha,
+                created_at=last.created_at,
+            )
+            if last is not None
+            else None
+        ),
+    )
+
+
+def _latest_pipelines(session: Session, repo_ids: list[int]) -> dict[int, Pipeline]:
+    """Each repo's newest pipeline, in one query (ids grow with time)."""
+    if not repo_ids:
+        return {}
+    newest = (
+        select(func.max(Pipeline.id))
+        .where(Pipeline.repo_id.in_(repo_ids))
+        .group_by(Pipeline.repo_id)
+        .scalar_subquery()
+    )
+    rows = session.scalars(select(Pipeline).where(Pipeline.id.in_(newest)))
+    return {row.repo_id: row for row in rows if row.repo_id is not None}
+
+
+def _choose_secret(body: RepoCreate, settings: Settings) -> str:
+    """The secret given, else GITHUB_WEBHOOK_SECRET, else a new random one."""
+    if body.webhook_secret is not None:
+        return body.webhook_secret.get_secret_value()
+    if settings.github_webhook_secret is not None:
+        shared = settings.github_webhook_secret.get_secret_value()
+        if shared:
+            return shared
+    return secrets.token_hex(32)
+
+
+@router.post(
+    "/repos",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RepoCreated,
+    dependencies=[Depends(require_api_token)],
+)
+def create_repo(
+    body: RepoCreate,
+    settings: Settings = Depends(get_app_settings),
+    session: Session = Depends(get_session),
+) -> RepoCreated:
+    """Register a repo; the response is the only place its webhook secret is ever shown."""
+    try:
+        url = normalize_repo_url(body.github_url, allow_local=settings.allow_local_repos)
+    except RepoUrlError as exc:
+        raise field_error("github_url", f"github_url: {exc}") from exc
+    existing = session.scalar(select(Repo.id).where(Repo.github_url == url))
+    if existing is not None:
+        raise _duplicate(url, existing)
+    secret = _choose_secret(body, settings)
+    repo = Repo(
+        github_url=url,
+        branch=body.branch,
+        notebook_path=body.notebook_path,
+        token_encrypted=(
+            secrets_box.encrypt(settings, body.github_token.get_secret_value())
+            if body.github_token is not None
+            else None
+        ),
+        webhook_secret_encrypted=secrets_box.encrypt(settings, secret),
+    )
+    session.add(repo)
+    try:
+        session.commit()
+    except IntegrityError as exc:  # registered concurrently by another request
+        session.rollback()
+        raced = session.scalar(select(Repo.id).where(Repo.github_url == url))
+        raise _duplicate(url, raced) from exc
+    logger.info("registered repo %s: %s (branch %s)", repo.id, url, repo.branch)
+    return RepoCreated(**_repo_out(repo, settings).model_dump(), webhook_secret=secret)
+
+
+def _duplicate(url: str, repo_id: int | None) -> HTTPException:
+    which = f" as repo {repo_id}" if repo_id is not None else ""
+    return HTTPException(
+        status.HTTP_409_CONFLICT, f"github_url: {url} is already registered{which}"
+    )
+
+
+@router.get("/repos", response_model=list[RepoOut])
+def list_repos(
+    settings: Settings = Depends(get_app_settings), session: Session = Depends(get_session)
+) -> list[RepoOut]:
+    """Every registered repo with its latest pipeline, oldest registration first."""
+    repos = list(session.scalars(select(Repo).order_by(Repo.id)))
+    latest = _latest_pipelines(session, [repo.id for repo in repos])
+    return [_repo_out(repo, settings, latest.get(repo.id)) for repo in repos]
+
+
+def load_repo(session: Session, repo_id: int) -> Repo:
+    """The repo with that id, or a 404 naming it."""
+    repo = session.get(Repo, repo_id)
+    if repo is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"repo {repo_id} not found")
+    return repo
+
+
+@router.get("/repos/{repo_id}", response_model=RepoOut)
+def get_repo(
+    repo_id: int,
+    settings: Settings = Depends(get_app_settings),
+    session: Session = Depends(get_session),
+) -> RepoOut:
+    """One repo with its latest pipeline."""
+    repo = load_repo(session, repo_id)
+    return _repo_out(repo, settings, _latest_pipelines(session, [repo.id]).get(repo.id))
+
+
+@router.delete(
+    "/repos/{repo_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(require_api_token)],
+)
+def delete_repo(repo_id: int, session: Session = Depends(get_session)) -> Response:
+    """Forget a repo; its pipelines stay as history (they copied what they need)."""
+    repo = load_repo(session, repo_id)
+    session.delete(repo)
+    session.commit()
+    logger.info("deleted repo %s: %s", repo_id, repo.github_url)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,60 @@
+"""POST /webhook/github: GitHub's push deliveries, guarded by their signature.
+
+The route only reads the body, refusing it as soon as it is known to exceed the limit (from
+Content-Length, else while streaming), and hands the rest to WebhookIntake in a worker thread.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from backend.metrics import WEBHOOK_DELIVERIES
+from backend.webhook_intake import WebhookIntake
+
+router = APIRouter(tags=["webhooks"])
+
+
+def _too_large(limit: int, size: int | None = None) -> JSONResponse:
+    WEBHOOK_DELIVERIES.labels(outcome="too_large").inc()
+    got = f"{size} bytes" if size is not None else "more"
+    return JSONResponse(
+        {"detail": f"payload too large: {got}, the limit is {limit} bytes"},
+        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+    )
+
+
+def _intake(request: Request) -> WebhookIntake:
+    """One WebhookIntake per app, made on first use."""
+    state = request.app.state
+    intake = getattr(state, "webhook_intake", None)
+    if intake is None:
+        intake = state.webhook_intake = WebhookIntake(state.settings, state.pipeline_queue)
+    return intake
+
+
+@router.post(
+    "/webhook/github",
+    responses={
+        200: {"description": "ping answered, or the event is ignored (the body says why)"},
+        202: {"description": "a pipeline was queued: {pipeline_id, status}"},
+        400: {"description": "not JSON, or a payload GitHub would not send"},
+        401: {"description": "X-Hub-Signature-256 missing or wrong"},
+        404: {"description": "push for a repository that is not registered"},
+        413: {"description": "body over WEBHOOK_MAX_BODY_BYTES (25 MB, GitHub's cap)"},
+    },
+)
+async def github_webhook(request: Request) -> JSONResponse:
+    """Verify and record a GitHub delivery; a push that changes the notebook queues a run."""
+    limit: int = request.app.state.settings.webhook_max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _too_large(limit, int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            return _too_large(limit)
+    code, content = await run_in_threadpool(_intake(request).handle, request.headers, bytes(body))
+    return JSONResponse(content.model_dump(mode="json"), status_code=code)

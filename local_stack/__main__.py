@@ -1,0 +1,56 @@
+"""Command line of the local stack: `python -m local_stack up|down|status|logs` (see Makefile)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from local_stack.commands import StackError, describe, down, log_files, status, up
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_cmd = sub.add_parser("up", help="start the stack and wait until every service answers")
+    up_cmd.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="replace a taken default port by a free one (ports set explicitly never move)",
+    )
+    up_cmd.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
+    sub.add_parser("down", help="stop every process of the stack and supervisord")
+    sub.add_parser("status", help="show the services, their URLs and states")
+    logs_cmd = sub.add_parser("logs", help="follow the services' logs")
+    logs_cmd.add_argument("programs", nargs="*", help="redis mlflow backend worker model-server")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "up":
+            result = up(free_ports=args.free_ports, timeout=args.timeout)
+            if result.already_up:
+                print(f"notebook-mlops stack is already up:\n{describe(result.plan)}")
+            else:
+                timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.healthy_after.items())
+                print(
+                    f"notebook-mlops stack is up in {result.seconds:.1f}s "
+                    f"(healthy after: {timings}):\n{describe(result.plan)}"
+                )
+        elif args.command == "down":
+            down()
+        elif args.command == "status":
+            return 0 if status() else 3
+        else:
+            files = log_files(args.programs)
+            if not files:
+                print("no logs yet (make up)", file=sys.stderr)
+                return 1
+            os.execvp("tail", ["tail", "-n", "40", "-F", *files])  # noqa: S606 - argv, no shell
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""`up`, `down`, `status` and `logs` of the local stack, usable from code (the demo) and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from local_stack.health import Failure, checks_for, wait_healthy
+from local_stack.plan import (
+    PORT_SETTINGS,
+    Layout,
+    StackPlan,
+    build_plan,
+    port_setting_name,
+    setting_env_names,
+)
+from local_stack.ports import free_port, port_taken
+from local_stack.processes import kill, wait_gone, with_descendants
+from local_stack.supervisor import Supervisor, supervisord_environment, write_files
+from mlops_core.database import upgrade_database
+from mlops_core.settings import Settings
+
+Say = Callable[[str], None]
+
+SERVICE_TITLES = {
+    "redis": "Redis",
+    "mlflow": "MLflow",
+    "backend": "backend",
+    "model-server": "model server",
+}
+
+
+class StackError(RuntimeError):
+    """A reason the stack could not start or stop, worded for the person who ran it."""
+
+
+@dataclass
+class UpResult:
+    plan: StackPlan
+    already_up: bool
+    seconds: float
+    # program → seconds from the start of `up` until it first answered its health check.
+    healthy_after: dict[str, float] = field(default_factory=dict)
+
+
+def _failure_report(layout: Layout, failures: list[Failure]) -> str:
+    parts = []
+    for failure in failures:
+        parts.append(
+            f"{failure.name} is not healthy: {failure.reason}\n"
+            f"--- last lines of {layout.log(failure.name)} ---\n{failure.log_tail}\n---"
+        )
+    return "\n".join(parts)
+
+
+def up(
+    environ: dict[str, str] | None = None,
+    *,
+    free_ports: bool = False,
+    timeout: float = 300.0,
+    say: Say = print,
+) -> UpResult:
+    """Start the stack (or confirm it is up) and wait until every service answers.
+
+    With `free_ports`, a default port that is taken is replaced by a free one (and said so);
+    a port the user chose explicitly is never replaced.
+    """
+    started = time.monotonic()
+    environ = dict(os.environ if environ is None else environ)
+    settings = Settings()
+    layout = Layout(settings.mlops_home.resolve())
+    supervisor = Supervisor(layout)
+    if supervisor.running():
+        plan = _confirm_running(settings, environ, layout, supervisor, timeout)
+        return UpResult(plan, True, time.monotonic() - started)
+
+    external_redis = "redis_url" in settings.model_fields_set
+    ports = choose_ports(settings, external_redis, free_ports, say)
+    plan = build_plan(settings, environ, ports=ports)
+    if plan.external_redis and (reason := checks_for(plan)["redis"]()) is not None:
+        raise StackError(f"REDIS_URL is set but that Redis does not answer ({reason}).")
+    write_files(plan)
+    upgrade_database(plan.platform_env["DATABASE_URL"])
+    supervisor.start_daemon(supervisord_environment(environ, setting_env_names(settings)))
+    healthy_at: dict[str, float] = {}
+    try:
+        for phase in (1, 2):
+            names = [p.name for p in plan.programs if p.phase == phase]
+            for name in names:
+                supervisor.start(name)
+            remaining = max(1.0, timeout - (time.monotonic() - started))
+            failures = wait_healthy(plan, supervisor, names, remaining, healthy_at)
+            if failures:
+                raise StackError(_failure_report(layout, failures) + "\nThe stack was stopped.")
+    except BaseException:
+        _stop(supervisor)
+        raise
+    _write_state(plan)
+    timings = {name: at - started for name, at in healthy_at.items()}
+    return UpResult(plan, False, time.monotonic() - started, timings)
+
+
+def choose_ports(
+    settings: Settings, external_redis: bool, free_ports: bool, say: Say
+) -> dict[str, int]:
+    ports = {svc: int(getattr(settings, name)) for svc, name in PORT_SETTINGS.items()}
+    services = [svc for svc in ports if not (svc == "redis" and external_redis)]
+    problems: list[str] = []
+    seen: dict[int, str] = {}
+    for svc in services:
+        port, setting = ports[svc], port_setting_name(svc)
+        if port in seen:
+            problems.append(
+                f"{setting} and {port_setting_name(seen[port])} are both {port}: "
+                "give each service its own port."
+            )
+            continue
+        seen[port] = svc
+        if not port_taken(port):
+            continue
+        explicit = PORT_SETTINGS[svc] in settings.model_fields_set
+        if free_ports and not explicit:
+            ports[svc] = free_port()
+            say(f"port {port} ({setting}) is taken: {SERVICE_TITLES[svc]} uses {ports[svc]}")
+            continue
+        hint = f"set {setting} to a free port (e.g. `{setting}={port + 1} make up`)"
+        if svc == "redis":
+            hint += ", or set REDIS_URL to use a Redis that is already running"
+        problems.append(
+            f"port {port} for {SERVICE_TITLES[svc]} is already in use by another process: {hint}."
+        )
+    if problems:
+        raise StackError("cannot start the stack:\n  " + "\n  ".join(problems))
+    return ports
+
+
+def _confirm_running(
+    settings: Settings,
+    environ: dict[str, str],
+    layout: Layout,
+    supervisor: Supervisor,
+    timeout: float,
+) -> StackPlan:
+    """The stack is up: check it runs with the settings asked for now, and is healthy."""
+    state = json.loads(layout.state.read_text()) if layout.state.exists() else {}
+    recorded = state.get("ports", {})
+    ports = {
+        svc: int(recorded[svc])
+        for svc, name in PORT_SETTINGS.items()
+        if svc in recorded and name not in settings.model_fields_set
+    }
+    plan = build_plan(settings, environ, ports=ports)
+    current = json.loads(layout.platform_env.read_text()) if layout.platform_env.exists() else {}
+    changed = sorted(
+        key
+        for key in set(current) | set(plan.platform_env)
+        if current.get(key) != plan.platform_env.get(key)
+    )
+    if changed:
+        raise StackError(
+            f"the stack in {layout.home} is already up with other settings "
+            f"({', '.join(changed)}): run `make down` first to apply them."
+        )
+    infos = supervisor.infos()
+    for program in plan.programs:
+        if infos.get(program.name, {}).get("statename") != "RUNNING":
+            supervisor.start(program.name)
+    failures = wait_healthy(plan, supervisor, [p.name for p in plan.programs], timeout)
+    if failures:
+        raise StackError(
+            f"the stack in {layout.home} is up, but:\n{_failure_report(layout, failures)}\n"
+            "(`make down` stops it; `make logs` follows the logs)"
+        )
+    return plan
+
+
+def _write_state(plan: StackPlan) -> None:
+    """Ports actually used, so a later `up` or `status` finds the same stack."""
+    state = {"ports": plan.ports, "external_redis": plan.external_redis}
+    plan.layout.state.write_text(json.dumps(state, indent=1))
+
+
+def stack_pids(supervisor: Supervisor) -> set[int]:
+    """supervisord and every process below it."""
+    roots = [info["pid"] for info in supervisor.infos().values() if info["pid"]]
+    pid = supervisor.supervisord_pid()
+    return with_descendants([*roots, *([pid] if pid else [])])
+
+
+def _stop(supervisor: Supervisor, timeout: float = 60.0) -> set[int]:
+    """Shut supervisord down; SIGKILL any process of the stack still alive after `timeout`."""
+    pids = stack_pids(supervisor)
+    supervisor.shutdown()
+    left = wait_gone(pids, timeout)
+    if left:
+        kill(left)
+        left = wait_gone(left, 5.0)
+    return left
+
+
+def down(say: Say = print) -> bool:
+    """Stop exactly the processes this home's stack started; False when it was not running."""
+    layout = Layout(Settings().mlops_home.resolve())
+    supervisor = Supervisor(layout)
+    if not supervisor.running():
+        say(f"the stack in {layout.home} is not running")
+        return False
+    names = sorted(supervisor.infos())
+    left = _stop(supervisor)
+    if left:
+        raise StackError(f"processes still alive after SIGKILL: {sorted(left)}")
+    say(f"stopped {', '.join(names)} and supervisord ({layout.home})")
+    return True
+
+
+def describe(plan: StackPlan, infos: dict[str, dict[str, object]] | None = None) -> str:
+    """The services' addresses, one line each (with supervisord's state when given)."""
+
+    def state(name: str) -> str:
+        if infos is None:
+            return ""
+        return f"  [{infos.get(name, {}).get('statename', 'external')}]"
+
+    redis_note = " (external, REDIS_URL)" if plan.external_redis else ""
+    lines = [
+        f"  backend       {plan.backend_url}  (API docs {plan.backend_url}/docs){state('backend')}",
+        f"  model server  {plan.model_server_url}{state('model-server')}",
+        f"  MLflow        {plan.mlflow_url}{state('mlflow')}",
+        f"  Redis         {plan.redis_url}{redis_note}{state('redis')}",
+        f"  worker        {plan.worker_hostname}, queue pipelines, "
+        f"concurrency {plan.worker_concurrency}{state('worker')}",
+        f"  data          {plan.layout.home}  (logs: make logs)",
+    ]
+    return "\n".join(lines)
+
+
+def status(say: Say = print) -> bool:
+    """Print the stack's services and states; False when it is not running."""
+    settings = Settings()
+    layout = Layout(settings.mlops_home.resolve())
+    supervisor = Supervisor(layout)
+    if not supervisor.running():
+        say(f"the stack in {layout.home} is not running (make up)")
+        return False
+    state = json.loads(layout.state.read_text()) if layout.state.exists() else {}
+    plan = build_plan(settings, dict(os.environ), ports=state.get("ports"))
+    say(f"the stack in {layout.home} is running:\n{describe(plan, supervisor.infos())}")
+    return True
+
+
+def log_files(names: list[str] | None = None) -> list[str]:
+    """The stack's log files (all, or those of the named programs)."""
+    layout = Layout(Settings().mlops_home.resolve())
+    if names:
+        return [str(layout.log(name)) for name in names]
+    return sorted(str(path) for path in layout.logs.glob("*.log"))

@@ -1,0 +1,51 @@
+"""A small REST client for the backend: base URL, bearer token, errors with the server's message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ApiError(RuntimeError):
+    """The backend answered with an error, or could not be reached."""
+
+
+class NotFound(ApiError):
+    """The pipeline (or repo) asked for does not exist."""
+
+
+class ApiClient:
+    """Calls the backend's REST API, turning failures into ApiError with a readable message."""
+
+    def __init__(self, api_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._request("GET", path, params=params)
+
+    def post_json(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._request("POST", path, json=body)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from exc
+        if response.status_code == 404:
+            raise NotFound(_detail(response))
+        if response.is_error:
+            raise ApiError(f"{method} {path} → {response.status_code}: {_detail(response)}")
+        return response.json()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    return str(detail or response.text or response.reason_phrase)

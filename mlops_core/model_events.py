@@ -1,0 +1,150 @@
+"""Model events on Redis: what the control plane announces and what model servers report back.
+
+Two pub/sub channels and one hash per model:
+
+- `MODEL_EVENTS_CHANNEL`: deploy / rollback / delete / auto announcements (`ModelEvent`). They are
+  hints that make replicas act at once; the registry alias stays the truth, so a replica re-reads
+  it on every event and a lost message only delays a change until the next reconcile.
+- `MODEL_LOADED_CHANNEL`: each replica publishes a `ReplicaReport` when it has loaded (or failed
+  to load, or stopped serving) a version, so a waiting deploy wakes up without polling.
+- `replicas_key(model)`: a hash `replica id → ReplicaReport` refreshed by every replica's heartbeat.
+  Hash fields cannot expire one by one on Redis < 7.4, so readers drop reports older than the
+  staleness window and the whole key expires when no replica refreshes it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import redis
+from pydantic import BaseModel, Field
+
+MODEL_EVENTS_CHANNEL = "mlops:model-events"
+MODEL_LOADED_CHANNEL = "mlops:model-loaded"
+_REPLICAS_PREFIX = "mlops:model-replicas:"
+
+EventAction = Literal["deploy", "rollback", "delete", "auto", "restore"]
+ReportStatus = Literal["loaded", "failed", "unloaded"]
+
+
+def replicas_key(model_name: str) -> str:
+    """Hash of replica id → JSON `ReplicaReport` for one model."""
+    return f"{_REPLICAS_PREFIX}{model_name}"
+
+
+class ModelEvent(BaseModel):
+    """A change of the served version of one model (version None: no longer served)."""
+
+    action: EventAction
+    model: str
+    version: str | None
+    alias: str
+    actor: str = "system"
+    ts: float = Field(default_factory=time.time)
+
+
+class ReplicaReport(BaseModel):
+    """What one model-server replica holds for one model."""
+
+    replica: str
+    model: str
+    version: str | None
+    status: ReportStatus
+    error: str | None = None
+    ts: float = Field(default_factory=time.time)
+
+
+def announce(client: redis.Redis, event: ModelEvent) -> int:
+    """Publish a model event; returns how many subscribers (replicas) received it."""
+    return int(client.publish(MODEL_EVENTS_CHANNEL, event.model_dump_json()))
+
+
+def publish_report(client: redis.Redis, report: ReplicaReport, ttl_seconds: float) -> None:
+    """Record a replica's state for a model (hash + TTL) and announce it on the loaded channel."""
+    key = replicas_key(report.model)
+    payload = report.model_dump_json()
+    pipe = client.pipeline()
+    if report.status == "loaded":
+        pipe.hset(key, report.replica, payload)
+        pipe.expire(key, max(1, int(ttl_seconds)))
+    elif report.status == "unloaded":
+        pipe.hdel(key, report.replica)
+    # "failed" leaves the hash alone: the replica still serves what it had before.
+    pipe.publish(MODEL_LOADED_CHANNEL, payload)
+    pipe.execute()
+
+
+def replica_versions(
+    client: redis.Redis, model_name: str, stale_after_seconds: float
+) -> dict[str, str]:
+    """Replica id → loaded version, for replicas whose heartbeat is fresh."""
+    now = time.time()
+    versions: dict[str, str] = {}
+    for replica, raw in client.hgetall(replicas_key(model_name)).items():
+        report = ReplicaReport.model_validate_json(raw)
+        if report.version is not None and now - report.ts <= stale_after_seconds:
+            versions[replica.decode() if isinstance(replica, bytes) else replica] = report.version
+    return versions
+
+
+class DeployWaitError(RuntimeError):
+    """No replica reported the version loaded in time, or one reported it failed to load."""
+
+
+def wait_until_loaded(
+    client: redis.Redis,
+    model_name: str,
+    version: str,
+    *,
+    timeout_seconds: float,
+    stale_after_seconds: float,
+    subscription: redis.client.PubSub | None = None,
+    check: Callable[[], None] | None = None,
+) -> str:
+    """Block until a replica reports `version` of `model_name` loaded; return that replica's id.
+
+    Pass a `subscription` already subscribed to MODEL_LOADED_CHANNEL *before* the alias moved, so
+    that a report published in between is not missed; the hash is checked as well, which covers
+    replicas that loaded the version through their periodic reconcile. A replica reporting that
+    the version failed to load ends the wait at once: every replica loads the same artifact.
+    `check` is called about once a second and may raise to abandon the wait (a cancel).
+    """
+    own = subscription is None
+    pubsub = subscription or client.pubsub(ignore_subscribe_messages=True)
+    if own:
+        pubsub.subscribe(MODEL_LOADED_CHANNEL)
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while True:
+            if check is not None:
+                check()
+            for replica, loaded in replica_versions(
+                client, model_name, stale_after_seconds
+            ).items():
+                if loaded == version:
+                    return replica
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeployWaitError(
+                    f"no model server reported {model_name} version {version} loaded "
+                    f"within {timeout_seconds:g}s"
+                )
+            message = pubsub.get_message(timeout=min(remaining, 1.0))
+            if not message or message.get("type") != "message":
+                continue
+            report = ReplicaReport.model_validate(json.loads(message["data"]))
+            if report.model != model_name or report.version != version:
+                continue
+            if report.status == "loaded":
+                return report.replica
+            if report.status == "failed":
+                raise DeployWaitError(
+                    f"model server {report.replica} failed to load {model_name} version "
+                    f"{version}: {report.error}"
+                )
+    finally:
+        if own:
+            pubsub.close()

@@ -1,0 +1,196 @@
+"""The MLflow Model Registry as the single source of truth for what is served.
+
+The served version of a model is whatever version its serving alias (SERVING_ALIAS, default
+`production`) names. The backend and the worker move the alias; model servers follow it. The
+version tags written at registration (repo, branch, commit, pipeline id, notebook VERSION) are
+read back here so that every reader agrees on their names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+TAG_REPO = "repo"
+TAG_BRANCH = "branch"
+TAG_COMMIT = "commit"
+TAG_PIPELINE_ID = "pipeline_id"
+TAG_NOTEBOOK_VERSION = "version"
+
+_PAGE = 200
+
+
+def registry_client(tracking_uri: str) -> MlflowClient:
+    """A client for the tracking server that also hosts the registry."""
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _not_found(exc: MlflowException) -> bool:
+    return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or (
+        isinstance(exc, RestException) and "not found" in str(exc).lower()
+    )
+
+
+@dataclass
+class VersionInfo:
+    """One registered version with what a person needs to choose it."""
+
+    version: str
+    created_at: datetime
+    run_id: str | None
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    commit: str | None = None
+    branch: str | None = None
+    repo: str | None = None
+    pipeline_id: int | None = None
+    notebook_version: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for API responses."""
+        return {
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "run_id": self.run_id,
+            "status": self.status,
+            "metrics": self.metrics,
+            "commit": self.commit,
+            "branch": self.branch,
+            "repo": self.repo,
+            "pipeline_id": self.pipeline_id,
+            "notebook_version": self.notebook_version,
+        }
+
+
+def model_exists(client: MlflowClient, name: str) -> bool:
+    """Whether a registered model of that name exists."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
+def version_exists(client: MlflowClient, name: str, version: str) -> bool:
+    """Whether `version` of model `name` is registered."""
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
+def served_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version the serving alias names, or None when the model is not served (or unknown)."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+def set_served_version(client: MlflowClient, name: str, version: str, alias: str) -> None:
+    """Point the serving alias at `version`: from now on that version is the one served."""
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def clear_served_version(client: MlflowClient, name: str, alias: str) -> None:
+    """Remove the serving alias: the model keeps its versions but is no longer served."""
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+
+
+def all_served_versions(client: MlflowClient, alias: str) -> dict[str, str]:
+    """Model name → served version for every registered model carrying the alias."""
+    served: dict[str, str] = {}
+    token: str | None = None
+    while True:
+        page = client.search_registered_models(max_results=_PAGE, page_token=token)
+        for model in page:
+            version = (model.aliases or {}).get(alias)
+            if version is not None:
+                served[model.name] = str(version)
+        token = page.token
+        if not token:
+            return served
+
+
+def registered_model_names(client: MlflowClient) -> list[str]:
+    """Every registered model's name, sorted."""
+    names: list[str] = []
+    token: str | None = None
+    while True:
+        page = client.search_registered_models(max_results=_PAGE, page_token=token)
+        names.extend(model.name for model in page)
+        token = page.token
+        if not token:
+            return sorted(names)
+
+
+def list_versions(client: MlflowClient, name: str) -> list[VersionInfo]:
+    """Every version of `name`, newest first, with the metrics of the run that produced it."""
+    versions: list[VersionInfo] = []
+    token: str | None = None
+    while True:
+        page = client.search_model_versions(
+            f"name = '{_quote(name)}'", max_results=_PAGE, page_token=token
+        )
+        versions.extend(_version_info(client, mv) for mv in page)
+        token = page.token
+        if not token:
+            break
+    versions.sort(key=lambda v: int(v.version) if v.version.isdigit() else 0, reverse=True)
+    return versions
+
+
+def get_version(client: MlflowClient, name: str, version: str) -> VersionInfo:
+    """One version with its metrics and tags (raises MlflowException when unknown)."""
+    return _version_info(client, client.get_model_version(name, version))
+
+
+def delete_model(client: MlflowClient, name: str) -> None:
+    """Delete the registered model and all its versions (runs and artifacts stay in tracking)."""
+    client.delete_registered_model(name)
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
+    tags = dict(mv.tags or {})
+    metrics: dict[str, float] = {}
+    if mv.run_id:
+        try:
+            metrics = dict(client.get_run(mv.run_id).data.metrics)
+        except MlflowException as exc:
+            if not _not_found(exc):
+                raise
+    pipeline = tags.get(TAG_PIPELINE_ID)
+    return VersionInfo(
+        version=str(mv.version),
+        created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+        run_id=mv.run_id or None,
+        status=str(mv.status),
+        metrics=metrics,
+        commit=tags.get(TAG_COMMIT),
+        branch=tags.get(TAG_BRANCH),
+        repo=tags.get(TAG_REPO),
+        pipeline_id=int(pipeline) if pipeline and pipeline.isdigit() else None,
+        notebook_version=tags.get(TAG_NOTEBOOK_VERSION),
+        tags=tags,
+    )

@@ -1,0 +1,129 @@
+"""The model server: serves the registry's served versions, hot-swapped with no dropped request.
+
+Run with `uvicorn model_server.app:create_app --factory --port 8001`. It needs only MLflow (the
+registry and artifacts) and Redis (model events and reports); it knows nothing of the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from mlops_core.settings import Settings, get_settings
+from model_server.inference_protocol import router as inference_router
+from model_server.loaded_model import LoadedModel
+from model_server.model_store import ModelStore
+from model_server.registry_sync import RegistrySync
+from model_server.request_body import BodyError, read_json_body
+from model_server.request_rows import InputError, rows_from_body
+
+log = logging.getLogger("model_server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the model-server app (uvicorn's `--factory` calls it with no arguments)."""
+    settings = settings or get_settings()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    replica_id = settings.model_server_replica_id or f"{socket.gethostname()}:{os.getpid()}"
+    store = ModelStore()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+        cache_dir = Path(tempfile.mkdtemp(prefix="mlops-model-cache-"))
+        pool = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
+        sync = RegistrySync(settings, store, replica_id, cache_dir)
+        app.state.predict_pool = pool
+        app.state.sync = sync
+        await sync.start()
+        log.info("model server replica %s following alias %r", replica_id, settings.serving_alias)
+        try:
+            yield
+        finally:
+            await sync.stop()
+            pool.shutdown(wait=True)
+            shutil.rmtree(cache_dir, ignore_errors=True)
+
+    app = FastAPI(title="notebook-mlops model server", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.replica_id = replica_id
+    app.include_router(inference_router)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "replica": replica_id}
+
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        if not request.app.state.sync.ready.is_set():
+            return JSONResponse(
+                {"status": "starting", "detail": "first sync with the registry not done yet"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "models": len(store.names())})
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        return {"replica": replica_id, "models": store.describe()}
+
+    @app.post("/predict/{name}")
+    async def predict(name: str, request: Request) -> JSONResponse:
+        model = _served(store, name)
+        try:
+            body = await read_json_body(request, settings.predict_max_body_bytes)
+            rows = rows_from_body(body, model.features)
+        except BodyError as exc:
+            raise HTTPException(exc.status_code, exc.message) from None
+        except InputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        model.requests += 1
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(request.app.state.predict_pool, model.predict, rows)
+        except Exception as exc:
+            raise HTTPException(
+                422, f"model {name} version {model.version} could not predict these rows: {exc}"
+            ) from None
+        content: dict[str, Any] = {
+            "predictions": result.predictions,
+            "model_name": model.name,
+            "model_version": model.version,
+            "processing_time_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if result.probabilities is not None:
+            content["probabilities"] = result.probabilities
+            content["classes"] = result.classes
+        return JSONResponse(content)
+
+    return app
+
+
+def _served(store: ModelStore, name: str) -> LoadedModel:
+    """The one version that answers this request (looked up once), or a 404/503 naming why."""
+    model = store.get(name)
+    if model is not None:
+        return model
+    failure = store.failure(name)
+    if failure is not None:
+        raise HTTPException(
+            503, f"model {name} is not loaded: version {failure.version} failed: {failure.error}"
+        )
+    raise HTTPException(404, f"model {name!r} is not served (unknown or not deployed)")

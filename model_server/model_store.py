@@ -1,0 +1,90 @@
+"""The versions a replica serves, swapped atomically.
+
+A request looks its model up once and keeps that object to the end, so it is answered by exactly
+one version even when a swap lands mid-request; the previous version stays alive until the last
+request holding it returns. Replacing a dict entry is a single reference assignment under the
+GIL, so readers never see a half-made state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from model_server.loaded_model import LoadedModel
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """The last failed load of a model (the previous version, if any, kept serving)."""
+
+    version: str
+    error: str
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class ModelStore:
+    """Model name → the LoadedModel that answers its requests, plus the last load failures."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, LoadedModel] = {}
+        self._failures: dict[str, LoadFailure] = {}
+
+    def get(self, name: str) -> LoadedModel | None:
+        return self._models.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._models.values())
+
+    def swap_in(self, model: LoadedModel) -> LoadedModel | None:
+        """Serve `model` from now on; returns the version it replaced."""
+        previous = self._models.get(model.name)
+        self._models[model.name] = model
+        self._failures.pop(model.name, None)
+        return previous
+
+    def remove(self, name: str) -> LoadedModel | None:
+        """Stop serving `name`."""
+        self._failures.pop(name, None)
+        return self._models.pop(name, None)
+
+    def record_failure(self, name: str, version: str, error: str) -> None:
+        self._failures[name] = LoadFailure(version, error)
+
+    def failure(self, name: str) -> LoadFailure | None:
+        return self._failures.get(name)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Rows for GET /models: what is served, how much it was used, what failed."""
+        rows: list[dict[str, Any]] = []
+        for name in sorted(set(self._models) | set(self._failures)):
+            model = self._models.get(name)
+            failure = self._failures.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "version": model.version if model else None,
+                    "loaded_at": model.loaded_at.isoformat() if model else None,
+                    "requests": model.requests if model else 0,
+                    "flavor": model.flavor if model else None,
+                    "feature_names": list(model.features.names)
+                    if model and model.features.names
+                    else None,
+                    "n_features": model.features.count if model else None,
+                    "classes": model.classes if model else None,
+                    "last_error": (
+                        {
+                            "version": failure.version,
+                            "error": failure.error,
+                            "at": failure.at.isoformat(),
+                        }
+                        if failure
+                        else None
+                    ),
+                }
+            )
+        return rows

@@ -1,0 +1,95 @@
+"""docker-compose.yml is a valid Compose file whose services run code and settings that exist.
+
+No Docker engine runs here, so the file is checked against the Compose specification's JSON
+schema (vendored by check-jsonschema, offline) and against the project itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlops_core.settings import Settings
+from tests.support.processes import VENV_BIN
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+PLATFORM_SERVICES = ("backend", "worker", "model-server")
+
+
+def validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_file_matches_the_compose_specification(tmp_path: Path) -> None:
+    result = validate(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The validator rejects a misspelt key, so the pass above means something.
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("    healthcheck:\n", "    healthchek:\n", 1))
+    rejected = validate(broken)
+    assert rejected.returncode != 0
+    assert "healthchek" in rejected.stdout + rejected.stderr
+
+
+def test_services_of_the_at_scale_shape(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"redis", "postgres", "mlflow", *PLATFORM_SERVICES} <= set(services)
+    assert services["model-server"]["deploy"]["replicas"] == 2
+    assert "replicas" in services["worker"]["deploy"]
+    mlflow_args = " ".join(services["mlflow"]["command"])
+    assert "--allowed-hosts=mlflow:5000" in mlflow_args
+
+
+def test_platform_services_set_only_known_settings(compose: dict[str, Any]) -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    for name in PLATFORM_SERVICES:
+        unknown = set(compose["services"][name]["environment"]) - known
+        assert not unknown, f"{name} sets variables no setting reads: {unknown}"
+
+
+def test_model_server_gets_no_database(compose: dict[str, Any]) -> None:
+    assert "DATABASE_URL" not in compose["services"]["model-server"]["environment"]
+
+
+def test_commands_name_modules_that_exist(compose: dict[str, Any]) -> None:
+    for name in PLATFORM_SERVICES:
+        command = compose["services"][name]["command"]
+        targets = [arg for arg in command if re.fullmatch(r"[a-z_]+\.[a-z_]+(:[a-z_]+)?", arg)]
+        assert targets, f"{name}: no module in {command}"
+        for target in targets:
+            module = target.split(":")[0]
+            assert importlib.util.find_spec(module) is not None, f"{name}: {module} is missing"
+
+
+def test_no_secret_is_written_in_the_file() -> None:
+    text = COMPOSE.read_text()
+    for line in text.splitlines():
+        if re.search(r"(PASSWORD|SECRET|TOKEN|ENCRYPTION_KEY)\s*:", line):
+            assert "${" in line, f"literal secret in docker-compose.yml: {line.strip()}"
+    assert re.search(r"://[^:/\s]+:[^$@\s]+@", text) is None, "a password literally in a URL"
+
+
+def test_dockerfile_copies_paths_that_exist() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile, flags=re.MULTILINE)
+    assert copied
+    for sources in copied:
+        for source in sources.split():
+            assert (ROOT / source).exists(), f"deploy/Dockerfile copies missing {source}"

@@ -1,0 +1,143 @@
+"""The local stack (`make up` / `make down`) run for real on free ports in a temporary home.
+
+One expensive test carries the whole life cycle; the port checks are cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from celery import Celery
+
+from local_stack.commands import StackError, choose_ports, stack_pids
+from local_stack.plan import Layout
+from local_stack.ports import free_port, port_taken
+from local_stack.processes import alive
+from local_stack.supervisor import Supervisor
+from mlops_core.settings import Settings
+
+SECRET = "webhook-secret-" + os.urandom(8).hex()
+PORT_NAMES = ("BACKEND_PORT", "MODEL_SERVER_PORT", "MLFLOW_PORT", "REDIS_PORT")
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    """The caller's environment without platform settings, plus free ports and a temp home."""
+    settings = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in settings}
+    env.update({name: str(free_port()) for name in PORT_NAMES})
+    env["MLOPS_HOME"] = str(tmp_path / "home")
+    env["GITHUB_WEBHOOK_SECRET"] = SECRET
+    return env
+
+
+def stack(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # Run outside the checkout, so a developer's .env cannot reach the test.
+    return subprocess.run(
+        [sys.executable, "-m", "local_stack", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+
+
+@pytest.fixture
+def running_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+    result = stack(stack_env, tmp_path, "up")
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        stack_env["_up_output"] = result.stdout
+        yield stack_env
+    finally:
+        if Supervisor(Layout(Path(stack_env["MLOPS_HOME"]))).running():
+            stack(stack_env, tmp_path, "down")
+
+
+def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_nothing(
+    running_stack: dict[str, str], tmp_path: Path
+) -> None:
+    env = running_stack
+    port = {name: int(env[name]) for name in PORT_NAMES}
+    home = Path(env["MLOPS_HOME"])
+
+    # Every service answers on the port it was given, and `up` printed where.
+    assert redis.Redis(port=port["REDIS_PORT"]).ping()
+    for name in ("MLFLOW_PORT", "BACKEND_PORT", "MODEL_SERVER_PORT"):
+        url = f"http://127.0.0.1:{port[name]}/health"
+        assert httpx.get(url, timeout=5, trust_env=False).is_success, url
+        assert f"http://127.0.0.1:{port[name]}" in env["_up_output"]
+    celery = Celery(broker=f"redis://127.0.0.1:{port['REDIS_PORT']}/0")
+    assert celery.control.ping(timeout=5.0), "no Celery worker answered"
+    # The schema was migrated before the backend and the worker started.
+    with sqlite3.connect(home / "mlops.db") as db:
+        assert db.execute("select version_num from alembic_version").fetchone()
+
+    supervisor = Supervisor(Layout(home))
+    pids = stack_pids(supervisor)
+    key = (home / "secrets" / "encryption.key").read_text().strip()
+    assert (home / "secrets" / "encryption.key").stat().st_mode & 0o077 == 0
+    for pid in pids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert SECRET.encode() not in argv and key.encode() not in argv
+    supervisord_env = Path(f"/proc/{supervisor.supervisord_pid()}/environ").read_bytes()
+    assert SECRET.encode() not in supervisord_env
+    backend_pid = supervisor.infos()["backend"]["pid"]
+    backend_env = Path(f"/proc/{backend_pid}/environ").read_bytes().split(b"\0")
+    assert f"GITHUB_WEBHOOK_SECRET={SECRET}".encode() in backend_env
+    assert f"ENCRYPTION_KEY={key}".encode() in backend_env
+
+    again = stack(env, tmp_path, "up")
+    assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
+
+    down = stack(env, tmp_path, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert [pid for pid in pids if alive(pid)] == []
+    assert [name for name, p in port.items() if port_taken(p)] == []
+
+
+def test_a_taken_port_is_named_with_its_setting_and_nothing_starts(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        env = {**stack_env, "MLFLOW_PORT": str(taken)}
+        # An explicitly chosen port is never moved, even with --free-ports.
+        result = stack(env, tmp_path, "up", "--free-ports")
+    assert result.returncode == 1
+    assert f"port {taken} for MLflow is already in use" in result.stderr
+    assert "MLFLOW_PORT" in result.stderr
+    assert not Layout(Path(stack_env["MLOPS_HOME"])).supervisor_pid.exists()
+
+
+def test_free_ports_moves_a_taken_default_port_and_says_so(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = {
+            "backend_port": taken,
+            "model_server_port": free_port(),
+            "mlflow_port": free_port(),
+            "redis_port": free_port(),
+        }
+        defaults = Settings.model_construct(_fields_set=set(), mlops_home=tmp_path, **ports)
+        said: list[str] = []
+        chosen = choose_ports(defaults, False, True, said.append)
+        assert chosen["backend"] != taken and not port_taken(chosen["backend"])
+        assert said == [f"port {taken} (BACKEND_PORT) is taken: backend uses {chosen['backend']}"]
+
+        with pytest.raises(StackError, match=f"port {taken} for backend .* set BACKEND_PORT"):
+            choose_ports(defaults, False, False, said.append)

@@ -1,0 +1,82 @@
+"""Child processes the worker can stop at once: on cancel, on the pipeline deadline, or on exit.
+
+Every child starts in its own session, so killing it never touches the Celery worker, and
+is killed together with everything it started (a Jupyter kernel starts in a session of its
+own, so process groups alone would miss it: the tree is walked with psutil).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
+
+
+@dataclass
+class Completed:
+    """Exit code and captured output of a finished command."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process, its process group and every descendant (kernels included)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+def run_command(
+    ctx: PhaseContext,
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    what: str,
+) -> Completed:
+    """Run a short command, stopping it on cancel or when the pipeline runs out of time."""
+    proc = subprocess.Popen(
+        list(args),
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=0.2)
+                return Completed(proc.returncode, stdout, stderr)
+            except subprocess.TimeoutExpired:
+                if ctx.cancelled:
+                    raise PipelineCancelled from None
+                if ctx.remaining() <= 0:
+                    raise PhaseFailed(
+                        f"{what} did not finish within the pipeline time limit "
+                        f"(PIPELINE_TIMEOUT_SECONDS={ctx.settings.pipeline_timeout_seconds})"
+                    ) from None
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=5)

@@ -1,0 +1,1 @@
+"""The pipeline's phases, one module each: fetch, validate, execute, register, deploy."""

@@ -1,0 +1,124 @@
+"""register: check the exported model, log it to the run, register a version of MODEL_NAME.
+
+Loading and logging the model happen in a child with the kernel's environment
+(worker/sandbox/model_child.py); the registry calls happen here. A version is tagged with the
+pipeline id and searched for first, so a redelivered task adopts the version an earlier attempt
+registered instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from worker.child_processes import run_command
+from worker.phases.context import PhaseContext, PhaseFailed
+from worker.phases.execute import sandbox_environment
+from worker.tracking import collect_metrics
+
+PIPELINE_TAG = "pipeline_id"
+
+
+def run(ctx: PhaseContext) -> None:
+    """Register the exported model as a new version (or adopt this pipeline's existing one)."""
+    assert ctx.contract is not None and ctx.mlflow_run_id is not None
+    existing = find_version(ctx)
+    if existing is not None:
+        adopt(ctx, existing)
+        return
+    logged = _log_model(ctx)
+    ctx.log(
+        f"model logged: {logged['model_class']}"
+        + ("" if logged.get("has_signature") else " (no signature: feature shape unknown)")
+    )
+    _ensure_registered_model(ctx)
+    version = ctx.mlflow.create_model_version(
+        ctx.contract.model_name,
+        source=logged["model_uri"],
+        run_id=ctx.mlflow_run_id,
+        tags=version_tags(ctx),
+        description=f"pipeline {ctx.pipeline_id} at {(ctx.commit_sha or '')[:12]}",
+        model_id=logged.get("model_id"),
+    )
+    ctx.model_version = str(version.version)
+    ctx.mlflow.set_tag(ctx.mlflow_run_id, "mlops.model_version", ctx.model_version)
+    metrics = collect_metrics(ctx)
+    ctx.update_pipeline(model_version=ctx.model_version)
+    ctx.log(f"registered {ctx.contract.model_name} version {ctx.model_version}; metrics {metrics}")
+
+
+def version_tags(ctx: PhaseContext) -> dict[str, str]:
+    """Where a version came from: repo, branch, commit, pipeline and the notebook's VERSION."""
+    assert ctx.contract is not None
+    return {
+        "repo": ctx.repo_url,
+        "branch": ctx.branch,
+        "commit": ctx.commit_sha or "",
+        PIPELINE_TAG: str(ctx.pipeline_id),
+        "version": ctx.contract.version,
+        "notebook_path": ctx.notebook_path,
+    }
+
+
+def find_version(ctx: PhaseContext, model_name: str | None = None) -> ModelVersion | None:
+    """The version of the model an earlier attempt of this pipeline registered, if any."""
+    name = model_name or (ctx.contract.model_name if ctx.contract else None)
+    if not name:
+        return None
+    query = f"name = '{name}' and tags.{PIPELINE_TAG} = '{ctx.pipeline_id}'"
+    found = [
+        v for v in ctx.mlflow.search_model_versions(query) if v.tags.get("repo") == ctx.repo_url
+    ]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def adopt(ctx: PhaseContext, version: ModelVersion) -> None:
+    """Take over the version an earlier attempt registered (the task was delivered again)."""
+    ctx.model_version = str(version.version)
+    ctx.model_name = version.name
+    if version.run_id:
+        ctx.mlflow_run_id = version.run_id
+    collect_metrics(ctx)
+    ctx.update_pipeline(
+        model_name=version.name, model_version=ctx.model_version, mlflow_run_id=ctx.mlflow_run_id
+    )
+    ctx.log(
+        f"version {ctx.model_version} of {version.name} was already registered by an earlier "
+        "attempt of this pipeline: reusing it"
+    )
+
+
+def _log_model(ctx: PhaseContext) -> dict:
+    spec_path = ctx.work_dir / "register.json"
+    spec_path.write_text(
+        json.dumps({"model_path": str(ctx.model_output_path), "run_id": ctx.mlflow_run_id})
+    )
+    done = run_command(
+        ctx,
+        [sys.executable, "-m", "worker.sandbox.model_child", str(spec_path)],
+        env=sandbox_environment(ctx),
+        cwd=ctx.notebook_file.parent if ctx.notebook_file else ctx.work_dir,
+        what="logging the model",
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = " / ".join(done.stderr.strip().splitlines()[-3:])
+        raise PhaseFailed(f"logging the model failed (exit code {done.returncode}): {tail}")
+    result = json.loads(lines[-1])
+    if not result.get("ok"):
+        for line in result.get("trace", []):
+            ctx.log(line.rstrip(), stream="error")
+        raise PhaseFailed(result.get("error", "logging the model failed"))
+    return result
+
+
+def _ensure_registered_model(ctx: PhaseContext) -> None:
+    assert ctx.contract is not None
+    try:
+        ctx.mlflow.create_registered_model(ctx.contract.model_name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise

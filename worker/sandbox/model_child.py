@@ -1,0 +1,101 @@
+"""Loads the model a notebook exported and logs it to the pipeline's MLflow run.
+
+Run as `python -m worker.sandbox.model_child SPEC.json` with the kernel's environment:
+unpickling a file the notebook wrote runs code the notebook chose, so it must happen where
+no platform secret is in reach. Prints one JSON object (the result) as its last stdout line.
+
+The model is saved with cloudpickle, deliberately: skops (MLflow's default) refuses tree
+models unless their types are listed as trusted, and listing whatever the notebook produced
+would trust it anyway. Whoever can push a notebook already runs code on the worker, so a
+pickle adds no new trust, and cloudpickle also keeps lambdas in FunctionTransformers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mlflow.models import infer_signature
+
+
+def example_input(model: Any) -> Any | None:
+    """One row of zeros shaped like the model's input, when its feature names or count are known."""
+    import numpy as np
+    import pandas as pd
+
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        return pd.DataFrame([[0.0] * len(names)], columns=[str(n) for n in names])
+    count = getattr(model, "n_features_in_", None)
+    if isinstance(count, int) and count > 0:
+        return np.zeros((1, count))
+    return None
+
+
+def log_model(spec: dict[str, Any]) -> dict[str, Any]:
+    import cloudpickle
+    import joblib
+    import mlflow.sklearn
+    import numpy
+    import pandas
+    import sklearn
+
+    path = Path(spec["model_path"])
+    if not path.is_file():
+        return {"ok": False, "error": "the notebook did not write a model to MODEL_OUTPUT_PATH"}
+    try:
+        model = joblib.load(path)
+    except Exception as exc:
+        return {"ok": False, "error": f"the model file cannot be loaded with joblib: {exc!r}"}
+    if not callable(getattr(model, "predict", None)):
+        kind = type(model).__name__
+        return {"ok": False, "error": f"the exported object ({kind}) has no predict method"}
+
+    example = example_input(model)
+    signature = None
+    if example is not None:
+        try:
+            signature = infer_signature(example, model.predict(example))
+        except Exception:
+            # The model does not take numbers of that shape (strings, say): a signature
+            # built from zeros would reject its real inputs, so log none.
+            example = None
+    requirements = [
+        f"scikit-learn=={sklearn.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+        f"numpy=={numpy.__version__}",
+        f"pandas=={pandas.__version__}",
+    ]
+    with mlflow.start_run(run_id=spec["run_id"]):
+        info = mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+        )
+    return {
+        "ok": True,
+        "model_uri": info.model_uri,
+        "model_id": info.model_id,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "has_signature": signature is not None,
+    }
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    try:
+        result = log_model(spec)
+    except Exception as exc:
+        lines = traceback.format_exception(exc)
+        result = {"ok": False, "error": f"logging the model failed: {exc!r}", "trace": lines[-5:]}
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The pipeline's MLflow run: one per attempt, in an experiment named after the model.
+
+Every attempt gets a fresh run (an attempt killed with the worker leaves its run KILLED), so a
+retried pipeline never mixes metrics of two executions; the pipeline row points at the run of
+its latest attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from mlflow.entities import Param, RunStatus
+from mlflow.exceptions import MlflowException
+
+from worker.phases.context import PhaseContext
+
+MAX_PARAM_LENGTH = 6000
+
+
+def experiment_id(ctx: PhaseContext, name: str) -> str:
+    """The id of the experiment `name`, created if missing (two workers may race to create)."""
+    found = ctx.mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return ctx.mlflow.create_experiment(name)
+    except MlflowException:
+        found = ctx.mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def start_run(ctx: PhaseContext) -> str:
+    """Create this attempt's run with the pipeline's tags and the notebook's params."""
+    assert ctx.contract is not None
+    previous = ctx.mlflow_run_id
+    if previous:
+        end_run(ctx, previous, RunStatus.KILLED, only_if_running=True)
+    run = ctx.mlflow.create_run(
+        experiment_id(ctx, ctx.contract.model_name),
+        run_name=f"pipeline-{ctx.pipeline_id}",
+        tags={
+            "mlops.pipeline_id": str(ctx.pipeline_id),
+            "mlops.attempt": str(ctx.attempt),
+            "mlops.repo": ctx.repo_url,
+            "mlops.branch": ctx.branch,
+            "mlops.notebook_path": ctx.notebook_path,
+            "mlflow.source.git.commit": ctx.commit_sha or "",
+            "mlflow.source.git.repoURL": ctx.repo_url,
+            "mlflow.source.name": ctx.notebook_path,
+        },
+    )
+    run_id = run.info.run_id
+    params = {**ctx.contract.params}
+    params.update({f"mlops.gate_{k}": v for k, v in ctx.contract.gate.as_dict().items()})
+    ctx.mlflow.log_batch(
+        run_id, params=[Param(key, _param_value(value)) for key, value in params.items()]
+    )
+    ctx.mlflow_run_id = run_id
+    ctx.update_pipeline(mlflow_run_id=run_id)
+    return run_id
+
+
+def collect_metrics(ctx: PhaseContext) -> dict[str, float]:
+    """The latest value of every metric logged to the run (what the pipeline shows)."""
+    if not ctx.mlflow_run_id:
+        return {}
+    metrics = dict(ctx.mlflow.get_run(ctx.mlflow_run_id).data.metrics)
+    ctx.metrics = metrics
+    ctx.update_pipeline(metrics=metrics)
+    return metrics
+
+
+def end_run(
+    ctx: PhaseContext, run_id: str, status: RunStatus | int, *, only_if_running: bool = False
+) -> None:
+    """Set the run's final status (FINISHED, FAILED or KILLED) to match the pipeline."""
+    name = RunStatus.to_string(status) if isinstance(status, int) else str(status)
+    with contextlib.suppress(MlflowException):
+        if only_if_running and ctx.mlflow.get_run(run_id).info.status != "RUNNING":
+            return
+        ctx.mlflow.set_terminated(run_id, status=name)
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:MAX_PARAM_LENGTH]
