@@ -61,12 +61,19 @@ class LogSubscription:
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            logger.info(
+            logger.warning(
                 "a viewer of pipeline %s fell behind; it re-reads history", self.pipeline_id
             )
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._queue.put_nowait(RESYNC)
+
+    def ready(self) -> list[LiveItem]:
+        """Every item already queued, without waiting (the viewer sends them as one batch)."""
+        items = []
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
 
     async def next(self, wait_seconds: float) -> LiveItem | None:
         """The next live item, or None if nothing arrived within `wait_seconds`."""

@@ -4,6 +4,10 @@ The viewer is registered with the fan-out *before* the history is read, and ever
 only if its seq is above the last one sent: a line published while the history is being read
 arrives twice (in the list and live) and is sent once; a gap in the live seqs (lines dropped by
 a slow viewer or a Redis reconnect) is filled from the history before going on.
+
+Events that are ready together (a history page, a burst of output, a backlog built up while
+the process was busy with other viewers) go out as one JSON array per WebSocket message: the
+per-message cost, not the bytes, is what limits how many viewers one process can feed.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from starlette.websockets import WebSocket
 
-from backend.log_fanout import LogSubscription, Resync
+from backend.log_fanout import LiveItem, LogSubscription, Resync
 from backend.log_history import LogEntry, LogHistory
 from mlops_core.log_events import FINISHED_STREAM, HEARTBEAT_STREAM
 from mlops_core.states import PipelineStatus
@@ -23,6 +28,8 @@ from mlops_core.states import PipelineStatus
 # How long a pipeline the DB calls finished may still deliver its own final event (the worker
 # may update the row just before publishing it) before the viewer is closed with the DB's status.
 FINISH_GRACE_SECONDS: Final = 2.0
+# Upper bound of one batched message, well under common client limits (websockets: 1 MiB).
+MAX_MESSAGE_BYTES: Final = 256 * 1024
 
 
 def is_finished(status: str | None) -> bool:
@@ -58,19 +65,16 @@ class LogViewer:
         while not self.done:
             wait = self._ping_interval if finish_at is None else max(0.0, finish_at - loop.time())
             item = await live.next(wait)
-            if item is None:
-                if finish_at is not None:
-                    await self.finish_from_storage()
-                    return
-                await self._send_heartbeat()
-                self.status = await self._history.pipeline_status(self._pipeline_id) or self.status
-                if is_finished(self.status):
-                    finish_at = loop.time() + FINISH_GRACE_SECONDS
+            if item is not None:
+                await self._deliver([item, *live.ready()])
                 continue
-            if isinstance(item, Resync) or item.seq > self.last_seq + 1:
-                await self.catch_up()
-            if isinstance(item, LogEntry) and item.seq > self.last_seq:
-                await self._send(item)
+            if finish_at is not None:
+                await self.finish_from_storage()
+                return
+            await self._send_heartbeat()
+            self.status = await self._history.pipeline_status(self._pipeline_id) or self.status
+            if is_finished(self.status):
+                finish_at = loop.time() + FINISH_GRACE_SECONDS
 
     async def finish_from_storage(self) -> None:
         """Send what storage still has, then a final event with the DB's status if none came."""
@@ -93,21 +97,57 @@ class LogViewer:
         """Send every stored event after the last one sent."""
         while not self.done:
             entries = await self._history.read(self._pipeline_id, self.last_seq, status=self.status)
-            if not entries:
+            fresh = list(_until_final(entry for entry in entries if entry.seq > self.last_seq))
+            if not fresh:
                 return
-            for entry in entries:
-                if entry.seq > self.last_seq:
-                    await self._send(entry)
-                if self.done:
-                    return
+            await self._send(fresh)
 
-    async def _send(self, entry: LogEntry) -> None:
-        await self._ws.send_text(entry.raw)
-        self.last_seq = entry.seq
-        if entry.final:
+    async def _deliver(self, items: Sequence[LiveItem]) -> None:
+        """Send live items in one go, first filling any gap before them from the history."""
+        batch: list[LogEntry] = []
+        for item in items:
+            head = batch[-1].seq if batch else self.last_seq
+            if isinstance(item, Resync) or item.seq > head + 1:
+                await self._send(batch)
+                batch = []
+                await self.catch_up()
+                head = self.last_seq
+            if self.done:
+                return
+            if isinstance(item, LogEntry) and item.seq > head:
+                batch.append(item)
+                if item.final:
+                    break
+        await self._send(batch)
+
+    async def _send(self, entries: Sequence[LogEntry]) -> None:
+        for chunk in _chunks(entries):
+            text = chunk[0].raw if len(chunk) == 1 else f"[{','.join(e.raw for e in chunk)}]"
+            await self._ws.send_text(text)
+            self.last_seq = chunk[-1].seq
+        if entries and entries[-1].final:
             self.done = True
-            self.status = entry.status or self.status
+            self.status = entries[-1].status or self.status
 
     async def _send_heartbeat(self) -> None:
         beat = {"stream": HEARTBEAT_STREAM, "ts": time.time(), "pipeline_id": self._pipeline_id}
         await self._ws.send_text(json.dumps(beat, separators=(",", ":")))
+
+
+def _until_final(entries: Iterator[LogEntry]) -> Iterator[LogEntry]:
+    """Entries up to and including the final event (nothing after it is ever sent)."""
+    for entry in entries:
+        yield entry
+        if entry.final:
+            return
+
+
+def _chunks(entries: Sequence[LogEntry]) -> Iterator[Sequence[LogEntry]]:
+    start, size = 0, 0
+    for i, entry in enumerate(entries):
+        if i > start and size + len(entry.raw) > MAX_MESSAGE_BYTES:
+            yield entries[start:i]
+            start, size = i, 0
+        size += len(entry.raw) + 1
+    if start < len(entries):
+        yield entries[start:]

@@ -30,7 +30,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.metrics import ENQUEUE_FAILURES, PIPELINES_AWAITING_ENQUEUE
-from mlops_core.database import session_scope
+from mlops_core.database import engine_for, session_scope
 from mlops_core.schema import Pipeline, utcnow
 from mlops_core.settings import Settings
 from mlops_core.states import PipelineStatus
@@ -116,8 +116,8 @@ class PipelineQueue:
                 if not batch:
                     return
                 try:
-                    with session_scope(self._settings.database_url) as session:
-                        session.execute(
+                    with engine_for(self._settings.database_url).begin() as conn:
+                        conn.execute(
                             update(Pipeline)
                             .where(Pipeline.id.in_(batch), Pipeline.enqueued_at.is_(None))
                             .values(enqueued_at=utcnow())

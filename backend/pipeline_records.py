@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from backend.api_models import PhaseOut, as_utc, PipelineDetail, PipelineSummary
+from backend.api_models import PhaseOut, PipelineDetail, PipelineSummary, as_utc
 from mlops_core.schema import Pipeline, Repo
 from mlops_core.states import PHASE_ORDER, PhaseStatus, PipelineStatus
 

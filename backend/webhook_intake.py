@@ -9,8 +9,9 @@ Order of work, and why:
    repo's secret.
 2. Check the signature before anything is written, so unsigned requests leave no trace.
 3. A redelivery (same X-GitHub-Delivery) answers with the pipeline it created the first time.
-   The delivery row's primary key makes this hold under concurrency too: a second insert fails
-   and its transaction (pipeline included) rolls back.
+   The delivery row's primary key decides, also under concurrency: a second insert fails and
+   its transaction (pipeline included) rolls back; no look-up first, which would only cost a
+   round trip in the common case and still leave the race.
 4. The pipeline row is committed before it is sent to the broker; if the send fails the
    re-queue loop sends it later.
 """
@@ -190,16 +191,17 @@ class WebhookIntake:
     def _push(
         self, session: Session, repo: Repo, delivery_id: str, payload: Mapping[str, Any]
     ) -> tuple[int, BaseModel]:
-        earlier = session.get(WebhookDelivery, delivery_id)
-        if earlier is not None:
-            return self._answer_redelivery(session, earlier)
         try:
             verdict = judge_push(payload, branch=repo.branch, notebook_path=repo.notebook_path)
         except MalformedPush as exc:
             raise _reject(status.HTTP_400_BAD_REQUEST, "bad_request", str(exc)) from exc
         if not verdict.runs:
             assert verdict.ignore_reason is not None
-            self._record_ignored(session, delivery_id, "push", repo, verdict.ignore_reason)
+            earlier = self._record_ignored(
+                session, delivery_id, "push", repo, verdict.ignore_reason
+            )
+            if earlier is not None:
+                return self._answer_redelivery(session, earlier)
             WEBHOOK_DELIVERIES.labels(outcome="ignored").inc()
             return 200, WebhookIgnored(reason=verdict.ignore_reason)
 
@@ -254,8 +256,8 @@ class WebhookIntake:
 
     def _record_ignored(
         self, session: Session, delivery_id: str, event: str, repo: Repo, reason: str
-    ) -> None:
-        """Keep ignored deliveries too, so a redelivery gets the same answer and an audit trail."""
+    ) -> WebhookDelivery | None:
+        """Keep ignored deliveries too, for an audit trail; return the earlier record if any."""
         session.add(
             WebhookDelivery(
                 delivery_id=delivery_id,
@@ -268,5 +270,7 @@ class WebhookIntake:
         )
         try:
             session.commit()
-        except IntegrityError:  # the same delivery recorded concurrently: nothing to add
+        except IntegrityError:  # seen before: a redelivery
             session.rollback()
+            return session.get(WebhookDelivery, delivery_id)
+        return None

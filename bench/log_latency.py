@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from bench.bench_stack import BenchStack
+from mlops_cli.log_follow import events_of
 from mlops_core.log_events import LogPublisher, log_channel
 from mlops_core.settings import Settings
 from mlops_core.task_queue import RUN_PIPELINE_TASK, make_celery
@@ -66,14 +67,14 @@ async def ws_viewer(url: str, delays: Delays, *, from_text: bool = False) -> str
     async with connect(url, max_queue=None) as ws:
         async for message in ws:
             now = time.time()
-            event = json.loads(message)
-            if event.get("stream") == "status":
-                return event.get("status")
-            if from_text:
-                if event.get("stream") == "stdout" and event["text"].startswith("TICK "):
-                    delays.values.append(now - float(event["text"].split()[2]))
-            elif "seq" in event:
-                delays.values.append(now - event["ts"])
+            for event in events_of(message):
+                if event.get("stream") == "status":
+                    return event.get("status")
+                if from_text:
+                    if event.get("stream") == "stdout" and event["text"].startswith("TICK "):
+                        delays.values.append(now - float(event["text"].split()[2]))
+                elif "seq" in event:
+                    delays.values.append(now - event["ts"])
     return None
 
 

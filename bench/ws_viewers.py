@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import threading
 import time
@@ -29,6 +28,7 @@ import redis
 from websockets.asyncio.client import connect
 
 from bench.bench_stack import BenchStack
+from mlops_cli.log_follow import events_of
 from mlops_core.log_events import LogPublisher
 
 HANDSHAKES_AT_ONCE = 50
@@ -77,16 +77,17 @@ async def _viewer(url: str, lines: int, delays: list[float], every: int, hs: Han
     expected = 1
     async with ws:
         async for message in ws:
-            event = json.loads(message)
-            if "seq" not in event:
-                continue  # keep-alive
-            if event["seq"] != expected:
-                return False
-            if event["stream"] == "status":
-                return expected == lines + 1
-            if expected % every == 0:
-                delays.append((time.time() - event["ts"]) * 1000)
-            expected += 1
+            now = time.time()
+            for event in events_of(message):
+                if "seq" not in event:
+                    continue  # keep-alive
+                if event["seq"] != expected:
+                    return False
+                if event["stream"] == "status":
+                    return expected == lines + 1
+                if expected % every == 0:
+                    delays.append((now - event["ts"]) * 1000)
+                expected += 1
     return False
 
 

@@ -7,6 +7,9 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
 
 from local_stack.health import Failure, checks_for, wait_healthy
 from local_stack.plan import (
@@ -18,7 +21,13 @@ from local_stack.plan import (
     setting_env_names,
 )
 from local_stack.ports import free_port, port_taken
-from local_stack.processes import kill, wait_gone, with_descendants
+from local_stack.processes import (
+    kill,
+    start_time,
+    terminate_groups,
+    wait_gone,
+    with_descendants,
+)
 from local_stack.supervisor import Supervisor, supervisord_environment, write_files
 from mlops_core.database import upgrade_database
 from mlops_core.settings import Settings
@@ -71,15 +80,17 @@ def up(
     started = time.monotonic()
     environ = dict(os.environ if environ is None else environ)
     settings = Settings()
+    # What `.env` sets travels with the rest, so a changed `.env` is noticed by a later `up`.
+    with_dotenv = dotenv_settings() | environ
     layout = Layout(settings.mlops_home.resolve())
     supervisor = Supervisor(layout)
     if supervisor.running():
-        plan = _confirm_running(settings, environ, layout, supervisor, timeout)
+        plan = _confirm_running(settings, with_dotenv, layout, supervisor, timeout)
         return UpResult(plan, True, time.monotonic() - started)
 
     external_redis = "redis_url" in settings.model_fields_set
     ports = choose_ports(settings, external_redis, free_ports, say)
-    plan = build_plan(settings, environ, ports=ports)
+    plan = build_plan(settings, with_dotenv, ports=ports)
     if plan.external_redis and (reason := checks_for(plan)["redis"]()) is not None:
         raise StackError(f"REDIS_URL is set but that Redis does not answer ({reason}).")
     write_files(plan)
@@ -98,9 +109,16 @@ def up(
     except BaseException:
         _stop(supervisor)
         raise
-    _write_state(plan)
+    _write_state(plan, supervisor)
     timings = {name: at - started for name, at in healthy_at.items()}
     return UpResult(plan, False, time.monotonic() - started, timings)
+
+
+def dotenv_settings(path: Path = Path(".env")) -> dict[str, str]:
+    """The variables a `.env` in the current folder sets (as Settings reads it)."""
+    if not path.is_file():
+        return {}
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def choose_ports(
@@ -154,11 +172,9 @@ def _confirm_running(
     }
     plan = build_plan(settings, environ, ports=ports)
     current = json.loads(layout.platform_env.read_text()) if layout.platform_env.exists() else {}
-    changed = sorted(
-        key
-        for key in set(current) | set(plan.platform_env)
-        if current.get(key) != plan.platform_env.get(key)
-    )
+    # Settings asked for now must match; ones the running stack has beyond them (ALLOW_LOCAL_REPOS
+    # from `make demo`, say) do not make a plain `make up` fail.
+    changed = sorted(key for key, value in plan.platform_env.items() if current.get(key) != value)
     if changed:
         raise StackError(
             f"the stack in {layout.home} is already up with other settings "
@@ -174,13 +190,32 @@ def _confirm_running(
             f"the stack in {layout.home} is up, but:\n{_failure_report(layout, failures)}\n"
             "(`make down` stops it; `make logs` follows the logs)"
         )
+    _write_state(plan, supervisor)
     return plan
 
 
-def _write_state(plan: StackPlan) -> None:
-    """Ports actually used, so a later `up` or `status` finds the same stack."""
-    state = {"ports": plan.ports, "external_redis": plan.external_redis}
+def _write_state(plan: StackPlan, supervisor: Supervisor) -> None:
+    """Ports actually used, so a later `up` or `status` finds the same stack; and the programs'
+    pids, so `down` can still stop them if supervisord itself was killed."""
+    programs = {
+        name: [info["pid"], start_time(info["pid"])]
+        for name, info in supervisor.infos().items()
+        if info["pid"]
+    }
+    state = {"ports": plan.ports, "external_redis": plan.external_redis, "programs": programs}
     plan.layout.state.write_text(json.dumps(state, indent=1))
+
+
+def _orphans(layout: Layout) -> dict[str, int]:
+    """Programs recorded at `up` that still run (same pid, same start time) without supervisord."""
+    if not layout.state.exists():
+        return {}
+    programs = json.loads(layout.state.read_text()).get("programs", {})
+    return {
+        name: pid
+        for name, (pid, started) in programs.items()
+        if started is not None and start_time(pid) == started
+    }
 
 
 def stack_pids(supervisor: Supervisor) -> set[int]:
@@ -206,8 +241,16 @@ def down(say: Say = print) -> bool:
     layout = Layout(Settings().mlops_home.resolve())
     supervisor = Supervisor(layout)
     if not supervisor.running():
-        say(f"the stack in {layout.home} is not running")
-        return False
+        orphans = _orphans(layout)
+        if not orphans:
+            say(f"the stack in {layout.home} is not running")
+            return False
+        say(f"supervisord is gone; stopping what it had started: {', '.join(sorted(orphans))}")
+        left = terminate_groups(with_descendants(orphans.values()), 20.0)
+        if left:
+            raise StackError(f"processes still alive after SIGKILL: {sorted(left)}")
+        layout.state.unlink()
+        return True
     names = sorted(supervisor.infos())
     left = _stop(supervisor)
     if left:
@@ -246,7 +289,7 @@ def status(say: Say = print) -> bool:
         say(f"the stack in {layout.home} is not running (make up)")
         return False
     state = json.loads(layout.state.read_text()) if layout.state.exists() else {}
-    plan = build_plan(settings, dict(os.environ), ports=state.get("ports"))
+    plan = build_plan(settings, dotenv_settings() | dict(os.environ), ports=state.get("ports"))
     say(f"the stack in {layout.home} is running:\n{describe(plan, supervisor.infos())}")
     return True
 

@@ -1,7 +1,8 @@
 """What the local stack runs: its folders, ports, commands and the settings each process gets.
 
-The plan is pure data computed from Settings, so `up`, `status` and the tests agree on every
-path, port and URL without starting anything.
+The plan is data computed from Settings, so `up`, `status` and the tests agree on every path,
+port and URL without starting anything (its one side effect: the encryption key generated on
+first use, so that every later plan carries the same key).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class Program:
     name: str
     title: str
     command: list[str]
-    # Infrastructure (1) starts and answers before the platform (2) starts.
+    # Phase 1 (Redis) answers before phase 2 starts: the worker and backend need it at once.
     phase: int
     # Platform processes read their settings (secrets included) from the private env file.
     reads_platform_env: bool = False
@@ -268,7 +269,9 @@ def _programs(
         Program(
             name="mlflow",
             title="MLflow",
-            phase=1,
+            # Nothing needs MLflow to start (the model server retries its first sync), so it
+            # starts beside the platform: `up` then takes the slowest start, not the sum.
+            phase=2,
             command=[
                 str(bin_ / "mlflow"),
                 "server",

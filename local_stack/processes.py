@@ -50,6 +50,30 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): tells a pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def terminate_groups(pids: Iterable[int], timeout: float) -> set[int]:
+    """SIGTERM each pid's process group, SIGKILL after `timeout`; return pids still alive."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        pids = wait_gone(set(pids), timeout)
+        if not pids:
+            break
+    return set(pids)
+
+
 def wait_gone(pids: set[int], timeout: float) -> set[int]:
     """Wait for the pids to end; return those still alive after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -55,6 +55,12 @@ def render(event: Event) -> str:
     return f"{tag} {text}"
 
 
+def events_of(message: str | bytes) -> list[Event]:
+    """The events of one message: the server sends an object, or an array when batching."""
+    body = json.loads(message)
+    return body if isinstance(body, list) else [body]
+
+
 def websocket_url(api_url: str, pipeline_id: int, after: int) -> str:
     """ws(s)://host/ws/pipelines/{id}/logs?after=N for an http(s) API URL."""
     parts = urlsplit(api_url)
@@ -82,14 +88,13 @@ def follow(
                 for message in ws:
                     last_contact = time.monotonic()
                     delay = 0.2
-                    event = json.loads(message)
-                    if event.get("stream") == "ping" or event.get("seq", 0) <= last_seq:
-                        continue
-                    last_seq = int(event["seq"])
-                    if event.get("stream") == "status":
+                    for event in events_of(message):
+                        if event.get("stream") == "ping" or event.get("seq", 0) <= last_seq:
+                            continue
+                        last_seq = int(event["seq"])
                         print_event(event)
-                        return str(event["status"])
-                    print_event(event)
+                        if event.get("stream") == "status":
+                            return str(event["status"])
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == CLOSE_NOT_FOUND:
                 raise NotFound(exc.rcvd.reason or f"pipeline {pipeline_id} not found") from exc

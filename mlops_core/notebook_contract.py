@@ -138,10 +138,12 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
 
     config: dict[str, Any] = {}
     non_literal: dict[str, str] = {}
+    config_unreadable = False
     if config_cells:
         config, non_literal, syntax_error = _literal_assignments(
             cells[config_cells[0]].source, CONFIG_TAG, config_cells[0]
         )
+        config_unreadable = syntax_error is not None
         if syntax_error:
             violations.append(syntax_error)
         for name in CONFIG_NAMES:
@@ -157,7 +159,7 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
 
     model_name = version = None
     gate: GateSettings | None = None
-    if config_cells:
+    if config_cells and not config_unreadable:
         model_name = _model_name(config, non_literal, violations)
         version = _version(config, non_literal, violations)
         gate = _gate(config, default_threshold, violations)

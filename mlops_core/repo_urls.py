@@ -4,7 +4,7 @@ and the worker (cloning).
 GitHub names are case-insensitive and reachable under several spellings (https with or without
 `.git`, scp-style ssh, `ssh://`), so a repo registered once must be recognised under each of them;
 otherwise a second registration slips past the uniqueness check and a push finds no repo.
-The canonical form is `https://<host>/<owner>/<repo>` in lower case, which `git clone` accepts as is.
+The canonical form is `https://<host>/<owner>/<repo>` in lower case, which `git clone` accepts.
 Local repositories (demo, tests) become absolute `file://` URLs, case kept.
 """
 
@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 _NAME = r"[A-Za-z0-9_.-]+"
-_SCP_SSH = re.compile(rf"^(?:[A-Za-z0-9_.-]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>{_NAME}/{_NAME})/?$")
+_SCP_SSH = re.compile(
+    rf"^(?:[A-Za-z0-9_.-]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>{_NAME}/{_NAME})/?$"
+)
 _OWNER_REPO = re.compile(rf"^(?P<owner>{_NAME})/(?P<repo>{_NAME})$")
 _LOCAL_PREFIXES = ("/", "./", "../", "~")
 _REMOTE_SCHEMES = {"https", "http", "ssh", "git"}

@@ -1,6 +1,8 @@
 """Pipeline logs: live over a WebSocket, stored over REST.
 
-`WS /ws/pipelines/{id}/logs?after=SEQ` sends JSON text messages, each one of:
+`WS /ws/pipelines/{id}/logs?after=SEQ` sends JSON text messages. A message is one event object,
+or a JSON array of events when several were ready at once (history replay, bursts of output);
+the events, in seq order, are:
 - a log event `{seq, ts, pipeline_id, phase, cell, stream, text}` (history first, then live),
   `stream` being stdout, stderr, system or error;
 - the final event, `stream: "status"` with `status` (success | failed | cancelled), after which

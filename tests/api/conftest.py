@@ -120,9 +120,7 @@ class Api:
         return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
     def deliver(self, delivery: Delivery) -> httpx.Response:
-        return self.client.post(
-            "/webhook/github", content=delivery.body, headers=delivery.headers
-        )
+        return self.client.post("/webhook/github", content=delivery.body, headers=delivery.headers)
 
     def pipelines(self) -> list[Pipeline]:
         with session_scope(self.database_url) as session:
@@ -159,7 +157,9 @@ def api(make_api: Callable[..., Api]) -> Api:
 
 
 @pytest.fixture
-def start_worker(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
+def start_worker(
+    base_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., ManagedProcess]]:
     """Start real Celery worker processes (`celery -A worker.celery_app worker -Q pipelines`)."""
     started: list[ManagedProcess] = []
 

@@ -61,9 +61,7 @@ def test_list_pages_newest_first_with_filters(api: Api) -> None:
 
     failed = api.client.get("/pipelines", params={"status": "failed"}).json()
     assert [item["id"] for item in failed["items"]] == [ids[3], ids[0]]
-    both = api.client.get(
-        "/pipelines", params={"status": "failed", "repo_id": second["id"]}
-    ).json()
+    both = api.client.get("/pipelines", params={"status": "failed", "repo_id": second["id"]}).json()
     assert [item["id"] for item in both["items"]] == []  # ids[0], ids[3] belong to `first`
     default = api.client.get("/pipelines").json()
     assert (default["page"], default["size"], len(default["items"])) == (1, 20, 20)
@@ -159,7 +157,10 @@ def test_cancel_queued_running_and_finished(api: Api) -> None:
     assert asked.json()["status"] == "running"
     assert api.pipeline(running_id).cancel_requested is True
     message = wait_for(lambda: listener.get_message(timeout=0.1), 5, what="cancel message")
-    assert (message["channel"], message["data"]) == (CANCEL_CHANNEL.encode(), str(running_id).encode())
+    assert (message["channel"], message["data"]) == (
+        CANCEL_CHANNEL.encode(),
+        str(running_id).encode(),
+    )
     listener.close()
 
     again = api.client.post(f"/pipelines/{queued_id}/cancel")

@@ -142,7 +142,9 @@ def test_body_over_the_limit_is_413(make_api: Callable[..., Api]) -> None:
 
 
 def test_ping_is_answered_and_checks_the_secret(api: Api, repo: dict) -> None:  # type: ignore[type-arg]
-    ok = api.deliver(delivery(ping_payload(repo["github_url"]), repo["webhook_secret"], event="ping"))
+    ok = api.deliver(
+        delivery(ping_payload(repo["github_url"]), repo["webhook_secret"], event="ping")
+    )
     assert ok.status_code == 200
     assert ok.json()["status"] == "pong"
     assert ok.json()["repo_id"] == repo["id"]
@@ -198,7 +200,10 @@ def test_repo_is_matched_by_any_repository_field(
         ({"branch": "develop"}, "push to branch 'develop'; this repo runs on branch 'main'"),
         ({"ref": "refs/tags/v1.0"}, "refs/tags/v1.0 is not a branch"),
         ({"deleted": True}, "branch 'main' was deleted"),
-        ({"modified": ["README.md"], "added": ["notebooks/other.ipynb"]}, "no pushed commit touches"),
+        (
+            {"modified": ["README.md"], "added": ["notebooks/other.ipynb"]},
+            "no pushed commit touches",
+        ),
     ],
 )
 def test_ignore_rules(api: Api, repo: dict, kwargs: dict, reason: str) -> None:  # type: ignore[type-arg]
@@ -222,7 +227,9 @@ def test_pushes_that_may_change_the_notebook_run(api: Api, repo: dict, case: str
     elif case == "forced":
         kwargs = {"forced": True, "modified": ["README.md"]}
     elif case == "20 listed commits":  # GitHub's cap: the list may be cut
-        kwargs = {"commits": [commit_object(url, random_sha(), modified=["x.py"]) for _ in range(20)]}
+        kwargs = {
+            "commits": [commit_object(url, random_sha(), modified=["x.py"]) for _ in range(20)]
+        }
     elif case == "notebook removed":
         kwargs = {"modified": [], "removed": [NOTEBOOK]}
     else:

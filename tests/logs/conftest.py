@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 import time
@@ -17,6 +16,7 @@ import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
+from mlops_cli.log_follow import events_of
 from mlops_core.database import session_scope, upgrade_database
 from mlops_core.log_events import LogPublisher
 from mlops_core.schema import Pipeline
@@ -144,6 +144,7 @@ class ViewerResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
     pings: int = 0
+    messages: int = 0
     close_code: int | None = None
     close_reason: str | None = None
 
@@ -163,12 +164,13 @@ async def watch(url: str, *, limit_seconds: float = 60.0) -> ViewerResult:
         async with connect(url) as ws:
             try:
                 async for message in ws:
-                    event = json.loads(message)
-                    if event.get("stream") == "ping":
-                        result.pings += 1
-                    else:
-                        result.events.append(event)
-                        result.received_at.append(time.time())
+                    result.messages += 1
+                    for event in events_of(message):
+                        if event.get("stream") == "ping":
+                            result.pings += 1
+                        else:
+                            result.events.append(event)
+                            result.received_at.append(time.time())
             except ConnectionClosedError:
                 pass
             result.close_code = ws.close_code

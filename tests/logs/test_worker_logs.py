@@ -1,5 +1,5 @@
-"""End to end: the real Celery worker runs a real notebook while a browser-like viewer and the
-`mlops logs --follow` command watch it through the backend."""
+"""End to end: a repo registered and triggered through the API and the `mlops` command; the real
+Celery worker runs its notebook while a WebSocket viewer and `mlops logs --follow` watch."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import pytest
 
 from mlops_core.database import session_scope
 from mlops_core.log_archive import stored_log
-from mlops_core.settings import Settings
-from mlops_core.task_queue import RUN_PIPELINE_TASK, make_celery
 from tests.logs.conftest import Backend, watch
 from tests.logs.notebook_repo import make_repo, printing_notebook
 from tests.support.processes import VENV_BIN, ManagedProcess, wait_for
@@ -60,33 +58,26 @@ def test_a_real_run_streams_cell_output_live_to_viewers_and_the_cli(
     durable_backend: Backend, worker: ManagedProcess, tmp_path: Path
 ) -> None:
     backend = durable_backend
-    repo = make_repo(
-        tmp_path / "repo",
-        printing_notebook(f"logs-e2e-{uuid.uuid4().hex[:8]}", TICKS, TICK_INTERVAL),
+    model_name = f"logs-e2e-{uuid.uuid4().hex[:8]}"
+    repo = make_repo(tmp_path / "repo", printing_notebook(model_name, TICKS, TICK_INTERVAL))
+    registered = httpx.post(
+        f"{backend.http_url}/repos",
+        json={"github_url": repo.url, "branch": repo.branch, "notebook_path": repo.notebook_path},
     )
-    pipeline_id = backend.new_pipeline(
-        status="queued",
-        repo_url=repo.url,
-        branch=repo.branch,
-        notebook_path=repo.notebook_path,
-        commit_sha=repo.commit_sha,
-    )
-    cli = subprocess.Popen(
+    assert registered.status_code == 201, registered.text
+    repo_id = registered.json()["id"]
+
+    trigger = _mlops("trigger", str(repo_id), api=backend.http_url)
+    assert trigger.returncode == 0, trigger.stderr
+    pipeline_id = int(trigger.stdout.split()[1])  # "pipeline <id> queued"
+    follower = subprocess.Popen(
         [str(VENV_BIN / "mlops"), "logs", str(pipeline_id), "-f", "--api", backend.http_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-
-    async def scenario():  # type: ignore[no-untyped-def]
-        viewer = asyncio.create_task(watch(backend.log_socket(pipeline_id), limit_seconds=240))
-        await asyncio.sleep(0.5)
-        celery = make_celery(Settings(redis_url=backend.redis_url))
-        celery.send_task(RUN_PIPELINE_TASK, args=[pipeline_id])
-        return await viewer
-
-    viewer = asyncio.run(scenario())
-    cli_out, cli_err = cli.communicate(timeout=60)
+    viewer = asyncio.run(watch(backend.log_socket(pipeline_id), limit_seconds=240))
+    cli_out, cli_err = follower.communicate(timeout=60)
 
     assert viewer.final["status"] == "success", worker.log_text()[-3000:]
     assert viewer.seqs == list(range(1, len(viewer.events) + 1))
@@ -100,7 +91,7 @@ def test_a_real_run_streams_cell_output_live_to_viewers_and_the_cli(
     last_printed = float(texts[ticks[-1]].split()[2])
     assert viewer.received_at[ticks[0]] < last_printed - TICK_INTERVAL
 
-    assert cli.returncode == 0, cli_err
+    assert follower.returncode == 0, cli_err
     assert [line for line in cli_out.splitlines() if line.startswith("TICK ")] == [
         texts[i] for i in ticks
     ]
@@ -114,3 +105,19 @@ def test_a_real_run_streams_cell_output_live_to_viewers_and_the_cli(
     page = httpx.get(f"{backend.http_url}/pipelines/{pipeline_id}/logs").json()
     assert page["status"] == "success"
     assert [line["text"] for line in page["lines"]] == texts
+
+    listed = _mlops("pipelines", "--repo-id", str(repo_id), api=backend.http_url)
+    assert listed.returncode == 0, listed.stderr
+    row = listed.stdout.splitlines()[1].split()
+    assert row[:3] == [str(pipeline_id), "success", "manual"]
+    assert row[4] == f"{model_name}:1"
+
+
+def _mlops(*args: str, api: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "mlops"), *args, "--api", api],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -66,16 +66,25 @@ def artifacts() -> Path:
 
 
 def iris_notebook(model_name: str) -> nbformat.NotebookNode:
-    """A notebook following the cell-tag contract: an iris classifier that logs accuracy."""
+    """A notebook following the cell-tag contract: an iris classifier that logs accuracy.
+
+    The split depends on the pipeline id, so each run (even of the same commit) scores a little
+    differently and the model page's chart has something to show.
+    """
 
     def cell(source: str, *tags: str) -> nbformat.NotebookNode:
         return nbformat.v4.new_code_cell(source, metadata={"tags": list(tags)})
 
-    notebook = nbformat.v4.new_notebook()
+    notebook = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        }
+    )
     notebook.cells = [
         nbformat.v4.new_markdown_cell("# Iris classifier"),
         cell(f'MODEL_NAME = "{model_name}"\nVERSION = "1.0.0"', "mlops:config"),
-        cell('MODEL_OUTPUT_PATH = "model.joblib"\nC = 1.0', "parameters"),
+        cell('MODEL_OUTPUT_PATH = "model.joblib"\nPIPELINE_ID = 0\nC = 0.05', "parameters"),
         cell(
             "from sklearn.datasets import load_iris\n"
             "X, y = load_iris(return_X_y=True, as_frame=True)\n"
@@ -85,7 +94,7 @@ def iris_notebook(model_name: str) -> nbformat.NotebookNode:
         cell(
             "from sklearn.model_selection import train_test_split\n"
             "X_train, X_test, y_train, y_test = train_test_split(\n"
-            "    X, y, test_size=0.3, random_state=0, stratify=y)\n"
+            "    X, y, test_size=0.3, random_state=int(PIPELINE_ID), stratify=y)\n"
             'print("split <train> & <test>")',
             "mlops:preprocessing",
         ),
@@ -245,9 +254,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack_env(
-    base_env: dict[str, str], database_url: str, tmp_path: Path
-) -> dict[str, str]:
+def stack_env(base_env: dict[str, str], database_url: str, tmp_path: Path) -> dict[str, str]:
     """Platform environment for one test, with API_TOKEN set so the pages must ask for it."""
     redis_url = base_env["REDIS_URL"].rsplit("/", 1)[0] + f"/{PAGES_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
@@ -260,7 +267,9 @@ def stack_env(
     }
 
 
-def _run_stack(stack: Stack, request: pytest.FixtureRequest, *, backend_only: bool) -> Iterator[Stack]:
+def _run_stack(
+    stack: Stack, request: pytest.FixtureRequest, *, backend_only: bool
+) -> Iterator[Stack]:
     try:
         if backend_only:
             stack.start_backend()

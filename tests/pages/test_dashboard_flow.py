@@ -48,8 +48,11 @@ def follow_pipeline_to_success(page: Page, stack: Stack, pipeline_id: int) -> No
         re.compile(r"live|finished: success"), timeout=30_000
     )
     expect(page.locator("#log-state")).to_have_text(
-        "finished: success", timeout=PIPELINE_TIMEOUT_MS
+        re.compile("finished"), timeout=PIPELINE_TIMEOUT_MS
     )
+    detail = httpx.get(f"{stack.url}/pipelines/{pipeline_id}").json()
+    assert detail["status"] == "success", detail["error"]
+    expect(page.locator("#log-state")).to_have_text("finished: success")
     stored = httpx.get(f"{stack.url}/pipelines/{pipeline_id}/logs").json()["lines"]
     assert log_seqs(page) == [line["seq"] for line in stored if line["stream"] != "status"]
     expect(page.locator("#log")).to_contain_text("accuracy=")
@@ -111,7 +114,15 @@ def test_register_push_watch_predict_and_roll_back(
     page.get_by_role("link", name=re.compile(model_name)).click()
     expect(page.locator("#served-version")).to_have_text("v2")
     expect(page.locator("#versions-body tr")).to_have_count(2)
-    expect(page.locator("#chart svg circle")).to_have_count(2)
+    # The chart plots each version's logged accuracy; the served one is marked.
+    versions = httpx.get(f"{stack.url}/models/{model_name}").json()["versions"]
+    expect(page.locator("#chart svg circle title")).to_have_text(
+        [
+            f"v{v['version']}: accuracy {v['metrics']['accuracy']:.4g}"
+            + (" (serving)" if v["version"] == "2" else "")
+            for v in sorted(versions, key=lambda v: int(v["version"]))
+        ]
+    )
     page.get_by_label("Features").fill(", ".join(map(str, IRIS_ROW)))
     page.get_by_role("button", name="Predict").click()
     direct = httpx.post(

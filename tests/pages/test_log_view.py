@@ -18,7 +18,7 @@ from mlops_core.log_events import LogPublisher
 from mlops_core.schema import Pipeline, PipelinePhase, utcnow
 from tests.pages.conftest import Stack
 
-HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
 
 
 def running_pipeline(database_url: str) -> int:
@@ -32,7 +32,13 @@ def running_pipeline(database_url: str) -> int:
             commit_sha="0123456789abcdef0123456789abcdef01234567",
             started_at=utcnow(),
             phases=[
-                PipelinePhase(name="fetch", position=0, status="success", started_at=utcnow(), finished_at=utcnow()),
+                PipelinePhase(
+                    name="fetch",
+                    position=0,
+                    status="success",
+                    started_at=utcnow(),
+                    finished_at=utcnow(),
+                ),
                 PipelinePhase(name="execute", position=2, status="running", started_at=utcnow()),
             ],
         )

@@ -98,9 +98,11 @@ def start_worker(
         **(extra_env or {}),
     }
     process = ManagedProcess(
-        ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO"]
-        + ["--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip"]
-        + ["--without-mingle", "--without-heartbeat"],
+        [
+            *("celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO"),
+            *("--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"),
+            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+        ],
         env=env,
         log_path=tmp / f"worker-{name}.log",
         cwd=home,
@@ -207,14 +209,17 @@ def build_notebook(cells: list[tuple[tuple[str, ...], str]]) -> str:
     return nbformat.writes(notebook)
 
 
-def small_notebook(model_name: str, training: str = "", evaluation: str = "") -> str:
-    """A fast notebook keeping the contract; `training`/`evaluation` add code to those cells."""
+def small_notebook(
+    model_name: str, preprocessing: str = "", training: str = "", evaluation: str = ""
+) -> str:
+    """A fast notebook keeping the contract; the keyword arguments add code to those cells."""
     return build_notebook(
         [
             (("mlops:config",), f'MODEL_NAME = "{model_name}"\nVERSION = "0.1"\nC = 1.0'),
             (
                 ("mlops:preprocessing",),
-                "X = [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9], [1.0, 0.1]]\ny = [0, 1, 0, 1]",
+                "X = [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9], [1.0, 0.1]]\ny = [0, 1, 0, 1]\n"
+                + preprocessing,
             ),
             (
                 ("mlops:training",),

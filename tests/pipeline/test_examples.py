@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 from mlflow import MlflowClient
 
-from mlops_core.log_archive import stored_log
 from mlops_core.database import session_scope
+from mlops_core.log_archive import stored_log
 from tests.pipeline.conftest import (
     NOTEBOOKS,
     WorkerGroup,

@@ -36,7 +36,10 @@ def test_the_pushed_commit_runs_even_after_the_branch_moved_on(
     assert manual_state["status"] == "success", manual_state
     assert manual_state["commit_sha"] == head
     client = MlflowClient(shared_worker.mlflow_uri)
-    commits = {v.tags["pipeline_id"]: v.tags["commit"] for v in client.search_model_versions(f"name='{name}'")}
+    commits = {
+        v.tags["pipeline_id"]: v.tags["commit"]
+        for v in client.search_model_versions(f"name='{name}'")
+    }
     assert commits == {str(pinned): pushed, str(manual): head}
 
 
@@ -49,8 +52,12 @@ def test_a_missing_repository_commit_branch_or_notebook_fails_fetch_saying_which
     cases = {
         create_pipeline(db, repo_url=(tmp_path / "nowhere").as_uri(), commit_sha=sha): "repository",
         create_pipeline(db, repo, commit_sha="0" * 40): f"commit {'0' * 40} not found",
-        create_pipeline(db, repo, commit_sha=None, branch="no-such-branch"): "branch 'no-such-branch' not found",
-        create_pipeline(db, repo, commit_sha=sha, notebook_path="nb/missing.ipynb"): "notebook nb/missing.ipynb not found",
+        create_pipeline(
+            db, repo, commit_sha=None, branch="no-such-branch"
+        ): "branch 'no-such-branch' not found",
+        create_pipeline(
+            db, repo, commit_sha=sha, notebook_path="nb/missing.ipynb"
+        ): "notebook nb/missing.ipynb not found",
     }
     for pipeline_id in cases:
         shared_worker.send(pipeline_id)
@@ -85,7 +92,12 @@ def test_a_notebook_breaking_the_contract_fails_validate_naming_every_violation(
     assert state["status"] == "failed"
     status, error = state["phases"]["validate"]
     assert status == "failed"
-    for named in ("missing tag mlops:training", "MODEL_NAME must be a literal", "VERSION is not set", "GATE_DIRECTION"):
+    for named in (
+        "missing tag mlops:training",
+        "MODEL_NAME must be a literal",
+        "VERSION is not set",
+        "GATE_DIRECTION",
+    ):
         assert named in error, error
     assert state["phases"]["execute"][0] == "skipped"
     assert state["mlflow_run_id"] is None

@@ -49,12 +49,13 @@ def register_version(
     *,
     metrics: dict[str, float] | None = None,
     tags: dict[str, str] | None = None,
-    serialization: str | None = None,
+    serialization: str = mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
 ) -> str:
-    """Log `estimator` as an sklearn model in a run with `metrics` and register a version."""
-    extra: dict[str, Any] = {}
-    if serialization:
-        extra["serialization_format"] = serialization
+    """Log `estimator` as an sklearn model in a run with `metrics` and register a version.
+
+    cloudpickle, as the worker's register phase saves models (skops is slow to import and
+    refuses tree models).
+    """
     with mlflow.start_run():
         for key, value in (metrics or {}).items():
             mlflow.log_metric(key, value)
@@ -63,7 +64,7 @@ def register_version(
             name="model",
             input_example=x[:2],
             pip_requirements=["scikit-learn"],
-            **extra,
+            serialization_format=serialization,
         )
     version = mlflow.register_model(info.model_uri, name, tags=tags or {})
     return str(version.version)

@@ -122,7 +122,11 @@ def test_version_that_fails_to_load_leaves_the_old_one_serving(
     x, _ = iris_like()
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
-            constant_model(9.0), name="model", input_example=x[:2], pip_requirements=["sklearn"]
+            constant_model(9.0),
+            name="model",
+            input_example=x[:2],
+            pip_requirements=["scikit-learn"],
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
         )
     broken = str(mlflow.register_model(info.model_uri, name).version)
     corrupt_model_files(Path(mlflow_server.workdir), info.model_id)

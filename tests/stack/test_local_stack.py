@@ -41,7 +41,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
 
 
 def stack(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # Run outside the checkout, so a developer's .env cannot reach the test.
+    # Run outside the checkout, so a developer's .env cannot move the test's ports or home.
     return subprocess.run(
         [sys.executable, "-m", "local_stack", *args],
         cwd=cwd,

@@ -86,7 +86,11 @@ def repository_object(repo_url: str, *, branch: str = "main") -> dict[str, Any]:
     host, owner, name = _names(repo_url)
     if host:
         html = f"https://{host}/{owner}/{name}"
-        clone, ssh, git = f"{html}.git", f"git@{host}:{owner}/{name}.git", f"git://{host}/{owner}/{name}.git"
+        clone, ssh, git = (
+            f"{html}.git",
+            f"git@{host}:{owner}/{name}.git",
+            f"git://{host}/{owner}/{name}.git",
+        )
         api = f"https://api.{host}/repos/{owner}/{name}"
     else:  # a local repository standing in for GitHub: every URL is the local one
         html = clone = ssh = git = repo_url

@@ -29,6 +29,12 @@ from worker.kernel_env import kernel_environment
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
 
 KERNEL_NOISE = ("Kernel is running over TCP without encryption",)
+# Papermill warns for injected names when a notebook has no `parameters` cell: expected here.
+RUNNER_NOISE = (
+    *KERNEL_NOISE,
+    "Passed unknown parameter:",
+    "Input notebook does not contain a cell with tag 'parameters'",
+)
 
 
 def run(ctx: PhaseContext) -> None:
@@ -169,7 +175,7 @@ def _publish(ctx: PhaseContext, event: dict[str, Any]) -> None:
 
 def _log_stdio(ctx: PhaseContext, line: str) -> None:
     """The runner's own stdout/stderr (papermill warnings, kernel start messages)."""
-    if not any(noise in line for noise in KERNEL_NOISE):
+    if not any(noise in line for noise in RUNNER_NOISE):
         ctx.log(line, stream="stderr")
 
 

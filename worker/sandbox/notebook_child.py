@@ -38,8 +38,8 @@ class EventWriter:
         self._stream = stream
         self._lock = threading.Lock()
 
-    def emit(self, kind: str, **fields: Any) -> None:
-        line = json.dumps({"type": kind, **fields}, default=str)
+    def emit(self, event_type: str, /, **fields: Any) -> None:
+        line = json.dumps({"type": event_type, **fields}, default=str)
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -116,7 +116,8 @@ def run(spec: dict[str, Any], events: EventWriter) -> None:
             spec["input"],
             spec["output"],
             parameters=spec["parameters"],
-            kernel_name=spec.get("kernel_name", "python3"),
+            kernel_name="python3",
+            language="python",
             cwd=spec["cwd"],
             progress_bar=False,
             request_save_on_cell_execute=False,

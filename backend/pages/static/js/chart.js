@@ -3,11 +3,19 @@
 import { h, svg } from "./dom.js";
 import { number } from "./format.js";
 
-const W = 640;
-const H = 240;
 const PAD = { top: 16, right: 20, bottom: 34, left: 56 };
 
-function niceRange(values, threshold) {
+/** A round tick step (1, 2, 2.5 or 5 × 10^n) giving about `count` intervals over `span`. */
+function niceStep(span, count) {
+  const raw = span / count;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const scaled = raw / magnitude;
+  const nice = scaled <= 1 ? 1 : scaled <= 2 ? 2 : scaled <= 2.5 ? 2.5 : scaled <= 5 ? 5 : 10;
+  return nice * magnitude;
+}
+
+/** Axis bounds on round ticks that include every value (and the gate threshold). */
+function niceAxis(values, threshold) {
   const all = threshold === null || threshold === undefined ? values : [...values, threshold];
   let lo = Math.min(...all);
   let hi = Math.max(...all);
@@ -16,19 +24,26 @@ function niceRange(values, threshold) {
     lo -= span;
     hi += span;
   }
-  const pad = (hi - lo) * 0.1;
-  return [lo - pad, hi + pad];
+  const step = niceStep(hi - lo, 4);
+  lo = Math.floor(lo / step) * step;
+  hi = Math.ceil(hi / step) * step;
+  const ticks = [];
+  for (let v = lo; v <= hi + step / 2; v += step) ticks.push(Number(v.toFixed(10)));
+  return { lo, hi, ticks };
 }
 
 /**
  * @param {{version: string, value: number}[]} points  ascending by version
  * @param {{metric: string, served?: string|null, threshold?: number|null, compact?: boolean}} options
  */
-export function metricChart(points, { metric, served = null, threshold = null, compact = false }) {
+export function metricChart(points, { metric, served = null, threshold = null, compact = false, width = 640 }) {
+  // Drawn at the width it is shown at, so that its text stays legible on a phone.
+  const W = Math.max(280, Math.round(width) || 640);
+  const H = compact ? 150 : Math.round(Math.min(260, Math.max(180, W * 0.42)));
   if (!points.length) {
     return h("p", { class: "muted chart-empty", text: `No version has logged “${metric}”.` });
   }
-  const [lo, hi] = niceRange(points.map((p) => p.value), threshold);
+  const { lo, hi, ticks } = niceAxis(points.map((p) => p.value), threshold);
   const innerW = W - PAD.left - PAD.right;
   const innerH = H - PAD.top - PAD.bottom;
   const x = (i) => PAD.left + (points.length === 1 ? innerW / 2 : (i * innerW) / (points.length - 1));
@@ -42,8 +57,7 @@ export function metricChart(points, { metric, served = null, threshold = null, c
     preserveAspectRatio: "xMidYMid meet",
   });
 
-  for (let i = 0; i <= 3; i++) {
-    const value = lo + ((hi - lo) * i) / 3;
+  for (const value of ticks) {
     const gy = y(value);
     root.append(
       svg("line", { class: "grid", x1: PAD.left, x2: W - PAD.right, y1: gy, y2: gy }),
@@ -60,8 +74,8 @@ export function metricChart(points, { metric, served = null, threshold = null, c
   const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ");
   root.append(svg("path", { class: "line", d: path }));
 
-  // Label at most ~12 versions on the x axis so they never overlap.
-  const step = Math.max(1, Math.ceil(points.length / 12));
+  // Label only as many versions on the x axis as fit without overlapping.
+  const step = Math.max(1, Math.ceil(points.length / Math.max(2, Math.floor(innerW / 44))));
   points.forEach((p, i) => {
     const isServed = served !== null && String(p.version) === String(served);
     const cx = x(i);

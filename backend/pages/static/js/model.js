@@ -61,7 +61,8 @@ function renderChart() {
   let threshold = null;
   if (model.gate && model.gate.metric === chosenMetric) threshold = Number(model.gate.threshold);
   else if (!model.gate && chosenMetric === "accuracy" && Number.isFinite(defaultThreshold)) threshold = defaultThreshold;
-  $("#chart").replaceChildren(metricChart(chartPoints(model, chosenMetric), { metric: chosenMetric, served: model.served, threshold }));
+  const box = $("#chart");
+  box.replaceChildren(metricChart(chartPoints(model, chosenMetric), { metric: chosenMetric, served: model.served, threshold, width: box.clientWidth }));
 }
 
 function render() {
@@ -160,6 +161,8 @@ async function changeServed(action, version) {
     busy = false;
   }
   await refresh();
+  // Model servers report the swap within a heartbeat or two: look again shortly.
+  setTimeout(refresh, 2000);
 }
 
 $("#undeploy-button").addEventListener("click", async () => {
@@ -180,6 +183,14 @@ $("#undeploy-button").addEventListener("click", async () => {
     busy = false;
   }
   await refresh();
+  // Model servers report the swap within a heartbeat or two: look again shortly.
+  setTimeout(refresh, 2000);
+});
+
+let resizeTimer = 0;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => model && renderChart(), 150);
 });
 
 $("#chart-metric").addEventListener("change", (event) => {

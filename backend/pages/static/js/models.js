@@ -24,7 +24,7 @@ function card(model) {
       latest ? h("span", { title: absoluteTime(latest.created_at), text: since(latest.created_at) }) : "",
       servedInfo && metric && metric in servedInfo.metrics ? ` · serving ${metric} ${number(servedInfo.metrics[metric])}` : "",
     ),
-    metric ? metricChart(chartPoints(model, metric), { metric, served: model.served, compact: true }) : null,
+    h("div", { class: "chart-slot" }),
     h("a", { class: "btn btn-small", href, text: "Versions, deploy and predict →" }),
   );
 }
@@ -40,6 +40,13 @@ poll(async () => {
     return;
   }
   const models = itemsOf(body).map(normalizeModel).sort((a, b) => a.name.localeCompare(b.name));
-  $("#models-list").replaceChildren(...models.map(card));
+  const cards = models.map(card);
+  $("#models-list").replaceChildren(...cards);
+  // Charts are drawn once their card is laid out, at the card's own width.
+  models.forEach((model, i) => {
+    const metric = metricNames(model)[0];
+    const slot = cards[i].querySelector(".chart-slot");
+    if (metric) slot.replaceChildren(metricChart(chartPoints(model, metric), { metric, served: model.served, compact: true, width: slot.clientWidth }));
+  });
   show($("#models-empty"), models.length === 0);
 }, 10000);

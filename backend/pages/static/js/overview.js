@@ -86,7 +86,7 @@ function pipelineRow(p) {
     { dataset: { pipelineId: p.id, status: p.status } },
     h("td", {}, pipelineLink(p.id)),
     h("td", {}, statusBadge(p.status)),
-    h("td", { class: "mono ellipsis", title: repoUrl || "" }, repoLabel(repoUrl)),
+    h("td", { class: "mono ellipsis hide-xs", title: repoUrl || "" }, repoLabel(repoUrl)),
     h("td", { class: "mono hide-sm", title: p.commit_sha || "" }, shortSha(p.commit_sha)),
     h("td", { class: "hide-sm", text: p.trigger || "–" }),
     h("td", { class: "num", text: seconds === null ? "–" : duration(seconds) }),

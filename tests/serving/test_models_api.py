@@ -1,0 +1,201 @@
+"""The backend's models API: listing, deploy, rollback, delete, history and the predict proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+from sklearn.dummy import DummyClassifier
+
+from backend.app import create_app
+from mlops_core.model_registry import model_exists, set_served_version
+from mlops_core.settings import Settings
+from tests.serving.conftest import ModelServer, iris_like, register_version, unique
+from tests.support.processes import free_port
+
+TOKEN = "models-api-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def constant_classifier(label: str) -> DummyClassifier:
+    """Predicts `label` for every row, so a response shows which version answered."""
+    x, _ = iris_like()
+    return DummyClassifier(strategy="constant", constant=label).fit(x, [label] * len(x))
+
+
+@pytest.fixture(scope="module")
+def model(registry: MlflowClient, serving_alias: str) -> str:
+    x, _ = iris_like()
+    name = unique("api-model")
+    for label, accuracy in (("one", 0.91), ("two", 0.93), ("three", 0.95)):
+        register_version(
+            constant_classifier(label),
+            x,
+            name,
+            metrics={"accuracy": accuracy},
+            tags={"commit": f"c0ffee-{label}", "pipeline_id": "4242", "branch": "main"},
+        )
+    set_served_version(registry, name, "1", serving_alias)
+    return name
+
+
+@pytest.fixture(scope="module")
+def server(model: str, start_server: Callable[..., ModelServer]) -> ModelServer:
+    server = start_server("models-api", MODEL_RECONCILE_INTERVAL_SECONDS="600")
+    server.wait_serving(model, "1")
+    return server
+
+
+@pytest.fixture
+def api(
+    server: ModelServer, server_env: dict[str, str], database_url: str
+) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=database_url,
+        redis_url=server_env["REDIS_URL"],
+        mlflow_tracking_uri=server_env["MLFLOW_TRACKING_URI"],
+        serving_alias=server_env["SERVING_ALIAS"],
+        model_server_url=server.url,
+        api_token=TOKEN,
+        predict_max_body_bytes=2000,
+        model_heartbeat_interval_seconds=1,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def served_by_proxy(api: TestClient, name: str) -> dict[str, Any]:
+    response = api.post(f"/models/{name}/predict", json={"data": [ROW]})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_models_list_and_detail(api: TestClient, model: str, server: ModelServer) -> None:
+    listing = {m["name"]: m for m in api.get("/models").json()}
+    assert listing[model]["served_version"] == "1"
+    detail = api.get(f"/models/{model}").json()
+    assert detail["served_version"] == "1"
+    assert [v["version"] for v in detail["versions"]] == ["3", "2", "1"]
+    newest = detail["versions"][0]
+    assert newest["metrics"] == {"accuracy": 0.95}
+    assert newest["commit"] == "c0ffee-three"
+    assert newest["pipeline_id"] == 4242
+    assert newest["created_at"]
+    assert [v["served"] for v in detail["versions"]] == [False, False, True]
+    assert detail["replicas"] == {"models-api": "1"}
+    assert api.get("/models/no-such-model").status_code == 404
+
+
+def test_deploy_rollback_delete_and_history(
+    api: TestClient, model: str, server: ModelServer, registry: MlflowClient
+) -> None:
+    response = api.post(f"/models/{model}/deploy", json={"version": "3"}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["served_version"] == "3"
+    assert response.json()["previous_version"] == "1"
+    server.wait_serving(model, "3")
+    assert served_by_proxy(api, model)["predictions"] == ["three"]
+
+    # Without a version, rollback returns to what was served before, and toggles back.
+    rolled = api.post(f"/models/{model}/rollback", headers=AUTH).json()
+    assert (rolled["served_version"], rolled["previous_version"]) == ("1", "3")
+    server.wait_serving(model, "1")
+    assert served_by_proxy(api, model)["model_version"] == "1"
+    rolled = api.post(f"/models/{model}/rollback", json={}, headers=AUTH).json()
+    assert rolled["served_version"] == "3"
+    rolled = api.post(f"/models/{model}/rollback", json={"version": 2}, headers=AUTH).json()
+    assert rolled["served_version"] == "2"
+    server.wait_serving(model, "2")
+
+    assert api.post(f"/models/{model}/rollback", json={"version": "99"}, headers=AUTH).status_code == 404
+    assert api.post(f"/models/{model}/deploy", json={}, headers=AUTH).status_code == 422
+    assert api.post(f"/models/{model}/deploy", json={"version": "abc"}, headers=AUTH).status_code == 422
+    assert api.post("/models/nope/deploy", json={"version": "1"}, headers=AUTH).status_code == 404
+
+    deleted = api.delete(f"/models/{model}", headers=AUTH).json()
+    assert (deleted["served_version"], deleted["purged"]) == (None, False)
+    server.wait_serving(model, None)
+    response = api.post(f"/models/{model}/predict", json={"data": [ROW]})
+    assert response.status_code == 404  # the model server's answer, passed through
+    assert api.get(f"/models/{model}").json()["served_version"] is None
+    assert len(api.get(f"/models/{model}").json()["versions"]) == 3  # registry kept
+
+    # After a delete, rollback brings back what was served.
+    assert api.post(f"/models/{model}/rollback", headers=AUTH).json()["served_version"] == "2"
+    server.wait_serving(model, "2")
+
+    history = api.get(f"/models/{model}/history").json()
+    assert [(h["action"], h["version"], h["previous_version"]) for h in history] == [
+        ("rollback", "2", None),
+        ("delete", None, "2"),
+        ("rollback", "2", "3"),
+        ("rollback", "3", "1"),
+        ("rollback", "1", "3"),
+        ("deploy", "3", "1"),
+    ]
+    assert {h["actor"] for h in history} == {"api"}
+    assert all(h["created_at"] for h in history)
+
+
+def test_state_changes_need_the_api_token(api: TestClient, model: str) -> None:
+    for method, path, body in (
+        ("post", f"/models/{model}/deploy", {"version": "1"}),
+        ("post", f"/models/{model}/rollback", {"version": "1"}),
+        ("delete", f"/models/{model}", None),
+    ):
+        response = api.request(method, path, json=body)
+        assert response.status_code == 401, (method, path)
+        response = api.request(method, path, json=body, headers={"Authorization": "Bearer wrong"})
+        assert response.status_code == 401
+    assert api.get("/models").status_code == 200  # reads stay open
+    assert api.get(f"/models/{model}/history").status_code == 200
+
+
+def test_predict_proxy_keeps_shapes_and_errors(api: TestClient, model: str, server: ModelServer) -> None:
+    api.post(f"/models/{model}/deploy", json={"version": "1"}, headers=AUTH)
+    server.wait_serving(model, "1")
+    body = api.post(
+        f"/models/{model}/predict", json={"features": [ROW, ROW]}
+    ).json()
+    assert body["predictions"] == ["one", "one"]
+    assert body["probabilities"] == [[1.0], [1.0]]
+    bad = api.post(f"/models/{model}/predict", json={"data": [[1.0, 2.0]]})
+    assert bad.status_code == 422
+    assert "wrong feature count" in bad.json()["detail"]
+    too_big = api.post(f"/models/{model}/predict", json={"data": [ROW] * 200})
+    assert too_big.status_code == 413
+    assert api.post("/models/ghost/predict", json={"data": [ROW]}).status_code == 404
+
+
+def test_predict_proxy_reports_a_down_model_server(
+    server_env: dict[str, str], database_url: str, model: str
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        redis_url=server_env["REDIS_URL"],
+        mlflow_tracking_uri=server_env["MLFLOW_TRACKING_URI"],
+        model_server_url=f"http://127.0.0.1:{free_port()}",
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.post(f"/models/{model}/predict", json={"data": [ROW]})
+    assert response.status_code == 503
+    assert "unreachable" in response.json()["detail"]
+
+
+def test_purge_removes_from_registry_but_keeps_history(
+    api: TestClient, registry: MlflowClient, serving_alias: str
+) -> None:
+    x, _ = iris_like()
+    name = unique("purged")
+    register_version(constant_classifier("x"), x, name)
+    assert api.post(f"/models/{name}/deploy", json={"version": "1"}, headers=AUTH).status_code == 200
+    response = api.delete(f"/models/{name}?purge=true", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["purged"] is True
+    assert not model_exists(registry, name)
+    assert api.get(f"/models/{name}").status_code == 404
+    assert [h["action"] for h in api.get(f"/models/{name}/history").json()] == ["delete", "deploy"]
