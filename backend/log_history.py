@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +38,8 @@ return events
 """
 
 MAX_READ: Final = 1000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,8 @@ class LogHistory:
         limit = min(limit, MAX_READ)
         try:
             first_seq, cached = await self._read_redis(pipeline_id, after, limit)
-        except RedisError:
+        except RedisError as exc:
+            logger.warning("reading the log of pipeline %s from Redis failed: %s", pipeline_id, exc)
             first_seq, cached = None, []
         if first_seq is not None and first_seq <= after + 1:
             return cached

@@ -109,26 +109,25 @@ class PipelineQueue:
             if self._marking:
                 return
             self._marking = True
+        batch: set[int] = set()
         try:
             while True:
                 with self._lock:
-                    batch = set(self._unmarked)
-                if not batch:
-                    return
-                try:
-                    with engine_for(self._settings.database_url).begin() as conn:
-                        conn.execute(
-                            update(Pipeline)
-                            .where(Pipeline.id.in_(batch), Pipeline.enqueued_at.is_(None))
-                            .values(enqueued_at=utcnow())
-                        )
-                except SQLAlchemyError:
-                    # Left in _unmarked: the next send or re-queue pass writes them.
-                    logger.exception("could not record that pipelines %s were queued", batch)
-                    return
-                with self._lock:
                     self._unmarked -= batch
                     self._in_flight -= batch
+                    batch = set(self._unmarked)
+                    if not batch:
+                        self._marking = False  # under the lock: no send can slip past
+                        return
+                with engine_for(self._settings.database_url).begin() as conn:
+                    conn.execute(
+                        update(Pipeline)
+                        .where(Pipeline.id.in_(batch), Pipeline.enqueued_at.is_(None))
+                        .values(enqueued_at=utcnow())
+                    )
+        except SQLAlchemyError:
+            # Left in _unmarked: the next send or re-queue pass writes them.
+            logger.exception("could not record that pipelines %s were queued", batch)
         finally:
             with self._lock:
                 self._marking = False

@@ -112,7 +112,9 @@ def change_served_version(
     session.commit()
     announced = False
     if redis_client is not None:
-        event = ModelEvent(action=action, model=model_name, version=version, alias=alias, actor=actor)  # type: ignore[arg-type]
+        event = ModelEvent(
+            action=action, model=model_name, version=version, alias=alias, actor=actor
+        )  # type: ignore[arg-type]
         try:
             announce(redis_client, event)
             announced = True

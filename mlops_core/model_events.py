@@ -7,7 +7,8 @@ Two pub/sub channels and one hash per model:
   it on every event and a lost message only delays a change until the next reconcile.
 - `MODEL_LOADED_CHANNEL`: each replica publishes a `ReplicaReport` when it has loaded (or failed
   to load, or stopped serving) a version, so a waiting deploy wakes up without polling.
-- `replicas_key(model)`: a hash `replica id → ReplicaReport` refreshed by every replica's heartbeat.
+- `replicas_key(alias, model)`: a hash `replica id → ReplicaReport` refreshed by every replica's
+  heartbeat (per alias too: fleets following different aliases share Redis without confusion).
   Hash fields cannot expire one by one on Redis < 7.4, so readers drop reports older than the
   staleness window and the whole key expires when no replica refreshes it.
 """
@@ -30,9 +31,9 @@ EventAction = Literal["deploy", "rollback", "delete", "auto", "restore"]
 ReportStatus = Literal["loaded", "failed", "unloaded"]
 
 
-def replicas_key(model_name: str) -> str:
-    """Hash of replica id → JSON `ReplicaReport` for one model."""
-    return f"{_REPLICAS_PREFIX}{model_name}"
+def replicas_key(alias: str, model_name: str) -> str:
+    """Hash of replica id → JSON `ReplicaReport` for one model served under one alias."""
+    return f"{_REPLICAS_PREFIX}{alias}:{model_name}"
 
 
 class ModelEvent(BaseModel):
@@ -50,6 +51,7 @@ class ReplicaReport(BaseModel):
     """What one model-server replica holds for one model."""
 
     replica: str
+    alias: str
     model: str
     version: str | None
     status: ReportStatus
@@ -64,7 +66,7 @@ def announce(client: redis.Redis, event: ModelEvent) -> int:
 
 def publish_report(client: redis.Redis, report: ReplicaReport, ttl_seconds: float) -> None:
     """Record a replica's state for a model (hash + TTL) and announce it on the loaded channel."""
-    key = replicas_key(report.model)
+    key = replicas_key(report.alias, report.model)
     payload = report.model_dump_json()
     pipe = client.pipeline()
     if report.status == "loaded":
@@ -78,12 +80,12 @@ def publish_report(client: redis.Redis, report: ReplicaReport, ttl_seconds: floa
 
 
 def replica_versions(
-    client: redis.Redis, model_name: str, stale_after_seconds: float
+    client: redis.Redis, alias: str, model_name: str, stale_after_seconds: float
 ) -> dict[str, str]:
-    """Replica id → loaded version, for replicas whose heartbeat is fresh."""
+    """Replica id → loaded version, for replicas following `alias` whose heartbeat is fresh."""
     now = time.time()
     versions: dict[str, str] = {}
-    for replica, raw in client.hgetall(replicas_key(model_name)).items():
+    for replica, raw in client.hgetall(replicas_key(alias, model_name)).items():
         report = ReplicaReport.model_validate_json(raw)
         if report.version is not None and now - report.ts <= stale_after_seconds:
             versions[replica.decode() if isinstance(replica, bytes) else replica] = report.version
@@ -96,6 +98,7 @@ class DeployWaitError(RuntimeError):
 
 def wait_until_loaded(
     client: redis.Redis,
+    alias: str,
     model_name: str,
     version: str,
     *,
@@ -122,7 +125,7 @@ def wait_until_loaded(
             if check is not None:
                 check()
             for replica, loaded in replica_versions(
-                client, model_name, stale_after_seconds
+                client, alias, model_name, stale_after_seconds
             ).items():
                 if loaded == version:
                     return replica
@@ -136,7 +139,7 @@ def wait_until_loaded(
             if not message or message.get("type") != "message":
                 continue
             report = ReplicaReport.model_validate(json.loads(message["data"]))
-            if report.model != model_name or report.version != version:
+            if (report.alias, report.model, report.version) != (alias, model_name, version):
                 continue
             if report.status == "loaded":
                 return report.replica

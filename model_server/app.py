@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the model-server app (uvicorn's `--factory` calls it with no arguments)."""
     settings = settings or get_settings()
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     replica_id = settings.model_server_replica_id or f"{socket.gethostname()}:{os.getpid()}"
     store = ModelStore()
 

@@ -160,7 +160,9 @@ def load_version(name: str, version: str, tracking_uri: str, cache_dir: Path) ->
             estimator = mlflow.pyfunc.load_model(local)
             flavor = "pyfunc"
         features = _feature_spec(estimator, meta)
-        classes = np.asarray(estimator.classes_).tolist() if hasattr(estimator, "classes_") else None
+        classes = (
+            np.asarray(estimator.classes_).tolist() if hasattr(estimator, "classes_") else None
+        )
         try:
             example = meta.load_input_example(local)
         except Exception:  # an unreadable example only costs us the warm-up input

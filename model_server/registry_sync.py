@@ -46,8 +46,10 @@ class RegistrySync:
         self._client: MlflowClient = registry_client(settings.mlflow_tracking_uri)
         self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        # Loading is slow and blocking; a small pool of its own keeps it off the predict threads.
-        self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
+        # Loading is slow and blocking: a thread of its own keeps it off the predict threads. One
+        # thread, not more: unpickling two models at once imports the same modules from two
+        # threads, which Python can abort with an import deadlock error.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -78,17 +80,18 @@ class RegistrySync:
 
     async def reconcile_all(self) -> None:
         """Make the store match every served alias in the registry."""
-        served = await self._in_loader(
+        served = await asyncio.to_thread(
             all_served_versions, self._client, self.settings.serving_alias
         )
-        for name, version in served.items():
-            await self.apply(name, version)
-        for name in set(self.store.names()) - set(served):
-            await self.apply(name, None)
+        changes = [
+            *served.items(),
+            *((name, None) for name in set(self.store.names()) - set(served)),
+        ]
+        await asyncio.gather(*(self.apply(name, version) for name, version in changes))
 
     async def refresh(self, name: str) -> None:
         """Re-read one model's alias from the registry and apply it."""
-        version = await self._in_loader(
+        version = await asyncio.to_thread(
             served_version, self._client, name, self.settings.serving_alias
         )
         await self.apply(name, version)
@@ -115,7 +118,9 @@ class RegistrySync:
                 )
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                log.exception("failed to load %s version %s; keeping what was served", name, version)
+                log.exception(
+                    "failed to load %s version %s; keeping what was served", name, version
+                )
                 self.store.record_failure(name, version, error[:2000])
                 await self._report(name, version, "failed", error[:2000])
                 return
@@ -136,6 +141,7 @@ class RegistrySync:
     ) -> None:
         report = ReplicaReport(
             replica=self.replica_id,
+            alias=self.settings.serving_alias,
             model=name,
             version=version if status != "unloaded" else None,
             status=status,  # type: ignore[arg-type]
@@ -180,7 +186,9 @@ class RegistrySync:
                         except ValueError:
                             log.warning("ignoring malformed model event: %r", message["data"])
                             continue
-                        log.info("model event: %s %s -> %s", event.action, event.model, event.version)
+                        log.info(
+                            "model event: %s %s -> %s", event.action, event.model, event.version
+                        )
                         self._spawn(self._safe_refresh(event.model))
             except (redis.RedisError, OSError) as exc:
                 log.warning("model events subscription lost (%s); retrying", exc)
@@ -219,16 +227,21 @@ class RegistrySync:
     def _refresh_reports(self) -> None:
         pipe = self._redis.pipeline()
         ttl = max(1, int(self.report_ttl))
+        alias = self.settings.serving_alias
         for model in self.store.loaded():
             report = ReplicaReport(
-                replica=self.replica_id, model=model.name, version=model.version, status="loaded"
+                replica=self.replica_id,
+                alias=alias,
+                model=model.name,
+                version=model.version,
+                status="loaded",
             )
-            pipe.hset(replicas_key(model.name), self.replica_id, report.model_dump_json())
-            pipe.expire(replicas_key(model.name), ttl)
+            pipe.hset(replicas_key(alias, model.name), self.replica_id, report.model_dump_json())
+            pipe.expire(replicas_key(alias, model.name), ttl)
         pipe.execute()
 
     def _withdraw_reports(self) -> None:
         pipe = self._redis.pipeline()
         for name in self.store.names():
-            pipe.hdel(replicas_key(name), self.replica_id)
+            pipe.hdel(replicas_key(self.settings.serving_alias, name), self.replica_id)
         pipe.execute()

@@ -112,7 +112,12 @@ def _run_owned(
         if claim.attempt > 1:
             how = "redelivered" if redelivered else "sent again"
             ctx.log(f"attempt {claim.attempt}: the task was {how} after an unfinished attempt")
-        status, error = _run_phases(ctx, claim)
+        try:
+            status, error = _run_phases(ctx, claim)
+        except Exception as exc:  # the database or Redis failed under the runner itself
+            logger.exception("pipeline %s: runner failed", pipeline_id)
+            status = PipelineStatus.FAILED
+            error = f"internal error: {type(exc).__name__}: {ctx.redact(str(exc))}"
     _finish(ctx, status, error)
     if not settings.keep_work_dirs:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -226,7 +231,7 @@ def _adopt_earlier_version(ctx: PhaseContext) -> bool:
         return False
     register.adopt(ctx, version)
     for phase in (Phase.EXECUTE, Phase.REGISTER):
-        _set_phase(ctx, phase, PhaseStatus.SUCCESS, error=None, finished=True)
+        _set_phase(ctx, phase, PhaseStatus.SUCCESS)
     return True
 
 
@@ -273,7 +278,6 @@ def _set_phase(
     status: PhaseStatus,
     *,
     error: str | None = None,
-    finished: bool = False,
 ) -> None:
     with ctx.session() as session:
         pipeline = session.get(Pipeline, ctx.pipeline_id)
@@ -284,7 +288,7 @@ def _set_phase(
         row.error = error
         if status is PhaseStatus.RUNNING:
             row.started_at, row.finished_at = utcnow(), None
-        elif finished or status is not PhaseStatus.PENDING:
+        elif status is not PhaseStatus.PENDING:
             row.finished_at = utcnow()
             row.started_at = row.started_at or row.finished_at
 

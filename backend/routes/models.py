@@ -64,7 +64,7 @@ class VersionChoice(BaseModel):
         if isinstance(value, str):
             value = value.strip()
             if not value.isdigit():
-                raise ValueError("version must be a registered version number such as \"3\"")
+                raise ValueError('version must be a registered version number such as "3"')
         return value
 
 
@@ -116,7 +116,10 @@ def _model_view(client: MlflowClient, name: str, settings: Settings) -> dict[str
 def _replicas(settings: Settings, name: str) -> dict[str, str] | None:
     try:
         return replica_versions(
-            _redis(settings.redis_url), name, settings.model_heartbeat_interval_seconds * 3
+            _redis(settings.redis_url),
+            settings.serving_alias,
+            name,
+            settings.model_heartbeat_interval_seconds * 3,
         )
     except redis.RedisError:
         return None
@@ -257,7 +260,9 @@ def delete(
         try:
             delete_model(client, name)
         except MlflowException as exc:
-            raise HTTPException(502, f"model {name!r} stopped serving but purge failed: {exc}")
+            raise HTTPException(
+                502, f"model {name!r} stopped serving but purge failed: {exc}"
+            ) from None
     result["purged"] = purge
     return result
 

@@ -77,6 +77,4 @@ def make_repo(root: Path, notebook: nbformat.NotebookNode) -> NotebookRepo:
     git("init", "--quiet", "--initial-branch=main")
     git("add", ".")
     git("commit", "--quiet", "-m", "notebook")
-    # A shallow fetch of one commit over file:// needs this on the serving side.
-    git("config", "uploadpack.allowReachableSHA1InWant", "true")
     return NotebookRepo(url=root.resolve().as_uri(), commit_sha=git("rev-parse", "HEAD"))

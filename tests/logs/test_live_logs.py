@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 
 import httpx
 import redis
 from websockets.asyncio.client import connect
 
+from mlops_cli.log_follow import events_of
 from mlops_core.log_events import LogPublisher
 from tests.logs.conftest import Backend, PublishingWorker, expected_texts, watch
 
@@ -171,8 +171,7 @@ def test_a_viewer_too_slow_to_keep_up_still_gets_every_line_once(backend: Backen
             publisher.publish("pipeline success", stream="status", status="success")
             seqs = []
             async for message in ws:
-                event = json.loads(message)
-                if "seq" in event:
+                for event in events_of(message):
                     seqs.append(event["seq"])
                     assert event["stream"] == "status" or event["text"].startswith(
                         f"{event['seq']} "

@@ -145,6 +145,7 @@ def test_register_push_watch_predict_and_roll_back(
         what="the model server to answer with version 1",
     )
     expect(page.locator("#history")).to_contain_text("Rolled back to v1")
+    expect(page.locator("#replicas")).to_have_text("1 model server on v1.", timeout=30_000)
     page.screenshot(path=artifacts / "model.png", full_page=True)
     page.goto("/ui/models")
     expect(page.locator(f'[data-model="{model_name}"]')).to_contain_text("Serving v1")

@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from mlops_core.database import session_scope
 from mlops_core.log_events import LogPublisher
 from mlops_core.schema import Pipeline, PipelinePhase, utcnow
-from tests.pages.conftest import Stack
+from tests.pages.conftest import API_TOKEN, Stack
 
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
 
@@ -96,6 +96,14 @@ def test_log_follows_pauses_when_scrolled_up_and_resumes_after_reconnect(
     expect(follow).to_be_hidden()
     assert distance_from_bottom(page) <= 24
 
+    # Cancel asks for confirmation, then for the API token, then asks the worker to stop.
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Cancel pipeline").click()
+    page.locator("#token-dialog").get_by_label("Token").fill(API_TOKEN)
+    page.locator("#token-dialog").get_by_role("button", name="Save").click()
+    expect(page.get_by_role("button", name="Cancelling…")).to_be_disabled()
+    assert httpx.get(f"{backend.url}/pipelines/{pipeline_id}").json()["cancel_requested"]
+
     # The backend restarts mid-run; lines written meanwhile arrive once the page reconnects.
     backend.processes.pop("backend").stop()
     publish(121, 150)
@@ -111,6 +119,8 @@ def test_log_follows_pauses_when_scrolled_up_and_resumes_after_reconnect(
         pipeline = session.get(Pipeline, pipeline_id)
         pipeline.status = "success"
         pipeline.finished_at = utcnow()
+        for phase in pipeline.phases:
+            phase.status, phase.finished_at = "success", utcnow()
     publisher.publish("pipeline success", stream="status", status="success")
 
     expect(page.locator("#log-state")).to_have_text("finished: success", timeout=20_000)

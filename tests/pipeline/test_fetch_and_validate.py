@@ -123,3 +123,46 @@ def test_a_cancel_requested_before_the_worker_starts_ends_cancelled_without_runn
     assert state["attempts"] == 0 and state["mlflow_run_id"] is None
     events = log_events(shared_worker.redis_url, pipeline_id)
     assert events[-1].stream == "status" and events[-1].status == "cancelled"
+
+
+def test_a_repo_token_reaches_the_git_server_as_a_header_and_nowhere_else(
+    shared_worker: WorkerGroup, make_repo, tmp_path
+) -> None:
+    import subprocess
+
+    from mlops_core.secrets_box import encrypt
+    from mlops_core.settings import Settings
+    from tests.conftest import TEST_ENCRYPTION_KEY
+    from tests.pipeline.git_http_server import GitHttpServer
+
+    token = "ghs_repo_token_5f2d9c"
+    repo = make_repo()
+    sha = repo.commit({"train.ipynb": build_notebook([(("mlops:config",), "broken = (")])})
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(
+        ["git", "clone", "--quiet", "--bare", str(repo.path), str(served / "r.git")], check=True
+    )
+    sealed = encrypt(Settings(encryption_key=TEST_ENCRYPTION_KEY), token)
+    db = shared_worker.database_url
+    with GitHttpServer(served, token) as server:
+        url = f"{server.url}/r.git"
+        with_token = create_pipeline(db, repo_url=url, commit_sha=sha, token_encrypted=sealed)
+        without = create_pipeline(db, repo_url=url, commit_sha=sha)
+        shared_worker.send(with_token)
+        shared_worker.send(without)
+        state = wait_finished(db, with_token)
+        refused = wait_finished(db, without)
+
+    # The token opened the repository: fetch succeeded and validate judged the notebook.
+    assert state["phases"]["fetch"] == ("success", None), state
+    assert state["phases"]["validate"][0] == "failed"
+    assert server.expected in server.seen_authorization
+    assert refused["phases"]["fetch"][0] == "failed"
+    assert "not found or not accessible" in refused["phases"]["fetch"][1]
+    everything = " ".join(
+        [str(state), str(refused)]
+        + [e.text for p in (with_token, without) for e in log_events(shared_worker.redis_url, p)]
+        + server.request_lines
+    )
+    assert token not in everything and server.expected.split()[1] not in everything

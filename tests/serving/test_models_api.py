@@ -51,9 +51,7 @@ def server(model: str, start_server: Callable[..., ModelServer]) -> ModelServer:
 
 
 @pytest.fixture
-def api(
-    server: ModelServer, server_env: dict[str, str], database_url: str
-) -> Iterator[TestClient]:
+def api(server: ModelServer, server_env: dict[str, str], database_url: str) -> Iterator[TestClient]:
     settings = Settings(
         database_url=database_url,
         redis_url=server_env["REDIS_URL"],
@@ -111,9 +109,15 @@ def test_deploy_rollback_delete_and_history(
     assert rolled["served_version"] == "2"
     server.wait_serving(model, "2")
 
-    assert api.post(f"/models/{model}/rollback", json={"version": "99"}, headers=AUTH).status_code == 404
+    assert (
+        api.post(f"/models/{model}/rollback", json={"version": "99"}, headers=AUTH).status_code
+        == 404
+    )
     assert api.post(f"/models/{model}/deploy", json={}, headers=AUTH).status_code == 422
-    assert api.post(f"/models/{model}/deploy", json={"version": "abc"}, headers=AUTH).status_code == 422
+    assert (
+        api.post(f"/models/{model}/deploy", json={"version": "abc"}, headers=AUTH).status_code
+        == 422
+    )
     assert api.post("/models/nope/deploy", json={"version": "1"}, headers=AUTH).status_code == 404
 
     deleted = api.delete(f"/models/{model}", headers=AUTH).json()
@@ -155,12 +159,12 @@ def test_state_changes_need_the_api_token(api: TestClient, model: str) -> None:
     assert api.get(f"/models/{model}/history").status_code == 200
 
 
-def test_predict_proxy_keeps_shapes_and_errors(api: TestClient, model: str, server: ModelServer) -> None:
+def test_predict_proxy_keeps_shapes_and_errors(
+    api: TestClient, model: str, server: ModelServer
+) -> None:
     api.post(f"/models/{model}/deploy", json={"version": "1"}, headers=AUTH)
     server.wait_serving(model, "1")
-    body = api.post(
-        f"/models/{model}/predict", json={"features": [ROW, ROW]}
-    ).json()
+    body = api.post(f"/models/{model}/predict", json={"features": [ROW, ROW]}).json()
     assert body["predictions"] == ["one", "one"]
     assert body["probabilities"] == [[1.0], [1.0]]
     bad = api.post(f"/models/{model}/predict", json={"data": [[1.0, 2.0]]})
@@ -192,7 +196,9 @@ def test_purge_removes_from_registry_but_keeps_history(
     x, _ = iris_like()
     name = unique("purged")
     register_version(constant_classifier("x"), x, name)
-    assert api.post(f"/models/{name}/deploy", json={"version": "1"}, headers=AUTH).status_code == 200
+    assert (
+        api.post(f"/models/{name}/deploy", json={"version": "1"}, headers=AUTH).status_code == 200
+    )
     response = api.delete(f"/models/{name}?purge=true", headers=AUTH)
     assert response.status_code == 200
     assert response.json()["purged"] is True

@@ -49,7 +49,9 @@ def models(registry: MlflowClient, serving_alias: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(models: dict[str, Any], start_server: Callable[..., ModelServer]) -> ModelServer:
     server = start_server("api")
-    server.wait_serving(models["clf"], models["clf_version"])
+    # Ready means every served model is loaded: both, loaded one after the other (loading two
+    # at once from two threads once ended in an import deadlock and a failed load).
+    assert server.served() == {models["clf"]: models["clf_version"], models["reg"]: "1"}
     return server
 
 
@@ -62,8 +64,18 @@ def post(server: ModelServer, path: str, body: Any, **kwargs: Any) -> httpx.Resp
     [
         {"data": [ROW, [6.7, 3.0, 5.2, 2.3]]},
         {"features": [ROW, [6.7, 3.0, 5.2, 2.3]]},
-        {"records": [dict(zip(FEATURES, ROW, strict=True)), dict(zip(FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True))]},
-        {"data": [dict(zip(FEATURES, ROW, strict=True)), dict(zip(FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True))]},
+        {
+            "records": [
+                dict(zip(FEATURES, ROW, strict=True)),
+                dict(zip(FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True)),
+            ]
+        },
+        {
+            "data": [
+                dict(zip(FEATURES, ROW, strict=True)),
+                dict(zip(FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True)),
+            ]
+        },
     ],
     ids=["data-rows", "features-rows", "records", "data-records"],
 )
@@ -73,7 +85,9 @@ def test_predict_shapes_answer_with_trained_labels(
     response = post(server, f"/predict/{models['clf']}", body)
     assert response.status_code == 200, response.text
     result = response.json()
-    expected = models["classifier"].predict(pd.DataFrame([ROW, [6.7, 3.0, 5.2, 2.3]], columns=FEATURES))
+    expected = models["classifier"].predict(
+        pd.DataFrame([ROW, [6.7, 3.0, 5.2, 2.3]], columns=FEATURES)
+    )
     assert result["predictions"] == expected.tolist() == ["setosa", "virginica"]
     assert result["model_name"] == models["clf"]
     assert result["model_version"] == models["clf_version"]
@@ -93,7 +107,9 @@ def test_regressor_without_feature_names(server: ModelServer, models: dict[str, 
     response = post(server, f"/predict/{models['reg']}", {"data": rows})
     assert response.status_code == 200, response.text
     result = response.json()
-    assert result["predictions"] == pytest.approx(models["regressor"].predict(models["dx"][:3]).tolist())
+    assert result["predictions"] == pytest.approx(
+        models["regressor"].predict(models["dx"][:3]).tolist()
+    )
     assert "probabilities" not in result
     # Records need names the model does not have.
     response = post(server, f"/predict/{models['reg']}", {"records": [{"a": 1}]})
@@ -104,9 +120,17 @@ def test_regressor_without_feature_names(server: ModelServer, models: dict[str, 
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        ({"data": [[1.0, 2.0, 3.0]]}, 422, "wrong feature count: row 0 has 3 values, the model expects 4"),
+        (
+            {"data": [[1.0, 2.0, 3.0]]},
+            422,
+            "wrong feature count: row 0 has 3 values, the model expects 4",
+        ),
         ({"data": [ROW, [1.0, 2.0]]}, 422, "row 1 has 2 values"),
-        ({"data": [[1.0, "abc", 3.0, 4.0]]}, 422, "non-numeric value at row 0, feature 'sepal width (cm)'"),
+        (
+            {"data": [[1.0, "abc", 3.0, 4.0]]},
+            422,
+            "non-numeric value at row 0, feature 'sepal width (cm)'",
+        ),
         ({"data": [[1.0, None, 3.0, 4.0]]}, 422, "non-numeric value"),
         ({"data": [[1.0, True, 3.0, 4.0]]}, 422, "non-numeric value"),
         ({"data": []}, 422, "empty batch"),
@@ -117,7 +141,11 @@ def test_regressor_without_feature_names(server: ModelServer, models: dict[str, 
         ({"data": "x"}, 422, "'data' must be a list"),
         ({"data": [1.0, 2.0]}, 422, "'data' row 0 must be a list"),
         ([ROW], 422, "must be a JSON object"),
-        ({"records": [{"sepal length (cm)": 1.0}]}, 422, "row 0 is missing features: sepal width (cm)"),
+        (
+            {"records": [{"sepal length (cm)": 1.0}]},
+            422,
+            "row 0 is missing features: sepal width (cm)",
+        ),
         (
             {"records": [{**dict(zip(FEATURES, ROW, strict=True)), "colour": 1}]},
             422,
@@ -149,11 +177,14 @@ def test_unknown_model_invalid_json_and_size_limit(
     assert "not valid JSON" in response.json()["detail"]
 
     small = start_server("small-body", PREDICT_MAX_BODY_BYTES="200")
-    small.wait_serving(models["clf"], models["clf_version"])
+    assert small.served() == {models["clf"]: models["clf_version"], models["reg"]: "1"}
     big = {"data": [ROW] * 50}
     response = post(small, f"/predict/{models['clf']}", big)
     assert response.status_code == 413
-    assert "limit of 200 bytes" in response.json()["detail"] or "limit is 200" in response.json()["detail"]
+    assert (
+        "limit of 200 bytes" in response.json()["detail"]
+        or "limit is 200" in response.json()["detail"]
+    )
 
     def chunks():  # no Content-Length: the limit must hold while streaming
         yield b'{"data": ['
@@ -166,7 +197,9 @@ def test_unknown_model_invalid_json_and_size_limit(
     assert post(small, f"/predict/{models['clf']}", {"data": [ROW]}).status_code == 200
 
 
-def test_models_lists_versions_and_request_counts(server: ModelServer, models: dict[str, Any]) -> None:
+def test_models_lists_versions_and_request_counts(
+    server: ModelServer, models: dict[str, Any]
+) -> None:
     before = server.models()[models["clf"]]["requests"]
     for _ in range(3):
         post(server, f"/predict/{models['clf']}", {"data": [ROW]})
@@ -251,7 +284,9 @@ def test_v2_infer_one_tensor_per_feature(server: ModelServer, models: dict[str, 
 def test_v2_regressor_outputs(server: ModelServer, models: dict[str, Any]) -> None:
     rows = models["dx"][:2]
     request = {
-        "inputs": [{"name": "input-0", "shape": [2, 10], "datatype": "FP64", "data": rows.ravel().tolist()}]
+        "inputs": [
+            {"name": "input-0", "shape": [2, 10], "datatype": "FP64", "data": rows.ravel().tolist()}
+        ]
     }
     body = post(server, f"/v2/models/{models['reg']}/infer", request).json()
     assert body["outputs"] == [
@@ -269,12 +304,43 @@ def test_v2_regressor_outputs(server: ModelServer, models: dict[str, Any]) -> No
     [
         ({"inputs": []}, 400, "'inputs' must be a non-empty list"),
         ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64"}]}, 400, "missing 'data'"),
-        ({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": ROW}]}, 400, "needs 8 values, data has 4"),
-        ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": ROW[:3]}]}, 400, "wrong feature count"),
-        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP99", "data": ROW}]}, 400, "unknown datatype 'FP99'"),
-        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, "a", 2, 3]}]}, 400, "is not FP64"),
-        ({"inputs": [{"name": "x", "shape": [0, 4], "datatype": "FP64", "data": []}]}, 400, "empty batch"),
-        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW}], "outputs": [{"name": "logits"}]}, 400, "unknown output 'logits'"),
+        (
+            {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": ROW}]},
+            400,
+            "needs 8 values, data has 4",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": ROW[:3]}]},
+            400,
+            "wrong feature count",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP99", "data": ROW}]},
+            400,
+            "unknown datatype 'FP99'",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, "a", 2, 3]}
+                ]
+            },
+            400,
+            "is not FP64",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [0, 4], "datatype": "FP64", "data": []}]},
+            400,
+            "empty batch",
+        ),
+        (
+            {
+                "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW}],
+                "outputs": [{"name": "logits"}],
+            },
+            400,
+            "unknown output 'logits'",
+        ),
     ],
 )
 def test_v2_errors(

@@ -60,7 +60,10 @@ def test_replicas_converge_after_deploy_rollback_delete_and_restart(
     for server in (a, b):
         assert server.served()[name] == "1"  # loaded at start from the alias
     assert predict(a, name).json()["predictions"] == [1.0]
-    assert replica_versions(redis_client, name, 3) == {"replica-a": "1", "replica-b": "1"}
+    assert replica_versions(redis_client, serving_alias, name, 3) == {
+        "replica-a": "1",
+        "replica-b": "1",
+    }
 
     move_alias(name, "2")  # deploy
     for server in (a, b):
@@ -79,7 +82,7 @@ def test_replicas_converge_after_deploy_rollback_delete_and_restart(
     for server in (a, b):
         server.wait_serving(name, None, timeout=20)
         assert predict(server, name).status_code == 404
-    assert replica_versions(redis_client, name, 3) == {}
+    assert replica_versions(redis_client, serving_alias, name, 3) == {}
 
     # Replica b dies; the served version changes while it is down; it comes back on version 3.
     b.kill()
@@ -88,9 +91,10 @@ def test_replicas_converge_after_deploy_rollback_delete_and_restart(
     b.start()
     assert b.served()[name] == "3"
     assert predict(b, name).json()["predictions"] == [3.0]
-    assert wait_until_loaded(
-        redis_client, name, "3", timeout_seconds=5, stale_after_seconds=3
-    ) in {"replica-a", "replica-b"}
+    loaded_by = wait_until_loaded(
+        redis_client, serving_alias, name, "3", timeout_seconds=5, stale_after_seconds=3
+    )
+    assert loaded_by in {"replica-a", "replica-b"}
 
 
 def test_missed_announcement_heals_by_reconcile(
@@ -139,6 +143,7 @@ def test_version_that_fails_to_load_leaves_the_old_one_serving(
     with pytest.raises(DeployWaitError, match=f"failed to load {name} version {broken}"):
         wait_until_loaded(
             redis_client,
+            serving_alias,
             name,
             broken,
             timeout_seconds=30,

@@ -64,6 +64,8 @@ def running_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[dict[st
             stack(stack_env, tmp_path, "down")
 
 
+# Five real services start from cold (MLflow migrates a fresh store): minutes on a busy machine.
+@pytest.mark.timeout(600)
 def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_nothing(
     running_stack: dict[str, str], tmp_path: Path
 ) -> None:

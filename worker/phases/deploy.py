@@ -9,6 +9,8 @@ is skipped with the gate's verdict and the pipeline still succeeds.
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from mlops_core.deploy_gate import default_gate, evaluate_gate
 from mlops_core.deployments import change_served_version
 from mlops_core.model_events import MODEL_LOADED_CHANNEL, DeployWaitError, wait_until_loaded
@@ -51,6 +53,7 @@ def run(ctx: PhaseContext) -> None:
         try:
             replica = wait_until_loaded(
                 ctx.redis,
+                alias,
                 name,
                 version,
                 timeout_seconds=timeout,
@@ -77,14 +80,16 @@ def run(ctx: PhaseContext) -> None:
 def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str) -> str | None:
     """Move the alias once per pipeline: a redelivered task finds its own deployment row."""
     with ctx.session() as session:
-        done = (
-            session.query(Deployment)
-            .filter_by(
-                model_name=name, version=version, pipeline_id=ctx.pipeline_id, action=AUTO_ACTION
+        done = session.scalars(
+            select(Deployment)
+            .where(
+                Deployment.model_name == name,
+                Deployment.version == version,
+                Deployment.pipeline_id == ctx.pipeline_id,
+                Deployment.action == AUTO_ACTION,
             )
             .order_by(Deployment.id.desc())
-            .first()
-        )
+        ).first()
         if done is not None and served_version(ctx.mlflow, name, alias) == version:
             return done.previous_version
         previous, _ = change_served_version(
@@ -101,9 +106,7 @@ def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str) -> str 
         return previous
 
 
-def _restore(
-    ctx: PhaseContext, name: str, version: str, previous: str | None, alias: str
-) -> None:
+def _restore(ctx: PhaseContext, name: str, version: str, previous: str | None, alias: str) -> None:
     """Give the alias back to what was served before, unless someone has moved it since."""
     if served_version(ctx.mlflow, name, alias) != version:
         return

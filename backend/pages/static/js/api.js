@@ -13,7 +13,7 @@ export class ApiError extends Error {
   }
 }
 
-export function getToken() {
+function getToken() {
   try {
     return localStorage.getItem(TOKEN_KEY) || "";
   } catch {
@@ -39,7 +39,7 @@ function updateTokenButton() {
 let pendingPrompt = null;
 
 /** Open the token dialog; resolves true when a token was saved, false when dismissed. */
-export function askForToken(reason) {
+function askForToken(reason) {
   if (pendingPrompt) return pendingPrompt;
   const dialog = $("#token-dialog");
   const input = $("#token-input");
@@ -86,7 +86,7 @@ export function askForToken(reason) {
 }
 
 /** A readable message from an error body: FastAPI's `detail` (string or list), or the text. */
-export function messageFrom(body, status) {
+function messageFrom(body, status) {
   const detail = body && typeof body === "object" ? (body.detail ?? body.message ?? body.error) : body;
   if (typeof detail === "string" && detail) return detail;
   if (Array.isArray(detail)) {

@@ -1,7 +1,7 @@
 // Formatting shared by the pages: times, durations, numbers, metrics.
 
 /** Parse an API timestamp; naive ones are UTC (that is how the platform stores them). */
-export function parseTime(value) {
+function parseTime(value) {
   if (!value) return null;
   if (typeof value === "number") return new Date(value * 1000);
   const text = /[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`;

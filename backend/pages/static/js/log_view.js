@@ -87,8 +87,4 @@ export class LogView {
     this.container.scrollTop = this.container.scrollHeight;
     this.unseen = 0;
   }
-
-  get lineCount() {
-    return this.container.querySelectorAll(".log-line[data-seq]").length;
-  }
 }

@@ -6,7 +6,7 @@ function asVersion(value) {
   return value === null || value === undefined || value === "" ? null : String(value);
 }
 
-export function byVersion(a, b) {
+function byVersion(a, b) {
   return Number(a.version) - Number(b.version) || String(a.version).localeCompare(String(b.version));
 }
 

@@ -10,6 +10,7 @@ const PAGE_SIZE = 15;
 let page = 1;
 let reposById = new Map();
 let lastPipelinesKey = "";
+let lastReposKey = "";
 
 // ---- health -------------------------------------------------------------------------------
 
@@ -165,7 +166,18 @@ async function refreshRepos() {
   const repos = itemsOf(await api("/repos"));
   reposById = new Map(repos.map((repo) => [repo.id, repo]));
   const lasts = await Promise.all(repos.map((repo) => lastPipelineOf(repo).catch(() => null)));
+  const key = JSON.stringify([repos, lasts]);
+  if (key === lastReposKey) return;
+  lastReposKey = key;
+  const focused = document.activeElement;
+  const focusKey = focused && $("#repos-list").contains(focused) ? [focused.closest("li")?.dataset.repoId, focused.textContent, focused.id] : null;
   $("#repos-list").replaceChildren(...repos.map((repo, i) => repoItem(repo, lasts[i])));
+  if (focusKey) {
+    // Give the keyboard user their place back after the list was rebuilt.
+    const item = $(`#repos-list li[data-repo-id="${CSS.escape(focusKey[0] || "")}"]`);
+    const again = item && [...item.querySelectorAll("button, input, a")].find((el) => (focusKey[2] && el.id === focusKey[2]) || (!focusKey[2] && el.textContent === focusKey[1]));
+    again?.focus();
+  }
   wireCopyButtons($("#repos-list"));
   show($("#repos-empty"), repos.length === 0);
 }

@@ -20,7 +20,10 @@ let stream = null;
 
 function phaseItem(phase) {
   const running = phase.status === "running";
-  const seconds = running || typeof phase.duration_seconds !== "number" ? (phase.started_at ? elapsed(phase.started_at, running ? null : phase.finished_at) : null) : phase.duration_seconds;
+  let seconds = null;
+  if (running && phase.started_at) seconds = elapsed(phase.started_at, null);
+  else if (typeof phase.duration_seconds === "number") seconds = phase.duration_seconds;
+  else if (phase.started_at && phase.finished_at) seconds = elapsed(phase.started_at, phase.finished_at);
   return h(
     "li",
     { class: "phase", dataset: { status: phase.status || "pending", phase: phase.name } },
@@ -33,7 +36,12 @@ function phaseItem(phase) {
 function renderPhases(p) {
   const byName = new Map((p.phases || []).map((phase) => [phase.name, phase]));
   const names = [...PHASES, ...[...byName.keys()].filter((name) => !PHASES.includes(name))];
-  const phases = names.map((name) => byName.get(name) || { name, status: p.status === "cancelled" ? "cancelled" : "pending" });
+  const finished = FINISHED.has(p.status);
+  const phases = names.map((name) => {
+    const phase = byName.get(name) || { name, status: p.status === "cancelled" ? "cancelled" : "pending" };
+    // A phase still marked running on a finished pipeline was cut short: do not animate it.
+    return finished && phase.status === "running" ? { ...phase, status: "interrupted" } : phase;
+  });
   const done = phases.filter((phase) => ["success", "skipped"].includes(phase.status)).length;
   const list = $("#phases");
   list.replaceChildren(...phases.map(phaseItem));
@@ -41,8 +49,8 @@ function renderPhases(p) {
   list.setAttribute("aria-valuenow", String(done));
   const current = phases.find((phase) => phase.status === "running");
   list.setAttribute("aria-valuetext", `${done} of ${phases.length} phases done${current ? `, running ${current.name}` : ""}`);
-  const total = p.started_at ? elapsed(p.started_at, FINISHED.has(p.status) ? p.finished_at : null) : null;
-  $("#pipeline-duration").textContent = total === null ? "" : `${FINISHED.has(p.status) ? "took" : "running for"} ${duration(total)}`;
+  const total = p.started_at ? elapsed(p.started_at, finished ? p.finished_at : null) : null;
+  $("#pipeline-duration").textContent = total === null ? "" : `${finished ? "took" : "running for"} ${duration(total)}`;
 }
 
 function detail(label, value) {
@@ -87,7 +95,10 @@ function render(p) {
     link.href = `${mlflowUi}/#/runs/${encodeURIComponent(p.mlflow_run_id)}`;
     show(link, true);
   }
-  show($("#cancel-button"), !FINISHED.has(p.status));
+  const cancel = $("#cancel-button");
+  show(cancel, !FINISHED.has(p.status));
+  cancel.disabled = Boolean(p.cancel_requested);
+  cancel.textContent = p.cancel_requested ? "Cancelling…" : "Cancel";
   show($("#rerun-button"), FINISHED.has(p.status) && p.repo_id !== null && p.repo_id !== undefined);
   document.title = `#${p.id} ${p.status} · notebook-mlops`;
 }
