@@ -210,6 +210,11 @@ def main() -> None:
             print(f"{'endpoint':<44}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}")
             for label, fig in results.items():
                 print(f"{label:<44}{fig['rps']:>10.0f}{fig['p50_ms']:>10.2f}{fig['p95_ms']:>10.2f}")
+            print(
+                "(the model server answers predictions and probabilities: two passes over the "
+                "forest; mlflow models serve answers predictions only)\n"
+                "run: .venv/bin/python -m bench.predict_latency [--requests N] [--concurrency C]"
+            )
             for batch in (1, 100):
                 ours_fig = results[f"model server /predict (batch {batch})"]
                 theirs_fig = results[f"mlflow models serve (batch {batch})"]

@@ -43,6 +43,57 @@ def kill_tree(pid: int) -> None:
             proc.kill()
 
 
+def start_child(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    stdin_pipe: bool = False,
+) -> subprocess.Popen[str]:
+    """Start a child in its own session with captured output (and a stdin pipe if asked)."""
+    return subprocess.Popen(
+        list(args),
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_child(
+    ctx: PhaseContext, proc: subprocess.Popen[str], *, what: str, stdin: str | None = None
+) -> Completed:
+    """Wait for a child, stopping it on cancel or when the pipeline runs out of time."""
+    try:
+        pending_input = stdin
+        while True:
+            try:
+                stdout, stderr = proc.communicate(input=pending_input, timeout=0.2)
+                return Completed(proc.returncode, stdout, stderr)
+            except subprocess.TimeoutExpired:
+                pending_input = None  # sent with the first call; never twice
+                if ctx.cancelled:
+                    raise PipelineCancelled from None
+                if ctx.remaining() <= 0:
+                    raise PhaseFailed(
+                        f"{what} did not finish within the pipeline time limit "
+                        f"(PIPELINE_TIMEOUT_SECONDS={ctx.settings.pipeline_timeout_seconds})"
+                    ) from None
+    finally:
+        stop_child(proc)
+
+
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """Kill a child (and its descendants) if it is still running, and reap it."""
+    if proc.poll() is None:
+        kill_tree(proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired, ValueError, OSError):
+            proc.communicate(timeout=5)
+
+
 def run_command(
     ctx: PhaseContext,
     args: Sequence[str],
@@ -52,31 +103,4 @@ def run_command(
     what: str,
 ) -> Completed:
     """Run a short command, stopping it on cancel or when the pipeline runs out of time."""
-    proc = subprocess.Popen(
-        list(args),
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        while True:
-            try:
-                stdout, stderr = proc.communicate(timeout=0.2)
-                return Completed(proc.returncode, stdout, stderr)
-            except subprocess.TimeoutExpired:
-                if ctx.cancelled:
-                    raise PipelineCancelled from None
-                if ctx.remaining() <= 0:
-                    raise PhaseFailed(
-                        f"{what} did not finish within the pipeline time limit "
-                        f"(PIPELINE_TIMEOUT_SECONDS={ctx.settings.pipeline_timeout_seconds})"
-                    ) from None
-    finally:
-        if proc.poll() is None:
-            kill_tree(proc.pid)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=5)
+    return wait_child(ctx, start_child(args, env=env, cwd=cwd), what=what)

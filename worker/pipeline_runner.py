@@ -118,6 +118,8 @@ def _run_owned(
             logger.exception("pipeline %s: runner failed", pipeline_id)
             status = PipelineStatus.FAILED
             error = f"internal error: {type(exc).__name__}: {ctx.redact(str(exc))}"
+        finally:
+            register.stop_model_logger(ctx)
     _finish(ctx, status, error)
     if not settings.keep_work_dirs:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -198,6 +200,7 @@ def _run_phases(ctx: PhaseContext, claim: Claim) -> tuple[PipelineStatus, str | 
         try:
             if phase is Phase.EXECUTE:
                 tracking.start_run(ctx)
+                register.start_model_logger(ctx)
             run(ctx)
         except PhaseSkipped as exc:
             _end_phase(ctx, phase, PhaseStatus.SKIPPED, started, str(exc))

@@ -6,6 +6,8 @@ These tests flush and restart Redis, so they use the private redis-server of `du
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 
 import httpx
 import redis
@@ -14,7 +16,7 @@ from mlops_core.database import session_scope
 from mlops_core.log_archive import archive_log, stored_log
 from mlops_core.log_events import LogPublisher
 from tests.logs.conftest import Backend, PublishingWorker, expected_texts, watch
-from tests.support.processes import wait_for
+from tests.support.processes import VENV_BIN, wait_for
 from tests.support.services import RedisServer
 
 
@@ -103,3 +105,37 @@ def test_archiving_twice_replaces_rows_instead_of_duplicating_them(
     assert _archive(backend, pipeline_id) == 31
     with session_scope(backend.database_url) as session:
         assert [line.seq for line in stored_log(session, pipeline_id)] == list(range(1, 32))
+
+
+def test_while_redis_is_down_viewers_are_told_to_retry_and_the_cli_resumes_when_it_is_back(
+    durable_backend: Backend, private_redis: RedisServer
+) -> None:
+    backend = durable_backend
+    pipeline_id = backend.new_pipeline()
+    client = redis.Redis.from_url(backend.redis_url)
+    fanout_name = f"mlops-backend-{backend.process.pid}"
+    private_redis.stop()
+    try:
+        refused = asyncio.run(watch(backend.log_socket(pipeline_id)))
+        assert refused.close_code == 1013
+        assert "unavailable" in (refused.close_reason or "")
+        cli = subprocess.Popen(
+            [str(VENV_BIN / "mlops"), "logs", str(pipeline_id), "-f", "--api", backend.http_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2.0)  # the CLI is retrying
+        assert cli.poll() is None
+    finally:
+        private_redis.start()
+    wait_for(
+        lambda: any(c["name"] == fanout_name and int(c["psub"]) for c in client.client_list()),
+        20,
+        0.1,
+        "fan-out resubscribed",
+    )
+    PublishingWorker(backend.redis_url, pipeline_id, 20, interval=0.05).start()
+    stdout, stderr = cli.communicate(timeout=60)
+    assert cli.returncode == 0, stderr
+    assert stdout.splitlines() == [*expected_texts(20), "[mlops] pipeline success"]

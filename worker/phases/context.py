@@ -9,6 +9,7 @@ the phase's status, times and error; phases only do their work and fill in the c
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -75,6 +76,8 @@ class PhaseContext:
     model_name: str | None = None
     model_version: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    # The register phase's model-logging child, started early (see phases/register.py).
+    model_logger: subprocess.Popen[str] | None = field(default=None, repr=False)
 
     @property
     def model_output_path(self) -> Path:

@@ -1,5 +1,9 @@
 """execute: run the tagged cells with papermill in a real kernel, streaming output to the log.
 
+The working directory is the notebook's own folder inside the checkout, as when Jupyter opens
+it: `pd.read_csv("data.csv")` finds the file committed beside the notebook both on a laptop and
+in the pipeline (for a notebook at the repository root this is the checkout itself).
+
 Papermill runs in a child process (worker/sandbox/notebook_child.py) rather than in the
 Celery process, because:
 - cancel and the pipeline deadline must stop a cell stuck in C code or `time.sleep`: killing

@@ -14,7 +14,7 @@ import sys
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from worker.child_processes import run_command
+from worker.child_processes import start_child, stop_child, wait_child
 from worker.phases.context import PhaseContext, PhaseFailed
 from worker.phases.execute import sandbox_environment
 from worker.tracking import collect_metrics
@@ -91,18 +91,30 @@ def adopt(ctx: PhaseContext, version: ModelVersion) -> None:
     )
 
 
-def _log_model(ctx: PhaseContext) -> dict:
-    spec_path = ctx.work_dir / "register.json"
-    spec_path.write_text(
-        json.dumps({"model_path": str(ctx.model_output_path), "run_id": ctx.mlflow_run_id})
-    )
-    done = run_command(
-        ctx,
-        [sys.executable, "-m", "worker.sandbox.model_child", str(spec_path)],
+def start_model_logger(ctx: PhaseContext) -> None:
+    """Start the model-logging child now, so its imports overlap the notebook's run."""
+    ctx.model_logger = start_child(
+        [sys.executable, "-m", "worker.sandbox.model_child"],
         env=sandbox_environment(ctx),
         cwd=ctx.notebook_file.parent if ctx.notebook_file else ctx.work_dir,
-        what="logging the model",
+        stdin_pipe=True,
     )
+
+
+def stop_model_logger(ctx: PhaseContext) -> None:
+    """Stop the model-logging child if it is still waiting (the pipeline ended early)."""
+    if ctx.model_logger is not None:
+        stop_child(ctx.model_logger)
+        ctx.model_logger = None
+
+
+def _log_model(ctx: PhaseContext) -> dict:
+    if ctx.model_logger is None:
+        start_model_logger(ctx)
+    assert ctx.model_logger is not None
+    job = json.dumps({"model_path": str(ctx.model_output_path), "run_id": ctx.mlflow_run_id})
+    done = wait_child(ctx, ctx.model_logger, what="logging the model", stdin=job + "\n")
+    ctx.model_logger = None
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
         tail = " / ".join(done.stderr.strip().splitlines()[-3:])

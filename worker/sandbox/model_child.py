@@ -1,8 +1,10 @@
 """Loads the model a notebook exported and logs it to the pipeline's MLflow run.
 
-Run as `python -m worker.sandbox.model_child SPEC.json` with the kernel's environment:
-unpickling a file the notebook wrote runs code the notebook chose, so it must happen where
-no platform secret is in reach. Prints one JSON object (the result) as its last stdout line.
+Run as `python -m worker.sandbox.model_child` with the kernel's environment: unpickling a
+file the notebook wrote runs code the notebook chose, so it must happen where no platform
+secret is in reach. The register phase starts it while the notebook is still running: it
+imports MLflow and scikit-learn (the slow part) at once, then waits for its job, one JSON line
+on stdin (EOF: nothing to do). Prints one JSON object (the result) as its last stdout line.
 
 The model is saved with cloudpickle, deliberately: skops (MLflow's default) refuses tree
 models unless their types are listed as trusted, and listing whatever the notebook produced
@@ -18,31 +20,27 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+import joblib
+import mlflow.sklearn
+import numpy
+import pandas
+import sklearn
 from mlflow.models import infer_signature
 
 
 def example_input(model: Any) -> Any | None:
     """One row of zeros shaped like the model's input, when its feature names or count are known."""
-    import numpy as np
-    import pandas as pd
-
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
-        return pd.DataFrame([[0.0] * len(names)], columns=[str(n) for n in names])
+        return pandas.DataFrame([[0.0] * len(names)], columns=[str(n) for n in names])
     count = getattr(model, "n_features_in_", None)
     if isinstance(count, int) and count > 0:
-        return np.zeros((1, count))
+        return numpy.zeros((1, count))
     return None
 
 
 def log_model(spec: dict[str, Any]) -> dict[str, Any]:
-    import cloudpickle
-    import joblib
-    import mlflow.sklearn
-    import numpy
-    import pandas
-    import sklearn
-
     path = Path(spec["model_path"])
     if not path.is_file():
         return {"ok": False, "error": "the notebook did not write a model to MODEL_OUTPUT_PATH"}
@@ -88,7 +86,10 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
+    line = sys.stdin.readline()
+    if not line.strip():
+        return  # the pipeline ended before a model was exported
+    spec = json.loads(line)
     try:
         result = log_model(spec)
     except Exception as exc:
