@@ -92,6 +92,26 @@ def replica_versions(
     return versions
 
 
+def prune_stale_reports(
+    client: redis.Redis, alias: str, model_name: str, stale_after_seconds: float
+) -> list[str]:
+    """Drop reports of replicas that stopped refreshing (killed, not shut down); return their ids.
+
+    Live replicas keep the hash's TTL fresh, so without this a crashed replica's report would
+    stay forever (ignored by readers, but a slow leak as replica ids change with every restart).
+    """
+    key = replicas_key(alias, model_name)
+    now = time.time()
+    stale = [
+        replica
+        for replica, raw in client.hgetall(key).items()
+        if now - ReplicaReport.model_validate_json(raw).ts > stale_after_seconds
+    ]
+    if stale:
+        client.hdel(key, *stale)
+    return [r.decode() if isinstance(r, bytes) else r for r in stale]
+
+
 class DeployWaitError(RuntimeError):
     """No replica reported the version loaded in time, or one reported it failed to load."""
 

@@ -23,6 +23,7 @@ from mlops_core.model_events import (
     MODEL_EVENTS_CHANNEL,
     ModelEvent,
     ReplicaReport,
+    prune_stale_reports,
     publish_report,
     replicas_key,
 )
@@ -239,6 +240,8 @@ class RegistrySync:
             pipe.hset(replicas_key(alias, model.name), self.replica_id, report.model_dump_json())
             pipe.expire(replicas_key(alias, model.name), ttl)
         pipe.execute()
+        for model in self.store.loaded():
+            prune_stale_reports(self._redis, alias, model.name, self.report_ttl)
 
     def _withdraw_reports(self) -> None:
         pipe = self._redis.pipeline()

@@ -18,10 +18,12 @@ from mlops_core.model_events import (
     ModelEvent,
     announce,
     replica_versions,
+    replicas_key,
     wait_until_loaded,
 )
 from mlops_core.model_registry import clear_served_version, set_served_version
 from tests.serving.conftest import ModelServer, iris_like, register_version, unique
+from tests.support.processes import wait_for
 from tests.support.services import MlflowServer
 
 
@@ -88,6 +90,12 @@ def test_replicas_converge_after_deploy_rollback_delete_and_restart(
     b.kill()
     move_alias(name, "3")
     a.wait_serving(name, "3", timeout=20)
+    # a's heartbeat drops the report b can no longer refresh.
+    wait_for(
+        lambda: redis_client.hkeys(replicas_key(serving_alias, name)) == [b"replica-a"],
+        20,
+        what="replica-b's stale report pruned",
+    )
     b.start()
     assert b.served()[name] == "3"
     assert predict(b, name).json()["predictions"] == [3.0]
