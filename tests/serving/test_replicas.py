@@ -158,7 +158,13 @@ def test_version_that_fails_to_load_leaves_the_old_one_serving(
             stale_after_seconds=3,
             subscription=subscription,
         )
-    row = server.models()[name]
+    # Every replica on this Redis follows the alias, so the failure report that ended the wait
+    # may come from another test's replica: wait for this one's own verdict.
+    row = wait_for(
+        lambda: (r := server.models()[name])["last_error"] and r,
+        30,
+        what=f"replica-failing to report its failed load of {name} v{broken}",
+    )
     assert row["version"] == "1"
     assert row["last_error"]["version"] == broken
     assert row["last_error"]["error"]
