@@ -14,6 +14,7 @@ import ast
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,6 +78,8 @@ class NotebookContract:
     gate: GateSettings
     params: dict[str, Any] = field(default_factory=dict)
     run_cells: tuple[int, ...] = ()
+    # The experiment a run cell names with `mlflow.set_experiment("...")`, if any.
+    experiment_name: str | None = None
 
 
 class ContractViolation(ValueError):
@@ -175,7 +178,36 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
             key: _jsonable(value) for key, value in params.items() if key not in INJECTED_PARAMETERS
         },
         run_cells=tuple(i for i, cell in enumerate(cells) if runs(cell)),
+        experiment_name=_named_experiment(cell.source for cell in cells if runs(cell)),
     )
+
+
+def _named_experiment(sources: Iterable[str]) -> str | None:
+    """The literal experiment name of the first `set_experiment(...)` call in the run cells.
+
+    MLflow refuses to resume the pipeline's run (MLFLOW_RUN_ID) once a notebook has switched to
+    another experiment, so the pipeline creates its run in the experiment the notebook names.
+    Cells that do not parse (IPython magics) are passed over: the kernel will judge them.
+    """
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if called != "set_experiment":
+                continue
+            candidates = [*node.args[:1]] + [
+                k.value for k in node.keywords if k.arg == "experiment_name"
+            ]
+            for candidate in candidates:
+                if isinstance(candidate, ast.Constant) and isinstance(candidate.value, str):
+                    return candidate.value
+    return None
 
 
 def prepare_for_execution(notebook: NotebookNode) -> NotebookNode:

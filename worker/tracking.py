@@ -1,4 +1,4 @@
-"""The pipeline's MLflow run: one per attempt, in an experiment named after the model.
+"""The pipeline's MLflow run: one per attempt, in the notebook's experiment or the model's.
 
 Every attempt gets a fresh run (an attempt killed with the worker leaves its run KILLED), so a
 retried pipeline never mixes metrics of two executions; the pipeline row points at the run of
@@ -39,7 +39,7 @@ def start_run(ctx: PhaseContext) -> str:
     if previous:
         end_run(ctx, previous, RunStatus.KILLED, only_if_running=True)
     run = ctx.mlflow.create_run(
-        experiment_id(ctx, ctx.contract.model_name),
+        experiment_id(ctx, ctx.contract.experiment_name or ctx.contract.model_name),
         run_name=f"pipeline-{ctx.pipeline_id}",
         tags={
             "mlops.pipeline_id": str(ctx.pipeline_id),

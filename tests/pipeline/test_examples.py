@@ -15,6 +15,7 @@ from tests.pipeline.conftest import (
     create_pipeline,
     log_events,
     notebook_source,
+    small_notebook,
     unique_model_name,
     wait_finished,
 )
@@ -136,3 +137,28 @@ def test_regression_and_csv_examples_run_side_by_side(
     client = MlflowClient(shared_worker.mlflow_uri)
     assert client.get_model_version(wine, "1").tags["commit"] == sha
     assert client.get_model_version(diabetes, "1").tags["pipeline_id"] == str(ids[0])
+
+
+def test_a_notebook_choosing_its_own_experiment_still_logs_into_the_pipeline_run(
+    shared_worker: WorkerGroup, make_repo
+) -> None:
+    """Regression: `mlflow.set_experiment(...)` used to make every later log call raise."""
+    name = unique_model_name("own-exp")
+    experiment = f"team-{name}"
+    repo = make_repo()
+    notebook = small_notebook(
+        name,
+        preprocessing=f'import mlflow\nmlflow.set_experiment("{experiment}")\n',
+        evaluation="mlflow.log_param('solver', 'lbfgs')\n",
+    )
+    sha = repo.commit({"train.ipynb": notebook})
+    pipeline_id = create_pipeline(shared_worker.database_url, repo, commit_sha=sha)
+    shared_worker.send(pipeline_id)
+    state = wait_finished(shared_worker.database_url, pipeline_id)
+
+    assert state["status"] == "success", state
+    assert state["metrics"]["accuracy"] == 1.0
+    run = MlflowClient(shared_worker.mlflow_uri).get_run(state["mlflow_run_id"])
+    assert run.data.params["solver"] == "lbfgs"
+    found = MlflowClient(shared_worker.mlflow_uri).get_experiment(run.info.experiment_id)
+    assert found.name == experiment

@@ -195,3 +195,14 @@ def test_preparation_skips_untagged_code_cells_and_is_undone_on_the_executed_cop
     assert "mlops_index" not in nb.cells[0].metadata  # the original is untouched
     restored = strip_execution_marks(prepared)
     assert [c.metadata for c in restored.cells] == [c.metadata for c in nb.cells]
+
+
+def test_the_experiment_a_run_cell_names_is_read_without_running_it() -> None:
+    nb = notebook(
+        CONFIG,
+        ((), 'mlflow.set_experiment("exploration-only")'),
+        (("mlops:data",), "%matplotlib inline"),
+        (("mlops:evaluation",), 'import mlflow\nmlflow.set_experiment(experiment_name="team")'),
+    )
+    assert check_notebook(nb, default_threshold=0.8).experiment_name == "team"
+    assert check_notebook(notebook(CONFIG), default_threshold=0.8).experiment_name is None
