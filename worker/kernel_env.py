@@ -88,6 +88,9 @@ def kernel_environment(
     env["JUPYTER_RUNTIME_DIR"] = str(home / ".jupyter-runtime")
     env["PYTHONUNBUFFERED"] = "1"
     env["MPLBACKEND"] = "Agg"
+    # tqdm (imported by MLflow) warns about missing Jupyter widgets in every kernel: noise in
+    # a pipeline log, where no widget can render anyway.
+    env["PYTHONWARNINGS"] = "ignore:IProgress not found"
     env.update(extra)
     return env
 

@@ -99,6 +99,7 @@ def test_iris_example_registers_a_version_with_metrics_notebook_and_log(
     assert any(e.phase == "execute" and e.cell is not None and "started" in e.text for e in events)
     assert any(e.stream == "stdout" and "loaded 150 rows" in e.text for e in events)
     assert not any("without encryption" in t for t in texts)
+    assert not any("IProgress not found" in t for t in texts), "tqdm widget noise in the log"
     assert events[-1].stream == "status" and events[-1].status == "success"
     with session_scope(shared_worker.database_url) as session:
         stored = stored_log(session, pipeline_id, limit=100000)
