@@ -205,9 +205,20 @@ class CancelOutcome(BaseModel):
     cancel_requested: bool
 
 
+class WorkerReport(BaseModel):
+    """The Celery workers that answered a control request and consume the pipelines queue."""
+
+    queue: str
+    count: int
+    nodes: list[str]
+
+
 class ReadyReport(BaseModel):
-    """GET /ready: each dependency's state; `down` names those not answering."""
+    """GET /ready: each part's state ("ok" or why not) in `checks`; `down` names the required
+    parts not answering (any → 503). The worker is reported in `checks` and `workers` but is
+    not required: without one the backend still accepts webhooks and pipelines wait queued."""
 
     status: Literal["ready", "not ready"]
     checks: dict[str, str]
     down: list[str]
+    workers: WorkerReport | None = None

@@ -34,7 +34,13 @@ from mlops_core.database import engine_for, session_scope
 from mlops_core.schema import Pipeline, utcnow
 from mlops_core.settings import Settings
 from mlops_core.states import PipelineStatus
-from mlops_core.task_queue import CANCEL_CHANNEL, RUN_PIPELINE_TASK, make_celery
+from mlops_core.task_queue import (
+    CANCEL_CHANNEL,
+    PIPELINE_QUEUE,
+    RUN_PIPELINE_TASK,
+    answering_workers,
+    make_celery,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +183,13 @@ class PipelineQueue:
             logger.warning("cancel of pipeline %s not announced (%s)", pipeline_id, exc)
             return False
         return True
+
+    def workers(self, timeout: float) -> list[str]:
+        """Node names of the workers consuming the pipelines queue that answer within `timeout`.
+
+        Blocks for the whole timeout (call it from a thread); raises when Redis is unreachable.
+        """
+        return answering_workers(self._celery, timeout=timeout, queue=PIPELINE_QUEUE)
 
     def close(self) -> None:
         """Release broker and Redis connections."""

@@ -47,15 +47,17 @@ def redis_check(url: str) -> Check:
 
 
 def worker_check(plan: StackPlan) -> Check:
-    """The worker answers a Celery control ping addressed to its node name."""
+    """The worker answers a Celery control request addressed to its node name."""
     from celery import Celery
+
+    from mlops_core.task_queue import answering_workers
 
     app = Celery("local-stack-health", broker=plan.redis_url)
     app.conf.broker_connection_retry_on_startup = False
 
     def check() -> str | None:
         try:
-            replies = app.control.ping(destination=[plan.worker_hostname], timeout=1.0)
+            replies = answering_workers(app, timeout=1.0, destination=[plan.worker_hostname])
         except Exception as exc:  # kombu raises several unrelated types when Redis is away
             return f"celery ping: {type(exc).__name__}: {exc}"
         return None if replies else f"no reply from {plan.worker_hostname}"

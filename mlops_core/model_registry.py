@@ -2,18 +2,22 @@
 
 The served version of a model is whatever version its serving alias (SERVING_ALIAS, default
 `production`) names. The backend and the worker move the alias; model servers follow it. The
-version tags written at registration (repo, branch, commit, pipeline id, notebook VERSION) are
-read back here so that every reader agrees on their names.
+version tags written at registration (repo, branch, commit, pipeline id, notebook VERSION) and
+the gate params the worker logs on the run are read back here so that every reader agrees on
+their names.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import mlflow.artifacts
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.models import Model
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 TAG_REPO = "repo"
@@ -21,6 +25,9 @@ TAG_BRANCH = "branch"
 TAG_COMMIT = "commit"
 TAG_PIPELINE_ID = "pipeline_id"
 TAG_NOTEBOOK_VERSION = "version"
+
+# Run params the worker logs from the notebook's gate (worker/tracking.py: `mlops.gate_<key>`).
+GATE_PARAM_PREFIX = "mlops.gate_"
 
 _PAGE = 200
 
@@ -50,6 +57,7 @@ class VersionInfo:
     repo: str | None = None
     pipeline_id: int | None = None
     notebook_version: str | None = None
+    gate: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -65,7 +73,16 @@ class VersionInfo:
             "repo": self.repo,
             "pipeline_id": self.pipeline_id,
             "notebook_version": self.notebook_version,
+            "gate": self.gate,
         }
+
+
+@dataclass(frozen=True)
+class InputFeatures:
+    """What one row of a version's input holds, as its MLflow signature says (None: unknown)."""
+
+    names: list[str] | None
+    count: int | None
 
 
 def model_exists(client: MlflowClient, name: str) -> bool:
@@ -171,15 +188,58 @@ def _quote(value: str) -> str:
     return value.replace("'", "\\'")
 
 
+def input_features(tracking_uri: str, name: str, version: str) -> InputFeatures:
+    """The feature names and count in the version's signature, read from its MLmodel file.
+
+    Only the small MLmodel file is fetched, from the registry rather than a model server, so
+    this answers for any version, served or not, while every model server is down. A model
+    logged without a signature gives (None, None); a tensor signature gives a count only.
+    """
+    with tempfile.TemporaryDirectory(prefix="mlmodel-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}/MLmodel",
+            dst_path=tmp,
+            tracking_uri=tracking_uri,
+            registry_uri=tracking_uri,
+        )
+        signature = Model.load(local).signature
+    schema = signature.inputs if signature is not None else None
+    if schema is None:
+        return InputFeatures(None, None)
+    if schema.is_tensor_spec():
+        shape = schema.inputs[0].shape if len(schema.inputs) == 1 else None
+        count = int(shape[-1]) if shape and len(shape) == 2 and shape[-1] > 0 else None
+        return InputFeatures(None, count)
+    names = [str(n) for n in schema.input_names()] if schema.has_input_names() else None
+    return InputFeatures(names, len(names) if names else len(schema.inputs))
+
+
+def gate_from_params(params: dict[str, str]) -> dict[str, Any] | None:
+    """The gate {metric, threshold, direction} logged as run params, or None when incomplete."""
+    metric = params.get(f"{GATE_PARAM_PREFIX}metric")
+    threshold = params.get(f"{GATE_PARAM_PREFIX}threshold")
+    direction = params.get(f"{GATE_PARAM_PREFIX}direction")
+    if not metric or direction not in ("max", "min") or threshold is None:
+        return None
+    try:
+        value = float(threshold)
+    except ValueError:
+        return None
+    return {"metric": metric, "threshold": value, "direction": direction}
+
+
 def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
     tags = dict(mv.tags or {})
     metrics: dict[str, float] = {}
+    params: dict[str, str] = {}
     if mv.run_id:
         try:
-            metrics = dict(client.get_run(mv.run_id).data.metrics)
+            data = client.get_run(mv.run_id).data
         except MlflowException as exc:
             if not _not_found(exc):
                 raise
+        else:
+            metrics, params = dict(data.metrics), dict(data.params)
     pipeline = tags.get(TAG_PIPELINE_ID)
     return VersionInfo(
         version=str(mv.version),
@@ -192,5 +252,6 @@ def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
         repo=tags.get(TAG_REPO),
         pipeline_id=int(pipeline) if pipeline and pipeline.isdigit() else None,
         notebook_version=tags.get(TAG_NOTEBOOK_VERSION),
+        gate=gate_from_params(params),
         tags=tags,
     )

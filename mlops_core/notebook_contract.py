@@ -14,6 +14,7 @@ import ast
 import json
 import math
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -107,10 +108,29 @@ def read_notebook(text: str | bytes) -> NotebookNode:
         notebook = nbformat.reads(text, as_version=4)
     except Exception as exc:  # nbformat raises JSON, reader and validation errors alike
         raise ContractViolation([f"not a valid notebook file: {_first_line(exc)}"]) from exc
+    accept_cell_ids(notebook)
     try:
         nbformat.validate(notebook)
     except nbformat.ValidationError as exc:
         raise ContractViolation([f"not valid nbformat: {_first_line(exc)}"]) from exc
+    return notebook
+
+
+def accept_cell_ids(notebook: NotebookNode) -> NotebookNode:
+    """Mark a notebook that has cell ids but says nbformat < 4.5 as 4.5 (in place).
+
+    Editors (VS Code, older JupyterLab, tools that copy cells between notebooks) write cell
+    `id`s while keeping an older `nbformat_minor`; Jupyter opens such files, but strict schema
+    validation refuses the ids. Ids are exactly what 4.5 added, so declaring 4.5 (and giving
+    any cell without one an id) makes the file valid without changing a cell.
+    """
+    minor = notebook.get("nbformat_minor", 0)
+    cells = notebook.get("cells", [])
+    if notebook.get("nbformat") == 4 and minor < 5 and any("id" in c for c in cells):
+        notebook["nbformat_minor"] = 5
+        for cell in cells:
+            if "id" not in cell:
+                cell["id"] = uuid.uuid4().hex[:8]
     return notebook
 
 
@@ -191,7 +211,7 @@ def _named_experiment(sources: Iterable[str]) -> str | None:
     """
     for source in sources:
         try:
-            tree = ast.parse(source)
+            tree = parse_cell(source)
         except SyntaxError:
             continue
         for node in ast.walk(tree):
@@ -210,13 +230,45 @@ def _named_experiment(sources: Iterable[str]) -> str | None:
     return None
 
 
+def skipped_cells_defining(notebook: NotebookNode, name: str) -> list[int]:
+    """Indexes of the code cells the pipeline skips (untagged) that define or import `name`.
+
+    A notebook that runs top to bottom in Jupyter often imports or defines something in an
+    untagged cell; in the pipeline that cell is skipped and a tagged cell fails with a
+    NameError. Pointing at the skipped cell turns a puzzling error into a one-line fix.
+    """
+    found = []
+    for i, cell in enumerate(notebook.cells):
+        if cell.get("cell_type") != "code" or runs(cell):
+            continue
+        try:
+            tree = parse_cell(cell.source)
+        except SyntaxError:
+            continue
+        if name in _defined_names(tree):
+            found.append(i)
+    return found
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add(node.asname or node.name.split(".")[0])
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+    return names
+
+
 def prepare_for_execution(notebook: NotebookNode) -> NotebookNode:
     """A copy in which every code cell that must not run carries SKIP_TAG and every cell its index.
 
     Skipped cells stay in the notebook (unexecuted), so the executed notebook still shows
     the exploration a data scientist wrote.
     """
-    prepared = nbformat.from_dict(json.loads(json.dumps(notebook)))
+    prepared = accept_cell_ids(nbformat.from_dict(json.loads(json.dumps(notebook))))
     for i, cell in enumerate(prepared.cells):
         cell.metadata[INDEX_METADATA_KEY] = i
         if cell.cell_type == "code" and not runs(cell):
@@ -238,6 +290,25 @@ def strip_execution_marks(notebook: NotebookNode) -> NotebookNode:
     return notebook
 
 
+def parse_cell(source: str) -> ast.Module:
+    """Parse a code cell as the kernel will run it: IPython syntax (`%magic`, `!cmd`) included.
+
+    Plain Python is parsed directly; only a cell that does not parse is passed through
+    IPython's own input transformer (`%matplotlib inline` becomes a `run_line_magic` call), so
+    a config cell starting with a magic is read like Jupyter reads it. Raises SyntaxError when
+    the cell is not valid IPython either.
+    """
+    try:
+        return ast.parse(source)
+    except SyntaxError as error:
+        try:
+            from IPython.core.inputtransformer2 import TransformerManager
+        except ImportError:  # a deployable without IPython: plain Python only
+            raise error from None
+        # A genuine syntax error is then reported where it is, past any magic lines.
+        return ast.parse(TransformerManager().transform_cell(source))
+
+
 def _literal_assignments(
     source: str, tag: str, index: int
 ) -> tuple[dict[str, Any], dict[str, str], str | None]:
@@ -247,7 +318,7 @@ def _literal_assignments(
     expression, for the message) and a syntax error message if the cell does not parse.
     """
     try:
-        tree = ast.parse(source)
+        tree = parse_cell(source)
     except SyntaxError as exc:
         return (
             {},

@@ -41,3 +41,27 @@ def make_celery(settings: Settings, name: str = "mlops") -> Celery:
 
 # Backend → worker: a pipeline id published here asks the worker running it to stop now.
 CANCEL_CHANNEL = "mlops:pipeline-cancel"
+
+
+def answering_workers(
+    app: Celery,
+    *,
+    timeout: float,
+    queue: str | None = None,
+    destination: list[str] | None = None,
+) -> list[str]:
+    """Node names of the workers that answer a control broadcast within `timeout` seconds.
+
+    `queue` keeps only workers consuming that queue (a worker on other queues would never run
+    a pipeline); `destination` asks only the named nodes and returns as soon as all answered.
+    Without one the call waits the whole timeout (any number of workers may answer), so run it
+    off the event loop. Raises what kombu raises when the broker is unreachable.
+    """
+    limit = len(destination) if destination else None
+    inspector = app.control.inspect(destination=destination, timeout=timeout, limit=limit)
+    replies = inspector.active_queues() or {}
+    return sorted(
+        node
+        for node, queues in replies.items()
+        if queue is None or any(q.get("name") == queue for q in queues or [])
+    )

@@ -118,7 +118,6 @@ def model_page(
         title=f"Model {name}",
         model_name=name,
         serving_alias=settings.serving_alias,
-        min_accuracy_threshold=settings.min_accuracy_threshold,
     )
 
 

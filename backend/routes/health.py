@@ -3,7 +3,9 @@
 /health answers as long as the process serves requests (a restart would not help otherwise).
 /ready checks what a pipeline needs end to end (database, Redis, MLflow, model server), all at
 once with short timeouts, so a probe gets its answer in about two seconds even when a part
-hangs.
+hangs. It also counts the Celery workers on the pipelines queue for the dashboard, without
+making that a condition of readiness: a backend with no worker still accepts every webhook
+(its pipelines wait queued), so restarting or unrouting it would only lose deliveries.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 import backend.metrics  # noqa: F401  (registers the backend's metrics before the first scrape)
-from backend.api_models import ReadyReport
+from backend.api_models import ReadyReport, WorkerReport
 from mlops_core.database import engine_for
+from mlops_core.task_queue import PIPELINE_QUEUE
 
 router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_SECONDS: Final = 2.0
+# Workers answer a control request within milliseconds; the wait is spent in full (any number
+# may answer), so it is kept short. The outer bound covers a slow broker connection.
+WORKER_REPLY_SECONDS: Final = 1.0
+WORKER_CHECK_TIMEOUT_SECONDS: Final = 1.5
 
 
 @router.get("/health")
@@ -80,11 +87,33 @@ async def ready(request: Request) -> JSONResponse:
             return _describe(exc)
         return "ok"
 
-    results = await asyncio.gather(*(run(check) for check in checks.values()))
+    results, (worker_state, nodes) = await asyncio.gather(
+        asyncio.gather(*(run(check) for check in checks.values())),
+        _workers(lambda: queue.workers(WORKER_REPLY_SECONDS)),
+    )
     report = dict(zip(checks, results, strict=True))
     down = [name for name, result in report.items() if result != "ok"]
-    body = ReadyReport(status="not ready" if down else "ready", checks=report, down=down)
+    report["worker"] = worker_state
+    body = ReadyReport(
+        status="not ready" if down else "ready",
+        checks=report,
+        down=down,
+        workers=WorkerReport(queue=PIPELINE_QUEUE, count=len(nodes), nodes=nodes),
+    )
     return JSONResponse(body.model_dump(), status_code=503 if down else 200)
+
+
+async def _workers(ask: Callable[[], list[str]]) -> tuple[str, list[str]]:
+    """("ok", nodes) when a worker on the pipelines queue answers, else (why not, [])."""
+    try:
+        nodes = await asyncio.wait_for(run_in_threadpool(ask), WORKER_CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return f"the broker gave no answer within {WORKER_CHECK_TIMEOUT_SECONDS:g}s", []
+    except Exception as exc:  # kombu raises several unrelated types when Redis is away
+        return _describe(exc), []
+    if not nodes:
+        return f"no worker answered on queue {PIPELINE_QUEUE!r}", []
+    return "ok", nodes
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -33,8 +33,11 @@ from mlops_core.deployments import (
 )
 from mlops_core.model_events import replica_versions
 from mlops_core.model_registry import (
+    InputFeatures,
+    VersionInfo,
     delete_model,
     get_version,
+    input_features,
     list_versions,
     model_exists,
     registered_model_names,
@@ -101,15 +104,59 @@ def _require_version(client: MlflowClient, name: str, version: str) -> None:
         raise HTTPException(404, f"model {name!r} has no version {version}")
 
 
-def _model_view(client: MlflowClient, name: str, settings: Settings) -> dict[str, Any]:
+def _current(versions: list[VersionInfo], served: str | None) -> VersionInfo | None:
+    """The version the page describes: the served one, else the newest."""
+    return next((v for v in versions if v.version == served), versions[0] if versions else None)
+
+
+def _model_view(
+    client: MlflowClient, name: str, settings: Settings
+) -> tuple[dict[str, Any], VersionInfo | None]:
+    """The model as the API shows it, and the version it describes (see `_current`)."""
     versions = list_versions(client, name)
     served = served_version(client, name, settings.serving_alias)
-    return {
+    current = _current(versions, served)
+    view = {
         "name": name,
         "alias": settings.serving_alias,
         "served_version": served,
         "latest_version": versions[0].version if versions else None,
+        "gate": current.gate if current else None,
         "versions": [dict(v.as_dict(), served=v.version == served) for v in versions],
+    }
+    return view, current
+
+
+@lru_cache(maxsize=512)
+def _input_features(
+    tracking_uri: str, name: str, version: str, run_id: str | None, created_at: datetime
+) -> InputFeatures:
+    """A version's files never change; run id and creation time tell a re-registered one apart."""
+    return input_features(tracking_uri, name, version)
+
+
+def _features_view(settings: Settings, name: str, version: VersionInfo | None) -> dict[str, Any]:
+    """Feature names and count of the described version, from its MLflow signature.
+
+    Read from the registry rather than a model server's GET /models so that the prediction
+    form is labelled even while no model server answers, and for a version not yet loaded.
+    """
+    features = InputFeatures(None, None)
+    if version is not None:
+        try:
+            features = _input_features(
+                settings.mlflow_tracking_uri,
+                name,
+                version.version,
+                version.run_id,
+                version.created_at,
+            )
+        except (MlflowException, OSError) as exc:
+            logger.warning("no signature for %s version %s: %s", name, version.version, exc)
+    return {
+        "features_version": version.version if version else None,
+        "feature_names": features.names,
+        "n_features": features.count,
     }
 
 
@@ -130,7 +177,7 @@ def list_models(
     settings: Settings = Depends(get_app_settings), client: MlflowClient = Depends(registry)
 ) -> list[dict[str, Any]]:
     """Every registered model with its served version and its versions."""
-    return [_model_view(client, name, settings) for name in registered_model_names(client)]
+    return [_model_view(client, name, settings)[0] for name in registered_model_names(client)]
 
 
 @router.get("/{name}")
@@ -139,10 +186,12 @@ def get_model(
     settings: Settings = Depends(get_app_settings),
     client: MlflowClient = Depends(registry),
 ) -> dict[str, Any]:
-    """One model, plus which version each live model-server replica has loaded."""
+    """One model, plus which version each live model-server replica has loaded and the
+    feature names of the served (else newest) version."""
     _require_model(client, name)
-    view = _model_view(client, name, settings)
+    view, current = _model_view(client, name, settings)
     view["replicas"] = _replicas(settings, name)
+    view.update(_features_view(settings, name, current))
     return view
 
 

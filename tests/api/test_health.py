@@ -1,12 +1,16 @@
-"""Liveness, readiness naming what is down, and the metrics endpoint."""
+"""Liveness, readiness naming what is down, the worker count, and the metrics endpoint."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.api.conftest import Api
+from tests.support.processes import ManagedProcess, wait_for
 from tests.support.services import RedisServer
+
+NO_WORKER = "no worker answered on queue 'pipelines'"
 
 
 def test_health_is_up_while_parts_are_down(api: Api) -> None:
@@ -30,26 +34,51 @@ def test_ready_names_each_part_that_is_down(
         assert body["checks"]["database"] == body["checks"]["redis"] == "ok"
         assert body["checks"]["mlflow"] == "ok"
         assert "ConnectError" in body["checks"]["model_server"]
+        assert body["checks"]["worker"] == NO_WORKER
+        assert body["workers"] == {"queue": "pipelines", "count": 0, "nodes": []}
 
         redis_server.stop()
         worse = api.client.get("/ready").json()
         assert worse["down"] == ["redis", "model_server"]
+        assert worse["checks"]["worker"] not in ("ok", NO_WORKER)  # the broker error, named
+        assert worse["workers"]["count"] == 0
     finally:
         redis_server.stop()
 
 
 def test_ready_when_every_part_answers(
-    make_api: Callable[..., Api], mlflow_uri: str, tmp_path: Path
+    make_api: Callable[..., Api],
+    mlflow_uri: str,
+    start_worker: Callable[..., ManagedProcess],
 ) -> None:
-    """Every part up: MLflow stands in for the model server too (both answer GET /health)."""
+    """Every part up: MLflow stands in for the model server too (both answer GET /health).
+
+    Without a worker the backend is still ready (webhooks are accepted and wait queued), but
+    the worker is reported down; once a real worker runs it is counted.
+    """
     api = make_api(mlflow_tracking_uri=mlflow_uri, model_server_url=mlflow_uri)
+    required = {"database": "ok", "redis": "ok", "mlflow": "ok", "model_server": "ok"}
     response = api.client.get("/ready")
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "ready",
-        "checks": {"database": "ok", "redis": "ok", "mlflow": "ok", "model_server": "ok"},
+        "checks": {**required, "worker": NO_WORKER},
         "down": [],
+        "workers": {"queue": "pipelines", "count": 0, "nodes": []},
     }
+
+    worker = start_worker(api.database_url, api.settings.redis_url)
+
+    def worker_counted() -> dict[str, Any] | None:
+        body = api.client.get("/ready").json()
+        assert worker.alive(), worker.log_text()[-3000:]
+        return body if body["workers"]["count"] >= 1 else None
+
+    body = wait_for(worker_counted, 60, 0.5, "/ready to count the worker")
+    assert body["status"] == "ready"
+    assert body["checks"] == {**required, "worker": "ok"}
+    assert body["workers"]["count"] == 1
+    assert body["workers"]["nodes"][0].startswith("api-")
 
 
 def test_metrics_endpoint_speaks_prometheus(api: Api) -> None:

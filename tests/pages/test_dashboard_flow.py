@@ -91,6 +91,10 @@ def test_register_push_watch_predict_and_roll_back(
     # Overview: the push appears without a reload.
     page.goto("/ui/")
     expect(page.locator("#repos-list")).to_contain_text("remote/iris")
+    worker_tile = page.locator("#health-list .health-item", has_text="Worker")
+    expect(worker_tile).to_have_class(re.compile(r"\bup\b"))
+    # At least this stack's worker (other test areas' workers may share the session Redis).
+    expect(worker_tile).to_contain_text(re.compile(r"[1-9]\d* on pipelines"))
     push = delivery(
         push_payload(git_remote.url, after=sha, modified=[git_remote.notebook_path]), secret
     )
@@ -114,8 +118,13 @@ def test_register_push_watch_predict_and_roll_back(
     page.get_by_role("link", name=re.compile(model_name)).click()
     expect(page.locator("#served-version")).to_have_text("v2")
     expect(page.locator("#versions-body tr")).to_have_count(2)
-    # The chart plots each version's logged accuracy; the served one is marked.
-    versions = httpx.get(f"{stack.url}/models/{model_name}").json()["versions"]
+    # The chart plots each version's logged accuracy; the served one is marked, and the gate
+    # line is the served version's gate (MIN_ACCURACY_THRESHOLD, logged by the worker).
+    detail = httpx.get(f"{stack.url}/models/{model_name}").json()
+    versions = detail["versions"]
+    assert detail["gate"] == {"metric": "accuracy", "threshold": 0.5, "direction": "max"}
+    expect(page.locator("#chart-metric")).to_have_value("accuracy")
+    expect(page.locator("#chart .threshold-label")).to_have_text("gate ≥ 0.5")
     expect(page.locator("#chart svg circle title")).to_have_text(
         [
             f"v{v['version']}: accuracy {v['metrics']['accuracy']:.4g}"
@@ -123,7 +132,15 @@ def test_register_push_watch_predict_and_roll_back(
             for v in sorted(versions, key=lambda v: int(v["version"]))
         ]
     )
-    page.get_by_label("Features").fill(", ".join(map(str, IRIS_ROW)))
+    # One labelled input per feature, named as the model was trained (from its signature).
+    assert detail["feature_names"] == [
+        "sepal length (cm)",
+        "sepal width (cm)",
+        "petal length (cm)",
+        "petal width (cm)",
+    ]
+    for feature, value in zip(detail["feature_names"], IRIS_ROW, strict=True):
+        page.get_by_label(feature, exact=True).fill(str(value))
     page.get_by_role("button", name="Predict").click()
     direct = httpx.post(
         f"{stack.model_server_url}/predict/{model_name}", json={"data": [IRIS_ROW]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -14,6 +15,7 @@ from mlops_core.notebook_contract import (
     check_notebook,
     prepare_for_execution,
     read_notebook,
+    skipped_cells_defining,
     strip_execution_marks,
 )
 from tests.pipeline.conftest import NOTEBOOKS, build_notebook
@@ -206,3 +208,50 @@ def test_the_experiment_a_run_cell_names_is_read_without_running_it() -> None:
     )
     assert check_notebook(nb, default_threshold=0.8).experiment_name == "team"
     assert check_notebook(notebook(CONFIG), default_threshold=0.8).experiment_name is None
+
+
+def test_cell_ids_under_an_older_nbformat_minor_are_accepted() -> None:
+    """Regression: VS Code-style files (nbformat 4.2 with cell ids) failed as "not valid nbformat".
+
+    Jupyter opens them; the ids are what 4.5 added, so the file is read as 4.5 and both the
+    contract check and the copy handed to papermill validate.
+    """
+    raw = json.loads(build_notebook([(("mlops:config",), CONFIG), *BODY]))
+    raw["nbformat_minor"] = 2
+    for i, cell in enumerate(raw["cells"][:-1]):  # the last cell has no id
+        cell["id"] = f"cell-{i}"
+    text = json.dumps(raw)
+    with pytest.raises(nbformat.ValidationError):
+        nbformat.validate(nbformat.reads(text, as_version=4))
+
+    nb = read_notebook(text)
+    assert check_notebook(nb, default_threshold=0.8).model_name == "churn"
+    assert [c.id for c in nb.cells[:-1]] == ["cell-0", "cell-1", "cell-2"]
+    prepared = prepare_for_execution(nbformat.reads(text, as_version=4))
+    nbformat.validate(prepared)
+
+
+def test_ipython_magics_in_the_config_cell_are_read_as_jupyter_reads_them() -> None:
+    """Regression: `%matplotlib inline` above the literals was a "syntax error" in the config."""
+    contract = check_notebook(
+        notebook('%matplotlib inline\n!nvidia-smi\nMODEL_NAME = "churn"\nVERSION = "2"'),
+        default_threshold=0.8,
+    )
+    assert (contract.model_name, contract.version) == ("churn", "2")
+    assert violations(notebook('%matplotlib inline\nMODEL_NAME = ("churn"\nVERSION = "2"')) == [
+        "syntax error in the mlops:config cell (cell 1, line 2): '(' was never closed"
+    ]
+
+
+def test_the_untagged_cells_defining_a_name_are_found() -> None:
+    nb = notebook(
+        CONFIG,
+        ((), "%matplotlib inline\nimport numpy as np\nimport sklearn.linear_model"),
+        ((), "def load():\n    return 1\nfor row_id in []:\n    pass"),
+        (("mlops:data",), "import pandas as pd"),
+    )
+    assert skipped_cells_defining(nb, "np") == [4]
+    assert skipped_cells_defining(nb, "sklearn") == [4]
+    assert skipped_cells_defining(nb, "load") == [5]
+    assert skipped_cells_defining(nb, "row_id") == [5]
+    assert skipped_cells_defining(nb, "pd") == []  # defined in a tagged cell: it runs

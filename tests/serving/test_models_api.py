@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
+from mlflow.entities import Param
 from sklearn.dummy import DummyClassifier
 
 from backend.app import create_app
-from mlops_core.model_registry import model_exists, set_served_version
+from mlops_core.model_registry import clear_served_version, model_exists, set_served_version
 from mlops_core.settings import Settings
 from tests.serving.conftest import ModelServer, iris_like, register_version, unique
 from tests.support.processes import free_port
@@ -85,6 +87,13 @@ def test_models_list_and_detail(api: TestClient, model: str, server: ModelServer
     assert newest["created_at"]
     assert [v["served"] for v in detail["versions"]] == [False, False, True]
     assert detail["replicas"] == {"models-api": "1"}
+    # Registered without the worker's gate params; a NumPy example gives a count, no names.
+    assert newest["gate"] is None and detail["gate"] is None
+    assert (detail["features_version"], detail["feature_names"], detail["n_features"]) == (
+        "1",
+        None,
+        4,
+    )
     assert api.get("/models/no-such-model").status_code == 404
 
 
@@ -173,6 +182,78 @@ def test_predict_proxy_keeps_shapes_and_errors(
     too_big = api.post(f"/models/{model}/predict", json={"data": [ROW] * 200})
     assert too_big.status_code == 413
     assert api.post("/models/ghost/predict", json={"data": [ROW]}).status_code == 404
+
+
+@pytest.fixture
+def offline_api(server_env: dict[str, str], database_url: str) -> Iterator[TestClient]:
+    """The backend with no model server answering: what the registry alone can tell."""
+    settings = Settings(
+        database_url=database_url,
+        redis_url=server_env["REDIS_URL"],
+        mlflow_tracking_uri=server_env["MLFLOW_TRACKING_URI"],
+        serving_alias=server_env["SERVING_ALIAS"],
+        model_server_url=f"http://127.0.0.1:{free_port()}",
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def log_gate(registry: MlflowClient, name: str, version: str, gate: dict[str, Any]) -> None:
+    """Log the gate on the version's run as the worker does (worker/tracking.py)."""
+    run_id = registry.get_model_version(name, version).run_id
+    params = [Param(f"mlops.gate_{key}", str(value)) for key, value in gate.items()]
+    registry.log_batch(run_id, params=params)
+
+
+def test_each_version_shows_its_gate_and_the_model_the_served_ones(
+    offline_api: TestClient, registry: MlflowClient, serving_alias: str
+) -> None:
+    x, _ = iris_like()
+    name = unique("gated")
+    classify = {"metric": "f1", "threshold": 0.85, "direction": "max"}
+    regress = {"metric": "rmse", "threshold": 60.0, "direction": "min"}
+    for label, gate, metrics in (
+        ("a", classify, {"f1": 0.9, "accuracy": 0.91}),
+        ("b", regress, {"rmse": 42.5}),
+    ):
+        version = register_version(constant_classifier(label), x, name, metrics=metrics)
+        log_gate(registry, name, version, gate)
+    set_served_version(registry, name, "1", serving_alias)
+
+    detail = offline_api.get(f"/models/{name}").json()
+    assert {v["version"]: v["gate"] for v in detail["versions"]} == {"1": classify, "2": regress}
+    assert detail["gate"] == classify  # the served version's gate draws the chart's line
+    listed = {m["name"]: m for m in offline_api.get("/models").json()}[name]
+    assert listed["gate"] == classify
+    assert [v["gate"] for v in listed["versions"]] == [regress, classify]
+
+    clear_served_version(registry, name, serving_alias)
+    assert offline_api.get(f"/models/{name}").json()["gate"] == regress  # else the newest
+
+
+def test_feature_names_come_from_the_signature_with_no_model_server(
+    offline_api: TestClient, registry: MlflowClient, serving_alias: str
+) -> None:
+    x, y = iris_like()
+    columns = ["sepal length", "sepal width", "petal length", "petal width"]
+    frame = pd.DataFrame(x, columns=columns)
+    name = unique("named")
+    register_version(DummyClassifier().fit(frame, y), frame, name)
+    register_version(constant_classifier("x"), x, name)  # newer, unnamed (NumPy example)
+    set_served_version(registry, name, "1", serving_alias)
+
+    detail = offline_api.get(f"/models/{name}").json()
+    assert detail["features_version"] == "1"
+    assert detail["feature_names"] == columns
+    assert detail["n_features"] == 4
+
+    clear_served_version(registry, name, serving_alias)
+    newest = offline_api.get(f"/models/{name}").json()
+    assert (newest["features_version"], newest["feature_names"], newest["n_features"]) == (
+        "2",
+        None,
+        4,
+    )
 
 
 def test_predict_proxy_reports_a_down_model_server(

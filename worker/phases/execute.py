@@ -20,18 +20,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import selectors
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import nbformat
 
-from mlops_core.notebook_contract import SKIP_TAG, prepare_for_execution, strip_execution_marks
+from mlops_core.notebook_contract import (
+    SKIP_TAG,
+    prepare_for_execution,
+    skipped_cells_defining,
+    strip_execution_marks,
+)
 from worker.child_processes import kill_tree
 from worker.kernel_env import kernel_environment
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
 
+UNDEFINED_NAME = re.compile(r"NameError: name '([A-Za-z_][A-Za-z0-9_]*)' is not defined")
+# Copied into the kernel's IPython profile (the kernel does not import the platform).
+KERNEL_STARTUP = Path(__file__).resolve().parents[1] / "sandbox" / "kernel_startup.py"
 KERNEL_NOISE = ("Kernel is running over TCP without encryption",)
 # Papermill warns for injected names when a notebook has no `parameters` cell: expected here.
 RUNNER_NOISE = (
@@ -64,9 +74,11 @@ def run(ctx: PhaseContext) -> None:
         "parent_pid": os.getpid(),
     }
     spec_path.write_text(json.dumps(spec))
+    env = sandbox_environment(ctx)
+    install_kernel_startup(Path(env["IPYTHONDIR"]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker.sandbox.notebook_child", str(spec_path)],
-        env=sandbox_environment(ctx),
+        env=env,
         cwd=ctx.notebook_file.parent,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -102,6 +114,19 @@ def injected_parameters(ctx: PhaseContext) -> dict[str, Any]:
     }
 
 
+def install_kernel_startup(ipython_dir: Path) -> None:
+    """Give the kernel's IPython profile the startup file that keeps the pipeline's MLflow run."""
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    module = ipython_dir / "mlops_kernel_startup.py"
+    module.write_bytes(KERNEL_STARTUP.read_bytes())
+    # Run in a namespace of its own: the notebook's namespace stays as Jupyter's would be.
+    (startup / "00-mlops-pipeline-run.py").write_text(
+        f"import runpy\nrunpy.run_path({str(module)!r}, run_name='__main__')\ndel runpy\n",
+        encoding="utf-8",
+    )
+
+
 def sandbox_environment(ctx: PhaseContext) -> dict[str, str]:
     """The kernel's environment: allow-listed, plus the pipeline's MLflow run and ids."""
     home = ctx.work_dir / "home"
@@ -114,6 +139,7 @@ def sandbox_environment(ctx: PhaseContext) -> dict[str, str]:
             "MLFLOW_RUN_ID": ctx.mlflow_run_id or "",
             "PIPELINE_ID": str(ctx.pipeline_id),
             "MODEL_OUTPUT_PATH": str(ctx.model_output_path),
+            "IPYTHONDIR": str(home / ".ipython"),
         },
     )
 
@@ -183,6 +209,27 @@ def _log_stdio(ctx: PhaseContext, line: str) -> None:
         ctx.log(line, stream="stderr")
 
 
+def _skipped_definition_hint(ctx: PhaseContext, message: str) -> str:
+    """For a NameError: the untagged (skipped) cells that define the missing name, if any."""
+    missing = UNDEFINED_NAME.match(message)
+    if missing is None or ctx.notebook_file is None:
+        return ""
+    name = missing.group(1)
+    try:
+        notebook = nbformat.read(ctx.notebook_file, as_version=4)
+    except Exception:  # the hint is a courtesy; the error itself is already named
+        return ""
+    cells = skipped_cells_defining(notebook, name)
+    if not cells:
+        return ""
+    listed = ", ".join(str(i + 1) for i in cells)
+    plural = "s" if len(cells) > 1 else ""
+    return (
+        f" ({name!r} is defined in untagged cell{plural} {listed}, which the pipeline does not "
+        "run: tag it, e.g. mlops:data, or move the definition into a tagged cell)"
+    )
+
+
 def describe_failure(ctx: PhaseContext, result: dict[str, Any]) -> str:
     """The error shown for a failed run: which cell, what happened, the error's last lines."""
     index = result.get("index")
@@ -196,7 +243,9 @@ def describe_failure(ctx: PhaseContext, result: dict[str, Any]) -> str:
     elif kind == "dead_kernel":
         message = f"the kernel died while running {where} (killed, or out of memory?)"
     elif kind == "error":
-        message = f"{where} raised {result.get('message')}"
+        message = f"{where} raised {result.get('message')}" + _skipped_definition_hint(
+            ctx, str(result.get("message", ""))
+        )
     else:
         message = f"running the notebook failed at {where}: {result.get('message')}"
     tail = result.get("traceback") or []

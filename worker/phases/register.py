@@ -112,7 +112,14 @@ def _log_model(ctx: PhaseContext) -> dict:
     if ctx.model_logger is None:
         start_model_logger(ctx)
     assert ctx.model_logger is not None
-    job = json.dumps({"model_path": str(ctx.model_output_path), "run_id": ctx.mlflow_run_id})
+    executed_input = ctx.work_dir / "input.ipynb"  # written just before the kernel started
+    job = json.dumps(
+        {
+            "model_path": str(ctx.model_output_path),
+            "run_id": ctx.mlflow_run_id,
+            "run_started": executed_input.stat().st_mtime if executed_input.exists() else 0,
+        }
+    )
     done = wait_child(ctx, ctx.model_logger, what="logging the model", stdin=job + "\n")
     ctx.model_logger = None
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

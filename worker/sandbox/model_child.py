@@ -28,22 +28,86 @@ import pandas
 import sklearn
 from mlflow.models import infer_signature
 
+MODEL_SUFFIXES = {".joblib", ".pkl", ".pickle", ".sav", ".model"}
+
 
 def example_input(model: Any) -> Any | None:
-    """One row of zeros shaped like the model's input, when its feature names or count are known."""
+    """One row shaped like the model's input, when its feature names or count are known.
+
+    Numeric columns get 0.0; a column a fitted encoder (OneHotEncoder, OrdinalEncoder, ...)
+    learned categories for gets its first category, so a pipeline mixing string and numeric
+    columns gets a signature that says which column holds strings (and a warm-up row the
+    model server can predict) instead of none.
+    """
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
-        return pandas.DataFrame([[0.0] * len(names)], columns=[str(n) for n in names])
+        columns = [str(n) for n in names]
+        categories = _first_categories(model)
+        row = [categories.get(name, 0.0) for name in columns]
+        return pandas.DataFrame([row], columns=columns)
     count = getattr(model, "n_features_in_", None)
     if isinstance(count, int) and count > 0:
         return numpy.zeros((1, count))
     return None
 
 
+def _models_written_since(folder: Path, since: float, limit: int = 3) -> list[str]:
+    """Model-like files under the notebook's folder written during this run (a wrong export)."""
+    found = []
+    for candidate in sorted(folder.rglob("*")):
+        if (
+            candidate.suffix.lower() in MODEL_SUFFIXES
+            and candidate.is_file()
+            and candidate.stat().st_mtime >= since
+        ):
+            found.append(str(candidate.relative_to(folder)))
+    return found[:limit]
+
+
+def _first_categories(estimator: Any) -> dict[str, str]:
+    """Column name → the first string category a fitted encoder inside `estimator` learned."""
+    found: dict[str, str] = {}
+    names = getattr(estimator, "feature_names_in_", None)
+    categories = _categories(estimator)
+    if names is not None and categories is not None and len(categories) == len(names):
+        for name, values in zip(names, categories, strict=True):
+            if len(values) and isinstance(values[0], str):
+                found[str(name)] = values[0]
+    for child in _children(estimator):
+        for name, value in _first_categories(child).items():
+            found.setdefault(name, value)
+    return found
+
+
+def _categories(estimator: Any) -> Any | None:
+    """The `categories_` of an encoder, or of the encoder inside a small pipeline."""
+    steps = getattr(estimator, "steps", None) or []
+    for candidate in (estimator, *(step for _, step in steps)):
+        categories = getattr(candidate, "categories_", None)
+        if categories is not None:
+            return categories
+    return None
+
+
+def _children(estimator: Any) -> list[Any]:
+    """Fitted sub-estimators of a Pipeline, ColumnTransformer or FeatureUnion."""
+    if isinstance(getattr(estimator, "steps", None), list):
+        return [step for _, step in estimator.steps]
+    parts = getattr(estimator, "transformers_", None) or getattr(estimator, "transformer_list", [])
+    return [part[1] for part in parts if not isinstance(part[1], str)]
+
+
 def log_model(spec: dict[str, Any]) -> dict[str, Any]:
     path = Path(spec["model_path"])
     if not path.is_file():
-        return {"ok": False, "error": "the notebook did not write a model to MODEL_OUTPUT_PATH"}
+        error = (
+            "the notebook did not write a model to MODEL_OUTPUT_PATH "
+            "(export it with joblib.dump(model, MODEL_OUTPUT_PATH))"
+        )
+        written = _models_written_since(Path.cwd(), float(spec.get("run_started", 0)))
+        if written:
+            error += f"; it wrote {', '.join(written)} instead"
+        return {"ok": False, "error": error}
     try:
         model = joblib.load(path)
     except Exception as exc:

@@ -34,9 +34,9 @@ function niceAxis(values, threshold) {
 
 /**
  * @param {{version: string, value: number}[]} points  ascending by version
- * @param {{metric: string, served?: string|null, threshold?: number|null, compact?: boolean}} options
+ * @param {{metric: string, served?: string|null, threshold?: number|null, direction?: "max"|"min"|null, compact?: boolean}} options
  */
-export function metricChart(points, { metric, served = null, threshold = null, compact = false, width = 640 }) {
+export function metricChart(points, { metric, served = null, threshold = null, direction = null, compact = false, width = 640 }) {
   // Drawn at the width it is shown at, so that its text stays legible on a phone.
   const W = Math.max(280, Math.round(width) || 640);
   const H = compact ? 150 : Math.round(Math.min(260, Math.max(180, W * 0.42)));
@@ -66,9 +66,10 @@ export function metricChart(points, { metric, served = null, threshold = null, c
   }
   if (threshold !== null && threshold !== undefined && Number.isFinite(threshold)) {
     const ty = y(threshold);
+    const op = direction === "max" ? "≥ " : direction === "min" ? "≤ " : "";
     root.append(
       svg("line", { class: "threshold", x1: PAD.left, x2: W - PAD.right, y1: ty, y2: ty }),
-      svg("text", { class: "axis threshold-label", x: W - PAD.right, y: ty - 6, "text-anchor": "end" }, `gate ${number(threshold)}`),
+      svg("text", { class: "axis threshold-label", x: W - PAD.right, y: ty - 6, "text-anchor": "end" }, `gate ${op}${number(threshold)}`),
     );
   }
   const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ");

@@ -13,7 +13,6 @@ const root = $("#model-root");
 const name = root.dataset.modelName;
 const base = `/models/${encodeURIComponent(name)}`;
 const mlflowUi = document.body.dataset.mlflowUi;
-const defaultThreshold = Number(root.dataset.minAccuracy);
 let model = null;
 let chosenMetric = null;
 let featureKey = "";
@@ -58,11 +57,13 @@ function renderChart() {
     $("#chart").replaceChildren(h("p", { class: "muted", text: "No version has logged a metric yet." }));
     return;
   }
-  let threshold = null;
-  if (model.gate && model.gate.metric === chosenMetric) threshold = Number(model.gate.threshold);
-  else if (!model.gate && chosenMetric === "accuracy" && Number.isFinite(defaultThreshold)) threshold = defaultThreshold;
+  // The gate line is the served (else newest) version's own gate, as its run logged it.
+  const gate = model.gate && model.gate.metric === chosenMetric ? model.gate : null;
+  const threshold = gate ? Number(gate.threshold) : null;
   const box = $("#chart");
-  box.replaceChildren(metricChart(chartPoints(model, chosenMetric), { metric: chosenMetric, served: model.served, threshold, width: box.clientWidth }));
+  box.replaceChildren(
+    metricChart(chartPoints(model, chosenMetric), { metric: chosenMetric, served: model.served, threshold, direction: gate?.direction ?? null, width: box.clientWidth }),
+  );
 }
 
 function render() {

@@ -29,7 +29,7 @@ export function normalizeModel(raw) {
     versions,
     gate,
     features: Array.isArray(features) && features.length ? features.map(String) : null,
-    featureCount: raw.feature_count ?? raw.features?.count ?? null,
+    featureCount: raw.n_features ?? raw.feature_count ?? raw.features?.count ?? null,
     classes: raw.classes ?? null,
     replicas: raw.replicas ?? null,
   };

@@ -59,6 +59,12 @@ async function refreshHealth() {
     return;
   }
   const checks = healthChecks(body);
+  // /ready counts the workers on the pipelines queue beside its "worker" check.
+  const workers = body && body.workers;
+  const worker = checks.find((check) => check.name === "worker");
+  if (worker && worker.ok && workers && typeof workers.count === "number") {
+    worker.detail = `${workers.count} on ${workers.queue || "pipelines"}`;
+  }
   list.replaceChildren(
     ...checks.map((check) =>
       h(

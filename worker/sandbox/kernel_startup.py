@@ -1,0 +1,86 @@
+"""IPython startup code for a pipeline's kernel: every top-level MLflow run is the pipeline's run.
+
+Installed by the execute phase as a startup file of the kernel's IPython profile (its source is
+copied, so the kernel needs nothing of the platform on its path). MLflow resumes the run named
+by MLFLOW_RUN_ID only once: `start_run` deletes the variable, so after a notebook's first run
+ends (`with mlflow.start_run():` closing, or `mlflow.sklearn.autolog()` ending the run it made
+for `fit`) the next `mlflow.log_metric(...)` silently starts a new run elsewhere and the pipeline
+never sees the metric its gate needs. This keeps the pipeline's run id for every top-level
+`start_run` (nested runs still get runs of their own), without importing MLflow early: a one-shot
+import hook patches `mlflow.tracking.fluent` when the notebook imports MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+_FLUENT = "mlflow.tracking.fluent"
+_VARIABLE = "MLFLOW_RUN_ID"
+
+
+class _PipelineRunId:
+    """Stands in for MLflow's MLFLOW_RUN_ID variable inside `mlflow.tracking.fluent`."""
+
+    def __init__(self, original: Any, run_id: str, fluent: ModuleType) -> None:
+        self._original = original
+        self._run_id = run_id
+        self._fluent = fluent
+        self.name = _VARIABLE
+
+    def get(self) -> str | None:
+        if self._fluent.active_run() is not None:
+            return None  # a nested run: a run of its own, as MLflow does
+        # start_run deletes the variable right after reading it: have it there to delete.
+        os.environ[_VARIABLE] = self._run_id
+        return self._run_id
+
+    def is_set(self) -> bool:
+        return True
+
+    def unset(self) -> None:
+        """Ending a run must not forget the pipeline's run (MLflow unsets it in end_run)."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._original, attribute)
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, inner: importlib.abc.Loader, run_id: str) -> None:
+        self._inner = inner
+        self._run_id = run_id
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._inner.exec_module(module)
+        module.MLFLOW_RUN_ID = _PipelineRunId(module.MLFLOW_RUN_ID, self._run_id, module)
+
+
+class _FluentFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, run_id: str) -> None:
+        self._run_id = run_id
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != _FLUENT:
+            return None
+        sys.meta_path.remove(self)  # one shot; also keeps find_spec below from recursing
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _PatchingLoader(spec.loader, self._run_id)
+        return spec
+
+
+def install(run_id: str | None) -> None:
+    if run_id and _FLUENT not in sys.modules:
+        sys.meta_path.insert(0, _FluentFinder(run_id))
+
+
+if __name__ == "__main__":
+    install(os.environ.get(_VARIABLE))
