@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi import Request
 
+from mlops_core.request_limits import BodyTooLarge, read_capped_body
+
 
 class BodyError(Exception):
     """The body is too large (413), empty or not JSON (400)."""
@@ -19,21 +21,10 @@ class BodyError(Exception):
 
 async def read_json_body(request: Request, limit: int) -> Any:
     """The parsed JSON body; refuses more than `limit` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyError(
-            413, f"request body is {declared} bytes; the limit is {limit} (PREDICT_MAX_BODY_BYTES)"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyError(
-                413, f"request body exceeds the limit of {limit} bytes (PREDICT_MAX_BODY_BYTES)"
-            )
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    try:
+        raw = await read_capped_body(request, limit, "PREDICT_MAX_BODY_BYTES")
+    except BodyTooLarge as exc:
+        raise BodyError(413, str(exc)) from None
     if not raw.strip():
         raise BodyError(400, "request body is empty; send a JSON object")
     try:

@@ -45,6 +45,7 @@ from mlops_core.model_registry import (
     served_version,
     version_exists,
 )
+from mlops_core.request_limits import BodyTooLarge, read_capped_body
 from mlops_core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -347,18 +348,7 @@ def _json_headers() -> dict[str, str]:
 
 
 async def _limited_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(
-            413, f"request body is {declared} bytes; the limit is {limit} (PREDICT_MAX_BODY_BYTES)"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(
-                413, f"request body exceeds the limit of {limit} bytes (PREDICT_MAX_BODY_BYTES)"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped_body(request, limit, "PREDICT_MAX_BODY_BYTES")
+    except BodyTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None

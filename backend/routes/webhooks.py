@@ -12,15 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.metrics import WEBHOOK_DELIVERIES
 from backend.webhook_intake import WebhookIntake
+from mlops_core.request_limits import BodyTooLarge, read_capped_body
 
 router = APIRouter(tags=["webhooks"])
 
 
-def _too_large(limit: int, size: int | None = None) -> JSONResponse:
+def _too_large(reason: str) -> JSONResponse:
     WEBHOOK_DELIVERIES.labels(outcome="too_large").inc()
-    got = f"{size} bytes" if size is not None else "more"
     return JSONResponse(
-        {"detail": f"payload too large: {got}, the limit is {limit} bytes"},
+        {"detail": f"payload too large: {reason}"},
         status_code=status.HTTP_413_CONTENT_TOO_LARGE,
     )
 
@@ -48,13 +48,9 @@ def _intake(request: Request) -> WebhookIntake:
 async def github_webhook(request: Request) -> JSONResponse:
     """Verify and record a GitHub delivery; a push that changes the notebook queues a run."""
     limit: int = request.app.state.settings.webhook_max_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return _too_large(limit, int(declared))
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            return _too_large(limit)
-    code, content = await run_in_threadpool(_intake(request).handle, request.headers, bytes(body))
+    try:
+        body = await read_capped_body(request, limit, "WEBHOOK_MAX_BODY_BYTES")
+    except BodyTooLarge as exc:
+        return _too_large(str(exc))
+    code, content = await run_in_threadpool(_intake(request).handle, request.headers, body)
     return JSONResponse(content.model_dump(mode="json"), status_code=code)

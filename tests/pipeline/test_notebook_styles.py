@@ -11,6 +11,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 
 from model_server.loaded_model import load_version
@@ -123,6 +124,8 @@ def test_a_pipeline_mixing_string_and_numeric_columns_is_served_with_string_reco
     assert state["status"] == "success", state
 
     # Loaded as a model server loads it: signature from the MLmodel, warmed with its example.
+    mlflow.set_tracking_uri(shared_worker.mlflow_uri)  # as the model server does at start
+    mlflow.set_registry_uri(shared_worker.mlflow_uri)
     with tempfile.TemporaryDirectory() as cache:
         served = load_version(name, state["model_version"], shared_worker.mlflow_uri, Path(cache))
     signature = served.features
