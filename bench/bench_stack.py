@@ -15,8 +15,9 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from mlops_core.database import session_scope, upgrade_database
+from mlops_core.launch_commands import BACKEND_APP, uvicorn_command, worker_command
 from mlops_core.schema import Pipeline
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_for, wait_http
+from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
 from tests.support.services import MlflowServer, RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,17 +104,7 @@ class BenchStack:
         port = free_port()
         backend = self._spawn(
             "backend",
-            [
-                str(VENV_BIN / "uvicorn"),
-                "backend.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_command(BACKEND_APP, port, log_level="warning"),
             {**env, **self._backend_env},
         )
         self.http_url = f"http://127.0.0.1:{port}"
@@ -121,18 +112,7 @@ class BenchStack:
         if self.with_worker:
             worker = self._spawn(
                 "worker",
-                [
-                    str(VENV_BIN / "celery"),
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "-Q",
-                    "pipelines",
-                    "--concurrency",
-                    "1",
-                    "--loglevel",
-                    "INFO",
-                ],
+                worker_command(),
                 env,
             )
             wait_for(lambda: "ready" in worker.log_text(), 120, 0.2, "celery worker ready")

@@ -17,6 +17,12 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
+from mlops_core.launch_commands import (
+    BACKEND_APP,
+    MODEL_SERVER_APP,
+    uvicorn_command,
+    worker_command,
+)
 from mlops_core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -295,37 +301,16 @@ def _programs(
             title="backend",
             phase=2,
             reads_platform_env=True,
-            command=[
-                str(bin_ / "uvicorn"),
-                "backend.app:create_app",
-                "--factory",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(ports["backend"]),
-            ],
+            command=uvicorn_command(BACKEND_APP, ports["backend"], host=LOOPBACK, bin_dir=bin_),
         ),
         Program(
             name="worker",
             title="worker",
             phase=2,
             reads_platform_env=True,
-            command=[
-                str(bin_ / "celery"),
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                "pipelines",
-                "--concurrency",
-                str(concurrency),
-                "-n",
-                f"{WORKER_NAME}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "INFO",
-            ],
+            command=worker_command(
+                concurrency=concurrency, node_name=f"{WORKER_NAME}@%h", bin_dir=bin_
+            ),
             # A task cut short is redelivered (late acks), so a quick stop loses nothing.
             stop_wait_seconds=20,
         ),
@@ -334,15 +319,9 @@ def _programs(
             title="model server",
             phase=2,
             reads_platform_env=True,
-            command=[
-                str(bin_ / "uvicorn"),
-                "model_server.app:create_app",
-                "--factory",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(ports["model-server"]),
-            ],
+            command=uvicorn_command(
+                MODEL_SERVER_APP, ports["model-server"], host=LOOPBACK, bin_dir=bin_
+            ),
         ),
     ]
     return programs

@@ -22,12 +22,13 @@ from sqlalchemy import select
 
 from backend.app import create_app
 from mlops_core.database import session_scope
+from mlops_core.launch_commands import BACKEND_APP, uvicorn_command, worker_command
 from mlops_core.schema import Pipeline
 from mlops_core.settings import Settings
 from mlops_core.task_queue import PIPELINE_QUEUE
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.github import Delivery
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_for, wait_http
+from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
 from tests.support.services import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,24 +167,7 @@ def start_worker(
     def start(database_url: str, redis_url: str) -> ManagedProcess:
         name = f"api-{uuid.uuid4().hex[:6]}"
         process = ManagedProcess(
-            [
-                str(VENV_BIN / "celery"),
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                PIPELINE_QUEUE,
-                "-c",
-                "2",
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            worker_command(concurrency=2, node_name=f"{name}@%h"),
             env={
                 **base_env,
                 "DATABASE_URL": database_url,
@@ -216,17 +200,7 @@ def start_backend(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
     def start(**env: str) -> LiveBackend:
         port = free_port()
         process = ManagedProcess(
-            [
-                str(VENV_BIN / "uvicorn"),
-                "backend.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_command(BACKEND_APP, port, log_level="warning"),
             env={**base_env, "PUBLIC_BASE_URL": PUBLIC_BASE_URL, **env},
             log_path=tmp_path / f"backend-{port}.log",
             cwd=REPO_ROOT,

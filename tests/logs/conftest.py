@@ -18,10 +18,11 @@ from websockets.exceptions import ConnectionClosedError
 
 from mlops_cli.log_follow import events_of
 from mlops_core.database import session_scope, upgrade_database
+from mlops_core.launch_commands import BACKEND_APP, uvicorn_command
 from mlops_core.log_events import LogPublisher
 from mlops_core.schema import Pipeline
 from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_http
+from tests.support.processes import ManagedProcess, free_port, wait_http
 from tests.support.services import RedisServer
 
 
@@ -65,15 +66,7 @@ def start_backend(
 ) -> Backend:
     port = free_port()
     process = ManagedProcess(
-        [
-            str(VENV_BIN / "uvicorn"),
-            "backend.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        uvicorn_command(BACKEND_APP, port),
         env={**env, "DATABASE_URL": database_url, **extra_env},
         log_path=log_dir / f"backend-{port}.log",
         cwd=Path(__file__).resolve().parents[2],

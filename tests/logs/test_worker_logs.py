@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from mlops_core.database import session_scope
+from mlops_core.launch_commands import worker_command
 from mlops_core.log_archive import stored_log
 from tests.logs.conftest import Backend, watch
 from tests.logs.notebook_repo import make_repo, printing_notebook
@@ -27,18 +28,7 @@ def worker(
     durable_backend: Backend, package_env: dict[str, str], mlflow_uri: str, tmp_path: Path
 ) -> Iterator[ManagedProcess]:
     process = ManagedProcess(
-        [
-            str(VENV_BIN / "celery"),
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            "pipelines",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "INFO",
-        ],
+        worker_command(),
         env={
             **package_env,
             "REDIS_URL": durable_backend.redis_url,

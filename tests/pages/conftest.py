@@ -17,7 +17,13 @@ import nbformat
 import pytest
 import redis
 
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_http
+from mlops_core.launch_commands import (
+    BACKEND_APP,
+    MODEL_SERVER_APP,
+    uvicorn_command,
+    worker_command,
+)
+from tests.support.processes import ManagedProcess, free_port, wait_http
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "pages"
@@ -189,15 +195,7 @@ class Stack:
     def start_backend(self) -> None:
         process = self._start(
             "backend",
-            [
-                str(VENV_BIN / "uvicorn"),
-                "backend.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.backend_port),
-            ],
+            uvicorn_command(BACKEND_APP, self.backend_port),
         )
         wait_http(f"{self.url}/health", timeout=60, process=process)
 
@@ -209,34 +207,11 @@ class Stack:
     def start(self) -> None:
         model_server = self._start(
             "model-server",
-            [
-                str(VENV_BIN / "uvicorn"),
-                "model_server.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.model_server_port),
-            ],
+            uvicorn_command(MODEL_SERVER_APP, self.model_server_port),
         )
         self._start(
             "worker",
-            [
-                str(VENV_BIN / "celery"),
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                "pipelines",
-                "--concurrency",
-                "1",
-                "-n",
-                f"pages-{uuid.uuid4().hex[:8]}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "INFO",
-            ],
+            worker_command(node_name=f"pages-{uuid.uuid4().hex[:8]}@%h"),
         )
         self.start_backend()
         wait_http(f"{self.model_server_url}/ready", timeout=90, process=model_server)

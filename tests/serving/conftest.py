@@ -21,6 +21,7 @@ import pytest
 import redis
 from mlflow import MlflowClient
 
+from mlops_core.launch_commands import MODEL_SERVER_APP, uvicorn_command
 from mlops_core.model_events import ModelEvent, announce
 from mlops_core.model_registry import registry_client, set_served_version
 from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
@@ -86,17 +87,7 @@ class ModelServer:
 
     def start(self, wait: bool = True) -> ModelServer:
         self.process = ManagedProcess(
-            [
-                "uvicorn",
-                "model_server.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_command(MODEL_SERVER_APP, self.port, log_level="warning"),
             env={**self.env, "MODEL_SERVER_REPLICA_ID": self.replica},
             log_path=self.log_dir / f"{self.replica}.log",
             cwd=REPO_ROOT,
