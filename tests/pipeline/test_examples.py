@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import nbformat
 from mlflow import MlflowClient
+from mlflow.models import Model
 
 from mlops_core.database import session_scope
 from mlops_core.log_archive import stored_log
@@ -163,3 +165,30 @@ def test_a_notebook_choosing_its_own_experiment_still_logs_into_the_pipeline_run
     assert run.data.params["solver"] == "lbfgs"
     found = MlflowClient(shared_worker.mlflow_uri).get_experiment(run.info.experiment_id)
     assert found.name == experiment
+
+
+def test_the_dataframe_pipeline_example_logs_from_its_own_run_block_with_feature_names(
+    shared_worker: WorkerGroup, make_repo
+) -> None:
+    """The JupyterLab-style example: a Pipeline on a DataFrame, `with mlflow.start_run():`."""
+    name = unique_model_name("cancer")
+    repo = make_repo()
+    sha = repo.commit(
+        {"cancer.ipynb": notebook_source(NOTEBOOKS / "breast_cancer_pipeline.ipynb", name)}
+    )
+    pipeline_id = create_pipeline(
+        shared_worker.database_url, repo, commit_sha=sha, notebook_path="cancer.ipynb"
+    )
+    shared_worker.send(pipeline_id)
+    state = wait_finished(shared_worker.database_url, pipeline_id)
+
+    assert state["status"] == "success", state
+    assert state["params"]["notebook"]["C"] == 0.5
+    assert state["metrics"]["accuracy"] > 0.9 and {"f1", "roc_auc"} <= set(state["metrics"])
+    client = MlflowClient(shared_worker.mlflow_uri)
+    assert client.get_run(state["mlflow_run_id"]).data.params["solver"] == "lbfgs"
+    mlflow.set_tracking_uri(shared_worker.mlflow_uri)  # Model.load resolves models:/ URIs
+    mlflow.set_registry_uri(shared_worker.mlflow_uri)
+    signature = Model.load(f"models:/{name}/{state['model_version']}").signature
+    assert signature is not None
+    assert signature.inputs.input_names()[:2] == ["mean radius", "mean texture"]

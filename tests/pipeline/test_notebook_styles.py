@@ -2,12 +2,14 @@
 
 Each test is a regression found by pushing notebooks the platform's authors did not write:
 MLflow runs the notebook opens and closes itself, editors' file variants, mixed-type
-DataFrames, and the mistakes a notebook that runs top to bottom in Jupyter makes in a pipeline.
+DataFrames, progress output, and the mistakes a notebook that runs top to bottom in Jupyter
+makes in a pipeline.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tests.pipeline.conftest import (
     WorkerGroup,
     build_notebook,
     create_pipeline,
+    log_events,
     small_notebook,
     unique_model_name,
     wait_finished,
@@ -60,15 +63,27 @@ def test_metrics_logged_after_the_notebooks_own_runs_end_reach_the_pipeline_run(
                 "    with mlflow.start_run(nested=True):\n"
                 "        mlflow.log_metric('child_only', 1.0)\n"
                 "mlflow.log_metric('after_with', 2.0)\n"
+                "for step in range(200):\n"
+                "    print(f'step {step}', end='\\r')\n"
+                "print('trained')\n"
             ),
         )
     )
     raw["nbformat_minor"] = 2
     for i, cell in enumerate(raw["cells"]):
         cell["id"] = f"c{i}"
-    state = run_notebook(shared_worker, make_repo, {"train.ipynb": json.dumps(raw)})
+    repo = make_repo()
+    sha = repo.commit({"train.ipynb": json.dumps(raw)})
+    pipeline_id = create_pipeline(shared_worker.database_url, repo, commit_sha=sha)
+    shared_worker.send(pipeline_id)
+    state = wait_finished(shared_worker.database_url, pipeline_id)
 
     assert state["status"] == "success", state
+    # A progress counter rewriting one line is logged as a terminal shows it, not 200 lines.
+    texts = [e.text for e in log_events(shared_worker.redis_url, pipeline_id)]
+    assert "trained" in texts
+    assert len([t for t in texts if t.startswith("step ")]) < 20
+    assert not [t for t in texts if "\r" in t]
     assert state["metrics"]["accuracy"] == 1.0  # the evaluation cell, after both runs ended
     assert state["metrics"]["after_with"] == 2.0
     assert "training_score" in state["metrics"]  # autolog's own metrics, same run
@@ -180,4 +195,78 @@ def test_a_model_exported_to_its_own_file_name_is_named_in_the_error(
         "the notebook did not write a model to MODEL_OUTPUT_PATH "
         "(export it with joblib.dump(model, MODEL_OUTPUT_PATH)); "
         "it wrote model.pkl instead"
+    )
+
+
+FEATURES_MODULE = """
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+
+class AddRatio(BaseEstimator, TransformerMixin):
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=float)
+        return np.column_stack([X, X[:, 0] / (X[:, 1] + 1.0)])
+
+
+def squash(X):
+    return np.tanh(X)
+"""
+
+
+def test_code_imported_from_a_module_beside_the_notebook_travels_with_the_model(
+    shared_worker: WorkerGroup, make_repo
+) -> None:
+    """Regression: the model referred to `features.AddRatio` by name, so a model server (which
+    has no checkout) failed with "No module named 'features'"; and with a custom first step
+    nothing tells the row width, so its guessed warm-up row failed the load too."""
+    name = unique_model_name("helper-module")
+    notebook = small_notebook(
+        name,
+        training=(
+            "from sklearn.pipeline import make_pipeline\n"
+            "from sklearn.preprocessing import FunctionTransformer\n"
+            "from features import AddRatio, squash\n"
+            "model = make_pipeline(AddRatio(), FunctionTransformer(squash), model).fit(X, y)\n"
+        ),
+    )
+    state = run_notebook(
+        shared_worker,
+        make_repo,
+        {"ml/train.ipynb": notebook, "ml/features.py": FEATURES_MODULE},
+        notebook_path="ml/train.ipynb",
+    )
+    assert state["status"] == "success", state
+    assert "features" not in sys.modules  # this process cannot import the repository's module
+    mlflow.set_tracking_uri(shared_worker.mlflow_uri)
+    mlflow.set_registry_uri(shared_worker.mlflow_uri)
+    with tempfile.TemporaryDirectory() as cache:
+        served = load_version(name, state["model_version"], shared_worker.mlflow_uri, Path(cache))
+    assert served.features.count is None
+    assert served.predict([[0.0, 1.0], [1.0, 0.0]]).predictions == [0, 1]
+
+
+def test_a_model_class_defined_in_a_cell_is_explained(
+    shared_worker: WorkerGroup, make_repo
+) -> None:
+    """A class written in a cell pickles by reference to the kernel's `__main__`: say so."""
+    notebook = small_notebook(
+        unique_model_name("cell-class"),
+        training=(
+            "class Majority:\n"
+            "    def predict(self, rows):\n"
+            "        return [0 for _ in rows]\n"
+            "model = Majority()\n"
+        ),
+    )
+    state = run_notebook(shared_worker, make_repo, {"train.ipynb": notebook})
+    assert state["status"] == "failed"
+    _, error = state["phases"]["register"]
+    assert error == (
+        "the model file cannot be loaded: it refers to 'Majority', defined in a notebook cell, "
+        "which exists only in that kernel: use scikit-learn's own estimators, or define it in a "
+        "module committed beside the notebook and import it"
     )

@@ -199,8 +199,22 @@ def _publish(ctx: PhaseContext, event: dict[str, Any]) -> None:
         ctx.log(f"■ {where} {status} in {event.get('seconds', 0):.2f} s", cell=index)
     elif event["type"] == "output":
         text = event.get("text", "")
+        if "\r" in text:
+            text = overwritten_parts_dropped(text)
+            if not text.strip():
+                return
         if not any(noise in text for noise in KERNEL_NOISE):
             ctx.log(text.rstrip("\n"), stream=event.get("stream", "stdout"), cell=index)
+
+
+def overwritten_parts_dropped(text: str) -> str:
+    """Output as a terminal shows it: what a carriage return overwrote is gone.
+
+    Progress output (tqdm bars, `print(..., end="\\r")` counters) rewrites one line many times;
+    logged as is, every rewrite became a line of its own (and a blank one before each bar).
+    """
+    lines = (line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return "\n".join(lines)
 
 
 def _log_stdio(ctx: PhaseContext, line: str) -> None:

@@ -118,6 +118,7 @@ def _log_model(ctx: PhaseContext) -> dict:
             "model_path": str(ctx.model_output_path),
             "run_id": ctx.mlflow_run_id,
             "run_started": executed_input.stat().st_mtime if executed_input.exists() else 0,
+            "code_root": str(ctx.checkout_dir or ""),
         }
     )
     done = wait_child(ctx, ctx.model_logger, what="logging the model", stdin=job + "\n")

@@ -15,6 +15,7 @@ pickle adds no new trust, and cloudpickle also keeps lambdas in FunctionTransfor
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -49,6 +50,34 @@ def example_input(model: Any) -> Any | None:
     if isinstance(count, int) and count > 0:
         return numpy.zeros((1, count))
     return None
+
+
+def _load_error(exc: Exception) -> str:
+    """Why the exported file does not load, naming a class defined in a notebook cell."""
+    defined_in_cell = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+    main = getattr(sys.modules["__main__"], "__spec__", None)
+    if defined_in_cell and defined_in_cell.group(2) in {"__main__", getattr(main, "name", "")}:
+        return (
+            f"the model file cannot be loaded: it refers to {defined_in_cell.group(1)!r}, "
+            "defined in a notebook cell, which exists only in that kernel: use scikit-learn's "
+            "own estimators, or define it in a module committed beside the notebook and import it"
+        )
+    return f"the model file cannot be loaded with joblib: {exc!r}"
+
+
+def embed_repository_code(root: Path) -> None:
+    """Save code from the pushed repository inside the model, not as a reference to it.
+
+    A transformer class or function a notebook imports from a module committed beside it
+    (`from features import AddRatios`) unpickles here, where the checkout is the working
+    directory, but not on a model server, which has no checkout: there it failed with
+    "No module named 'features'". cloudpickle can store such modules by value instead.
+    """
+    root = root.resolve()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(root):
+            cloudpickle.register_pickle_by_value(module)
 
 
 def _models_written_since(folder: Path, since: float, limit: int = 3) -> list[str]:
@@ -111,7 +140,8 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         model = joblib.load(path)
     except Exception as exc:
-        return {"ok": False, "error": f"the model file cannot be loaded with joblib: {exc!r}"}
+        return {"ok": False, "error": _load_error(exc)}
+    embed_repository_code(Path(spec.get("code_root") or Path.cwd()))
     if not callable(getattr(model, "predict", None)):
         kind = type(model).__name__
         return {"ok": False, "error": f"the exported object ({kind}) has no predict method"}
