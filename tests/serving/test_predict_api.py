@@ -349,3 +349,32 @@ def test_v2_errors(
     response = post(server, f"/v2/models/{models['clf']}/infer", request_body)
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
+
+
+def test_v2_with_the_tritonclient_library(server: ModelServer, models: dict[str, Any]) -> None:
+    """A stock KServe/Triton V2 client works unchanged against the model server (JSON tensors)."""
+    import numpy as np
+    import tritonclient.http as v2
+
+    client = v2.InferenceServerClient(url=server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(models["clf"])
+    assert client.get_model_metadata(models["clf"])["inputs"][0]["shape"] == [-1, 4]
+
+    rows = np.array([ROW, [6.7, 3.0, 5.2, 2.3]], dtype=np.float64)
+    tensor = v2.InferInput("input-0", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows, binary_data=False)
+    wanted = [
+        v2.InferRequestedOutput("predict", binary_data=False),
+        v2.InferRequestedOutput("predict_proba", binary_data=False),
+    ]
+    result = client.infer(models["clf"], [tensor], outputs=wanted, request_id="7")
+
+    labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("predict")]
+    assert labels == ["setosa", "virginica"]
+    proba = result.as_numpy("predict_proba")
+    assert proba.shape == (2, 3)
+    expected = models["classifier"].predict_proba(pd.DataFrame(rows, columns=FEATURES))
+    assert proba.ravel().tolist() == pytest.approx(expected.ravel().tolist())
+    assert result.get_response()["id"] == "7"
+    client.close()
