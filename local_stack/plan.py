@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
 from mlops_core.launch_commands import (
@@ -23,6 +22,7 @@ from mlops_core.launch_commands import (
     uvicorn_command,
     worker_command,
 )
+from mlops_core.secrets_box import stored_key
 from mlops_core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,10 +80,6 @@ class Layout:
     @property
     def state(self) -> Path:
         return self.run / "stack.json"
-
-    @property
-    def encryption_key(self) -> Path:
-        return self.home / "secrets" / "encryption.key"
 
     def log(self, program: str) -> Path:
         return self.logs / f"{program}.log"
@@ -171,13 +167,7 @@ def encryption_key(settings: Settings, layout: Layout) -> str | None:
     """A key generated once and kept (0600) in MLOPS_HOME, unless ENCRYPTION_KEY is set."""
     if settings.encryption_key is not None:
         return None
-    path = layout.encryption_key
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(Fernet.generate_key().decode() + "\n")
-    return path.read_text().strip()
+    return stored_key(layout.home)
 
 
 def setting_env_names(settings: Settings) -> set[str]:

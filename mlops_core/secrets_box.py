@@ -7,6 +7,9 @@ machine works without setup, and a deployment passes its own.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from cryptography.fernet import Fernet, InvalidToken
 
 from mlops_core.settings import Settings
@@ -16,17 +19,30 @@ class SecretsBoxError(RuntimeError):
     """A stored secret cannot be decrypted (wrong or rotated key)."""
 
 
+def key_file(home: Path) -> Path:
+    """Where a generated key is kept: the stack and any process run by hand share it."""
+    return home / "secrets" / "encryption.key"
+
+
+def stored_key(home: Path) -> str:
+    """The key kept in `home`, generated (0600, created exclusively) on first use."""
+    path = key_file(home)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process generated it first: use theirs
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(Fernet.generate_key().decode() + "\n")
+    return path.read_text().strip()
+
+
 def _key(settings: Settings) -> bytes:
     if settings.encryption_key is not None:
         return settings.encryption_key.get_secret_value().encode()
-    key_file = settings.mlops_home / "encryption.key"
-    if key_file.exists():
-        return key_file.read_bytes().strip()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(key)
-    return key
+    return stored_key(settings.mlops_home).encode()
 
 
 def encrypt(settings: Settings, plaintext: str) -> str:

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
+from mlops_cli.github_delivery import signature_256
 from mlops_core.database import session_scope
 from mlops_core.schema import WebhookDelivery
 from tests.api.conftest import NOTEBOOK, Api, github_url, queued_messages
@@ -19,7 +20,6 @@ from tests.support.github import (
     ping_payload,
     push_payload,
     random_sha,
-    sign,
 )
 
 
@@ -86,7 +86,7 @@ def test_signature_is_checked_over_the_raw_bytes(api: Api, repo: dict) -> None: 
     """Re-serialising the JSON would change the bytes; GitHub signs exactly what it sends."""
     body = json.dumps(push(repo), indent=2, ensure_ascii=False).encode()
     headers = dict(delivery(push(repo), None).headers)
-    headers["X-Hub-Signature-256"] = sign(body, repo["webhook_secret"])
+    headers["X-Hub-Signature-256"] = signature_256(body, repo["webhook_secret"])
     assert api.client.post("/webhook/github", content=body, headers=headers).status_code == 202
 
 
@@ -95,7 +95,7 @@ def test_form_encoded_deliveries_are_accepted(api: Api, repo: dict) -> None:  # 
     body = urlencode({"payload": payload}).encode()
     headers = dict(delivery(push(repo), None).headers)
     headers["Content-Type"] = "application/x-www-form-urlencoded"
-    headers["X-Hub-Signature-256"] = sign(body, repo["webhook_secret"])
+    headers["X-Hub-Signature-256"] = signature_256(body, repo["webhook_secret"])
     assert api.client.post("/webhook/github", content=body, headers=headers).status_code == 202
 
 
@@ -105,7 +105,7 @@ def test_form_encoded_deliveries_are_accepted(api: Api, repo: dict) -> None:  # 
 )
 def test_invalid_json_is_400(api: Api, repo: dict, body: bytes, message: str) -> None:  # type: ignore[type-arg]
     headers = dict(delivery(push(repo), None).headers)
-    headers["X-Hub-Signature-256"] = sign(body, repo["webhook_secret"])
+    headers["X-Hub-Signature-256"] = signature_256(body, repo["webhook_secret"])
     response = api.client.post("/webhook/github", content=body, headers=headers)
     assert response.status_code == 400
     assert message in response.json()["detail"]

@@ -19,17 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlops_cli.github_delivery import signature_256
+
 HOOK_ID = 417265832
 
 
 def random_sha() -> str:
     """A well-formed commit sha that names no real commit."""
     return secrets.token_hex(20)
-
-
-def sign(body: bytes, secret: str) -> str:
-    """The X-Hub-Signature-256 value GitHub computes for `body`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ def delivery(
         headers["X-Hub-Signature"] = (
             "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
         )
-        headers["X-Hub-Signature-256"] = sign(body, secret)
+        headers["X-Hub-Signature-256"] = signature_256(body, secret)
     return Delivery(event=event, body=body, headers=headers, delivery_id=guid)
 
 
