@@ -25,9 +25,14 @@ $(STAMP): pyproject.toml uv.lock
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check '$(UV_SPEC)' >$(VENV)/pip-uv.log 2>&1 \
 	  || { cat $(VENV)/pip-uv.log >&2; exit 1; }; }
 	$(UV) sync --frozen --all-groups --inexact --quiet
+	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS)
 	@touch $@
 
+# The kernel sandbox needs bubblewrap (installed when root or sudo allows; see README).
+SANDBOX_TOOLS := bubblewrap:bwrap
+
 up: $(STAMP)
+	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS)
 	@$(BIN)/python -m local_stack up
 
 down: $(STAMP)
@@ -45,8 +50,9 @@ lint: $(STAMP)
 
 # TEST_DATABASE_URL passes through from the caller's environment when set (PostgreSQL tests).
 test: $(STAMP)
-	@scripts/ensure_test_tools.sh
+	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS) chromium:/usr/bin/chromium git:git
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
+	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS) git:git
 	@$(BIN)/python scripts/demo.py

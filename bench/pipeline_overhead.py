@@ -1,17 +1,20 @@
-"""What a pipeline costs on top of running its notebook: phase times and the overhead ratio.
+"""What a pipeline costs on top of running its notebook, and what the kernel sandbox costs.
 
-Run from the repository root:
+Run from the repository root (as root: the sandbox needs it, see worker/isolation.py):
 
-    .venv/bin/python -m bench.pipeline_overhead            # 3 runs of each (~2-3 min)
+    .venv/bin/python -m bench.pipeline_overhead            # 3 runs of each (~4-6 min)
     .venv/bin/python -m bench.pipeline_overhead --runs 5
 
 Baseline: `papermill.execute_notebook` of the shipped iris notebook in this process, logging to
 the same MLflow server (what a data scientist's own run costs). Measured: the same notebook
 pushed to a local git repository and run by a real Celery worker (fetch the commit, check the
-contract, run the tagged cells in a child-process kernel, log and register the model), timed
-from sending the task until the pipeline row is finished; with per-phase medians from the
-phase records. Both run in the same script on the same machine, so the ratio is comparable
-across machines even though seconds are not.
+contract, run the tagged cells in a kernel, log, register and serve the model), timed from
+sending the task until the pipeline row is finished, which is after a real model server
+reported the new version loaded (push to served); with per-phase medians from the phase
+records. It runs once with the kernel sandbox (KERNEL_SANDBOX=on, the default) and once
+with KERNEL_SANDBOX=off, each worker warmed by one unmeasured pipeline first, and prints the
+sandbox's ratio. Everything runs in the same script on the same machine, so the ratios are
+comparable across machines even though seconds are not.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ from cryptography.fernet import Fernet
 from mlflow import MlflowClient
 
 from mlops_core.database import session_scope, upgrade_database
+from mlops_core.launch_commands import MODEL_SERVER_APP, uvicorn_command, worker_command
 from mlops_core.schema import Pipeline
 from mlops_core.settings import Settings
 from mlops_core.states import PipelineStatus
 from mlops_core.task_queue import RUN_PIPELINE_TASK, make_celery
-from tests.support.processes import ManagedProcess, wait_for
+from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
 from tests.support.services import MlflowServer, RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,47 +89,78 @@ def main() -> None:
         mlflow_server.start()
         database_url = f"sqlite:///{workdir / 'mlops.db'}"
         upgrade_database(database_url)
-        home = workdir / "home"
-        home.mkdir()
-        worker = ManagedProcess(
-            ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "WARNING"],
-            env={
-                "MLOPS_HOME": str(home),
-                "REDIS_URL": redis_server.url,
-                "DATABASE_URL": database_url,
-                "MLFLOW_TRACKING_URI": mlflow_server.uri,
-                "ENCRYPTION_KEY": Fernet.generate_key().decode(),
-                "ALLOW_LOCAL_REPOS": "true",
-                "AUTO_DEPLOY_ON_SUCCESS": "false",
-                "NO_PROXY": "127.0.0.1,localhost",
-            },
-            log_path=workdir / "worker.log",
-            cwd=home,
+        env = {
+            "REDIS_URL": redis_server.url,
+            "DATABASE_URL": database_url,
+            "MLFLOW_TRACKING_URI": mlflow_server.uri,
+            "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "ALLOW_LOCAL_REPOS": "true",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+        port = free_port()
+        model_server = ManagedProcess(
+            uvicorn_command(MODEL_SERVER_APP, port, log_level="warning"),
+            env={**env, "MLOPS_HOME": str(workdir / "model-server")},
+            log_path=workdir / "model-server.log",
         )
+        results: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
         try:
+            wait_http(f"http://127.0.0.1:{port}/health", process=model_server)
             print(f"baseline: papermill in-process, {args.runs} runs")
             base = [baseline(workdir, mlflow_server.uri) for _ in range(args.runs)]
-            print(f"pipeline: through the worker, {args.runs} runs")
-            walls, phases = [], {}
-            for i in range(args.runs):
-                wall, times = run_pipeline(workdir, i, database_url, redis_server.url)
-                walls.append(wall)
-                for name, seconds in times.items():
-                    phases.setdefault(name, []).append(seconds)
+            for mode in ("on", "off"):
+                print(f"pipeline with KERNEL_SANDBOX={mode}: 1 warm-up + {args.runs} runs")
+                results[mode] = measure(workdir, env, mode, args.runs)
         finally:
-            worker.stop()
+            model_server.stop()
             mlflow_server.stop()
             redis_server.stop()
-    print(f"\nbaseline (papermill only) median {statistics.median(base):6.2f} s  runs {fmt(base)}")
-    print(f"pipeline (push to model)  median {statistics.median(walls):6.2f} s  runs {fmt(walls)}")
-    for name, values in phases.items():
-        print(f"  phase {name:<9} median {statistics.median(values):6.2f} s")
-    ratio = statistics.median(walls) / statistics.median(base)
-    print(f"overhead ratio pipeline/baseline: {ratio:.2f}")
+    print(
+        f"\nbaseline (papermill only)        median {statistics.median(base):6.2f} s  "
+        f"runs {fmt(base)}"
+    )
+    for mode, (walls, phases) in results.items():
+        print(
+            f"push to served, sandbox {mode:<3}     median {statistics.median(walls):6.2f} s  "
+            f"runs {fmt(walls)}"
+        )
+        for name, values in phases.items():
+            print(f"  phase {name:<9} median {statistics.median(values):6.2f} s")
+    on, off = (statistics.median(results[m][0]) for m in ("on", "off"))
+    print(f"overhead ratio pipeline (sandboxed)/baseline: {on / statistics.median(base):.2f}")
+    print(f"sandbox ratio KERNEL_SANDBOX=on/off:          {on / off:.2f}  (goal <= 1.15)")
+
+
+def measure(
+    workdir: Path, env: dict[str, str], mode: str, runs: int
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Push-to-served times of `runs` pipelines on a worker with KERNEL_SANDBOX=mode."""
+    home = workdir / f"home-{mode}"
+    home.mkdir()
+    worker = ManagedProcess(
+        worker_command(loglevel="WARNING", node_name=f"bench-{mode}@%h"),
+        env={**env, "MLOPS_HOME": str(home), "KERNEL_SANDBOX": mode},
+        log_path=workdir / f"worker-{mode}.log",
+        cwd=home,
+    )
+    walls: list[float] = []
+    phases: dict[str, list[float]] = {}
+    try:
+        run_pipeline(workdir, f"{mode}-warmup", env["DATABASE_URL"], env["REDIS_URL"])
+        for i in range(runs):
+            wall, times = run_pipeline(
+                workdir, f"{mode}-{i}", env["DATABASE_URL"], env["REDIS_URL"]
+            )
+            walls.append(wall)
+            for name, seconds in times.items():
+                phases.setdefault(name, []).append(seconds)
+    finally:
+        worker.stop()
+    return walls, phases
 
 
 def run_pipeline(
-    workdir: Path, index: int, database_url: str, redis_url: str
+    workdir: Path, index: str, database_url: str, redis_url: str
 ) -> tuple[float, dict]:
     repo = workdir / f"repo-{index}"
     repo.mkdir()
@@ -167,7 +202,7 @@ def run_pipeline(
         for ph in done.phases
         if ph.started_at and ph.finished_at
     }
-    print(f"  run {index + 1}: {wall:.2f} s")
+    print(f"  run {index}: {wall:.2f} s")
     return wall, times
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -245,13 +246,19 @@ def run() -> list[str]:
         print(f"remote {remote_url}, notebook {relative}, model {model}")
 
     with step("register the repository (POST /repos)"):
+        # A secret of its own: a shared GITHUB_WEBHOOK_SECRET would not be shown in the answer.
+        secret = secrets.token_hex(32)
         repo = api.call(
             "POST",
             "/repos",
             201,
-            json={"github_url": remote_url, "branch": "main", "notebook_path": str(relative)},
+            json={
+                "github_url": remote_url,
+                "branch": "main",
+                "notebook_path": str(relative),
+                "webhook_secret": secret,
+            },
         )
-        secret = repo["webhook_secret"]
         print(f"repo {repo['id']} registered; webhook URL {repo['webhook_url']}")
 
     with step("commit and push the notebook"):

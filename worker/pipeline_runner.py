@@ -27,7 +27,7 @@ from mlops_core.schema import LogLine, Pipeline, PipelinePhase, utcnow
 from mlops_core.secrets_box import SecretsBoxError, decrypt
 from mlops_core.settings import Settings, get_settings
 from mlops_core.states import PHASE_ORDER, Phase, PhaseStatus, PipelineStatus
-from worker import tracking
+from worker import local_tracking, tracking
 from worker.cancel_watch import CancelWatcher
 from worker.phases import deploy, execute, fetch, register, validate
 from worker.phases.context import PhaseContext, PhaseFailed, PhaseSkipped, PipelineCancelled
@@ -200,6 +200,7 @@ def _run_phases(ctx: PhaseContext, claim: Claim) -> tuple[PipelineStatus, str | 
         try:
             if phase is Phase.EXECUTE:
                 tracking.start_run(ctx)
+                execute.prepare(ctx)
                 register.start_model_logger(ctx)
             run(ctx)
         except PhaseSkipped as exc:
@@ -260,6 +261,7 @@ def _deploy_only(ctx: PhaseContext) -> tuple[PipelineStatus, str | None]:
 def _log_execution_record(ctx: PhaseContext) -> None:
     """Keep the executed notebook and the metrics in MLflow and on the pipeline, success or not."""
     try:
+        local_tracking.import_runs(ctx)
         if ctx.executed_notebook and ctx.mlflow_run_id:
             ctx.mlflow.log_artifact(ctx.mlflow_run_id, str(ctx.executed_notebook), "notebook")
         tracking.collect_metrics(ctx)
@@ -269,10 +271,8 @@ def _log_execution_record(ctx: PhaseContext) -> None:
 
 
 def _token(settings: Settings, claim: Claim) -> str | None:
-    """The repo's own token, else GITHUB_TOKEN (only ever sent to https remotes)."""
-    if claim.token_encrypted:
-        return decrypt(settings, claim.token_encrypted)
-    return settings.github_token.get_secret_value() if settings.github_token else None
+    """The repo's own token, if it has one (the fetch phase decides where a token may go)."""
+    return decrypt(settings, claim.token_encrypted) if claim.token_encrypted else None
 
 
 def _set_phase(

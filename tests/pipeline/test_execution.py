@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-import psutil
 import redis
 from mlflow import MlflowClient
 
@@ -18,6 +17,7 @@ from tests.pipeline.conftest import (
     WORKER_SECRETS,
     WorkerGroup,
     create_pipeline,
+    kernel_process,
     log_events,
     redis_db_url,
     small_notebook,
@@ -35,10 +35,6 @@ def run_small(group: WorkerGroup, make_repo, name: str, **cells: str) -> tuple[i
     pipeline_id = create_pipeline(group.database_url, repo, commit_sha=sha)
     group.send(pipeline_id)
     return pipeline_id, wait_finished(group.database_url, pipeline_id)
-
-
-def kernel_pid_writer(path: Path) -> str:
-    return f"import os\nopen({str(path)!r}, 'w').write(str(os.getpid()))\n"
 
 
 def test_a_raising_cell_fails_execute_with_its_position_and_error_and_registers_nothing(
@@ -104,28 +100,29 @@ def test_the_kernel_environment_holds_no_platform_secret(
     ]
     assert not [s for s in secrets if s in line]
     assert not [k for k in env if any(w in k.upper() for w in ("TOKEN", "SECRET", "PASSWORD"))]
-    assert env["MLFLOW_RUN_ID"] == state["mlflow_run_id"]
-    assert env["MLFLOW_TRACKING_URI"] == shared_worker.mlflow_uri
+    # MLflow calls go to a store in the work folder, copied into the real run afterwards.
+    assert env["MLFLOW_TRACKING_URI"].startswith("file://")
+    assert f"/pipeline-{pipeline_id}/" in env["MLFLOW_TRACKING_URI"]
+    assert env["MLFLOW_RUN_ID"] != state["mlflow_run_id"]
+    assert shared_worker.mlflow_uri not in line
     assert env["PIPELINE_ID"] == str(pipeline_id)
     assert env["HOME"] != shared_worker.env["MLOPS_HOME"]
 
 
 def test_cancel_while_a_cell_runs_kills_the_kernel_and_ends_cancelled(
-    shared_worker: WorkerGroup, make_repo, tmp_path: Path
+    shared_worker: WorkerGroup, make_repo
 ) -> None:
-    pid_file = tmp_path / "kernel.pid"
     repo = make_repo()
     notebook = small_notebook(
         unique_model_name("cancel"),
-        training=kernel_pid_writer(pid_file) + "print('long cell started', flush=True)\n"
-        "import time\ntime.sleep(300)",
+        training="print('long cell started', flush=True)\nimport time\ntime.sleep(300)",
     )
     pipeline_id = create_pipeline(
         shared_worker.database_url, repo, commit_sha=repo.commit({"train.ipynb": notebook})
     )
     shared_worker.send(pipeline_id)
     wait_log(shared_worker.redis_url, pipeline_id, "long cell started")
-    kernel = psutil.Process(int(pid_file.read_text()))
+    kernel = kernel_process(pipeline_id)
 
     # What POST /pipelines/{id}/cancel does for a running pipeline.
     asked = time.monotonic()
@@ -158,15 +155,14 @@ def test_a_cell_running_past_its_timeout_fails_execute(
         name="timeout",
     )
     try:
-        pid_file = tmp_path / "kernel.pid"
         repo = make_repo()
         notebook = small_notebook(
-            unique_model_name("timeout"),
-            preprocessing=kernel_pid_writer(pid_file) + "import time\ntime.sleep(120)",
+            unique_model_name("timeout"), preprocessing="import time\ntime.sleep(120)"
         )
         sha = repo.commit({"train.ipynb": notebook})
         pipeline_id = create_pipeline(database_url, repo, commit_sha=sha)
         group.send(pipeline_id)
+        kernel = kernel_process(pipeline_id, timeout=60)
         state = wait_finished(database_url, pipeline_id, timeout=120)
     finally:
         group.stop()
@@ -176,7 +172,4 @@ def test_a_cell_running_past_its_timeout_fails_execute(
     assert error.startswith(
         "cell 2 (mlops:preprocessing) timed out after 4 s (CELL_TIMEOUT_SECONDS)"
     ), error
-    assert (
-        not psutil.pid_exists(int(pid_file.read_text()))
-        or psutil.Process(int(pid_file.read_text())).status() == "zombie"
-    )
+    assert not kernel.is_running() or kernel.status() == "zombie"

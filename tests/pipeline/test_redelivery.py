@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
 import redis
 from mlflow import MlflowClient
 
@@ -14,6 +13,7 @@ from mlops_core.states import PipelineStatus
 from tests.pipeline.conftest import (
     WorkerGroup,
     create_pipeline,
+    kernel_process,
     log_events,
     redis_db_url,
     small_notebook,
@@ -49,13 +49,9 @@ def test_a_worker_killed_mid_run_is_redelivered_and_ends_with_one_version(
     settings = {"redis_url": queue_url, "database_url": database_url, "mlflow_uri": mlflow_uri}
     env = {"AUTO_DEPLOY_ON_SUCCESS": "false", "PIPELINE_TIMEOUT_SECONDS": "120"}
     name = unique_model_name("redelivered")
-    pid_file = tmp_path / "kernel.pid"
     repo = make_repo()
     notebook = small_notebook(
-        name,
-        training="import os, time\n"
-        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-        "print('training started', flush=True)\ntime.sleep(4)",
+        name, training="import time\nprint('training started', flush=True)\ntime.sleep(4)"
     )
     pipeline_id = create_pipeline(
         database_url, repo, commit_sha=repo.commit({"train.ipynb": notebook})
@@ -64,7 +60,7 @@ def test_a_worker_killed_mid_run_is_redelivered_and_ends_with_one_version(
     try:
         first.send(pipeline_id)
         wait_log(queue_url, pipeline_id, "training started")
-        kernel = psutil.Process(int(pid_file.read_text()))
+        kernel = kernel_process(pipeline_id)
     finally:
         first.process.kill()  # kill -9 of the worker's whole process group, mid-cell
     # The notebook runner notices its worker is gone and takes the kernel down with it.

@@ -65,6 +65,7 @@ class PhaseContext:
     branch: str = ""
     notebook_path: str = ""
     commit_sha: str | None = None
+    # The repo's own token (GITHUB_TOKEN stays in `settings`; fetch decides where each goes).
     repo_token: str | None = field(default=None, repr=False)
     # Filled in by the phases.
     phase: str | None = None
@@ -72,6 +73,8 @@ class PhaseContext:
     notebook_file: Path | None = None
     contract: NotebookContract | None = None
     mlflow_run_id: str | None = None
+    # The run the sandboxed kernel logs to, in the work folder's own store (local_tracking).
+    local_run_id: str | None = None
     executed_notebook: Path | None = None
     model_name: str | None = None
     model_version: str | None = None
@@ -126,7 +129,9 @@ class PhaseContext:
                 logger.warning("pipeline %s: log line lost (Redis): %s", self.pipeline_id, line)
 
     def redact(self, text: str) -> str:
-        """Remove the repo token from text that might echo it (git errors, say)."""
-        if self.repo_token:
-            text = text.replace(self.repo_token, "***")
+        """Remove the repo token and GITHUB_TOKEN from text that might echo them (git errors)."""
+        github_token = self.settings.github_token
+        for token in (self.repo_token, github_token.get_secret_value() if github_token else None):
+            if token:
+                text = text.replace(token, "***")
         return text

@@ -12,7 +12,9 @@ Celery process, because:
 - the child starts from the kernel's allow-listed environment, so no secret is ever in the
   process tree of the notebook;
 - memory a notebook run leaks (or a kernel killed for memory) dies with the child.
-It costs ~0.5 s of interpreter start per pipeline.
+It costs ~0.5 s of interpreter start per pipeline. The child runs inside the kernel sandbox
+(worker/isolation.py), and its MLflow calls go to a store in the work folder that the worker
+copies into the pipeline's run afterwards (worker/local_tracking.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import os
 import re
 import selectors
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +38,7 @@ from mlops_core.notebook_contract import (
     skipped_cells_defining,
     strip_execution_marks,
 )
+from worker import isolation, local_tracking
 from worker.child_processes import kill_tree
 from worker.kernel_env import kernel_environment
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
@@ -51,12 +55,25 @@ RUNNER_NOISE = (
 )
 
 
+def prepare(ctx: PhaseContext) -> None:
+    """Make the work folder ready for the sandbox: local MLflow run, kernel profile, owner.
+
+    Runs before the kernel and the model-logging child start; refuses (PhaseFailed) when the
+    sandbox is required but cannot run here.
+    """
+    try:
+        isolation.ensure_available(ctx.settings)
+    except isolation.SandboxUnavailable as exc:
+        raise PhaseFailed(f"notebooks are not run: {exc}") from None
+    ctx.local_run_id = local_tracking.create_local_run(ctx)
+    ctx.model_output_path.parent.mkdir(parents=True, exist_ok=True)
+    install_kernel_startup(kernel_home(ctx) / ".ipython")
+    isolation.prepare_work_dir(ctx.settings, ctx.work_dir)
+
+
 def run(ctx: PhaseContext) -> None:
     """Execute the notebook; on failure say which cell and how, with the error's last lines."""
     assert ctx.notebook_file is not None and ctx.contract is not None
-    assert ctx.mlflow_run_id is not None
-    out_dir = ctx.model_output_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_for_execution(nbformat.read(ctx.notebook_file, as_version=4))
     input_path = ctx.work_dir / "input.ipynb"
     nbformat.write(prepared, input_path)
@@ -71,14 +88,12 @@ def run(ctx: PhaseContext) -> None:
         "cell_timeout": ctx.settings.cell_timeout_seconds,
         "skip_tag": SKIP_TAG,
         "events_fd": write_fd,
-        "parent_pid": os.getpid(),
     }
     spec_path.write_text(json.dumps(spec))
-    env = sandbox_environment(ctx)
-    install_kernel_startup(Path(env["IPYTHONDIR"]))
+    isolation.prepare_work_dir(ctx.settings, ctx.work_dir)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.sandbox.notebook_child", str(spec_path)],
-        env=env,
+        sandboxed(ctx, "worker.sandbox.notebook_child", str(spec_path)),
+        env=sandbox_environment(ctx),
         cwd=ctx.notebook_file.parent,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -95,9 +110,9 @@ def run(ctx: PhaseContext) -> None:
             kill_tree(proc.pid)
         proc.wait()
         os.close(read_fd)
-    if output_path.exists():
-        executed = strip_execution_marks(nbformat.read(output_path, as_version=4))
-        nbformat.write(executed, output_path)
+    executed = read_executed(output_path)
+    if executed is not None:
+        nbformat.write(strip_execution_marks(executed), output_path)
         ctx.executed_notebook = output_path
     if result is None:
         raise PhaseFailed(f"the notebook runner stopped unexpectedly (exit code {proc.returncode})")
@@ -105,12 +120,42 @@ def run(ctx: PhaseContext) -> None:
         raise PhaseFailed(describe_failure(ctx, result))
 
 
+def sandboxed(ctx: PhaseContext, module: str, *args: str) -> list[str]:
+    """The command line that runs one of worker/sandbox's programs inside the sandbox.
+
+    `-I` keeps the checkout (the working directory) off the child's own import path: a
+    `json.py` committed beside the notebook must not run inside the platform's runner.
+    """
+    cwd = ctx.notebook_file.parent if ctx.notebook_file else ctx.work_dir
+    return isolation.wrap(
+        ctx.settings,
+        [sys.executable, "-I", "-m", module, *args],
+        work_dir=ctx.work_dir,
+        cwd=cwd,
+    )
+
+
+def read_executed(path: Path) -> nbformat.NotebookNode | None:
+    """The executed notebook the sandbox wrote, read without following a link it planted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, encoding="utf-8") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            return None
+        try:
+            return nbformat.read(stream, as_version=4)
+        except Exception:  # the sandbox may have written anything there
+            return None
+
+
 def injected_parameters(ctx: PhaseContext) -> dict[str, Any]:
     """Papermill parameters every notebook gets."""
     return {
         "MODEL_OUTPUT_PATH": str(ctx.model_output_path),
         "PIPELINE_ID": ctx.pipeline_id,
-        "MLFLOW_TRACKING_URI": ctx.settings.mlflow_tracking_uri,
+        "MLFLOW_TRACKING_URI": local_tracking.store_uri(ctx.work_dir),
     }
 
 
@@ -127,19 +172,26 @@ def install_kernel_startup(ipython_dir: Path) -> None:
     )
 
 
+def kernel_home(ctx: PhaseContext) -> Path:
+    """HOME of the sandboxed processes: inside the work folder, nothing of the worker's."""
+    return ctx.work_dir / "home"
+
+
 def sandbox_environment(ctx: PhaseContext) -> dict[str, str]:
-    """The kernel's environment: allow-listed, plus the pipeline's MLflow run and ids."""
-    home = ctx.work_dir / "home"
+    """The kernel's environment: allow-listed, plus the local MLflow run and ids."""
+    home = kernel_home(ctx)
     home.mkdir(parents=True, exist_ok=True)
     return kernel_environment(
         ctx.settings,
         home=home,
         extra={
-            "MLFLOW_TRACKING_URI": ctx.settings.mlflow_tracking_uri,
-            "MLFLOW_RUN_ID": ctx.mlflow_run_id or "",
+            "MLFLOW_TRACKING_URI": local_tracking.store_uri(ctx.work_dir),
+            "MLFLOW_RUN_ID": ctx.local_run_id or "",
+            "MLFLOW_ALLOW_FILE_STORE": "true",
             "PIPELINE_ID": str(ctx.pipeline_id),
             "MODEL_OUTPUT_PATH": str(ctx.model_output_path),
             "IPYTHONDIR": str(home / ".ipython"),
+            "MLOPS_KERNEL_CPU_SECONDS": str(ctx.settings.kernel_cpu_seconds),
         },
     )
 
@@ -256,9 +308,19 @@ def describe_failure(ctx: PhaseContext, result: dict[str, Any]) -> str:
         )
     elif kind == "dead_kernel":
         message = f"the kernel died while running {where} (killed, or out of memory?)"
+        if ctx.settings.kernel_sandbox == "on":
+            message += (
+                " — the sandbox kills a kernel past its limits: KERNEL_MEMORY_LIMIT="
+                f"{ctx.settings.kernel_memory_limit.human_readable()}, "
+                f"KERNEL_CPU_SECONDS={ctx.settings.kernel_cpu_seconds}"
+            )
     elif kind == "error":
-        message = f"{where} raised {result.get('message')}" + _skipped_definition_hint(
-            ctx, str(result.get("message", ""))
+        raised = str(result.get("message", ""))
+        limit = isolation.limit_exceeded(ctx.settings, raised)
+        message = (
+            f"{limit}: {where} raised {raised}"
+            if limit
+            else f"{where} raised {raised}" + _skipped_definition_hint(ctx, raised)
         )
     else:
         message = f"running the notebook failed at {where}: {result.get('message')}"

@@ -1,22 +1,23 @@
 """register: check the exported model, log it to the run, register a version of MODEL_NAME.
 
-Loading and logging the model happen in a child with the kernel's environment
-(worker/sandbox/model_child.py); the registry calls happen here. A version is tagged with the
-pipeline id and searched for first, so a redelivered task adopts the version an earlier attempt
-registered instead of creating a second one.
+Loading the exported model and saving it as an MLflow model folder happen in a sandboxed
+child (worker/sandbox/model_child.py); uploading that folder and the registry calls happen
+here. A version is tagged with the pipeline id and searched for first, so a redelivered task
+adopts the version an earlier attempt registered instead of creating a second one.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from worker import local_tracking
 from worker.child_processes import start_child, stop_child, wait_child
 from worker.phases.context import PhaseContext, PhaseFailed
-from worker.phases.execute import sandbox_environment
+from worker.phases.execute import sandbox_environment, sandboxed
 from worker.tracking import collect_metrics
 
 PIPELINE_TAG = "pipeline_id"
@@ -30,6 +31,9 @@ def run(ctx: PhaseContext) -> None:
         adopt(ctx, existing)
         return
     logged = _log_model(ctx)
+    model_id = local_tracking.upload_model(
+        ctx, export_dir(ctx), name="model", run_id=ctx.mlflow_run_id
+    )
     ctx.log(
         f"model logged: {logged['model_class']}"
         + ("" if logged.get("has_signature") else " (no signature: feature shape unknown)")
@@ -37,11 +41,11 @@ def run(ctx: PhaseContext) -> None:
     _ensure_registered_model(ctx)
     version = ctx.mlflow.create_model_version(
         ctx.contract.model_name,
-        source=logged["model_uri"],
+        source=f"models:/{model_id}",
         run_id=ctx.mlflow_run_id,
         tags=version_tags(ctx),
         description=f"pipeline {ctx.pipeline_id} at {(ctx.commit_sha or '')[:12]}",
-        model_id=logged.get("model_id"),
+        model_id=model_id,
     )
     ctx.model_version = str(version.version)
     ctx.mlflow.set_tag(ctx.mlflow_run_id, "mlops.model_version", ctx.model_version)
@@ -94,7 +98,7 @@ def adopt(ctx: PhaseContext, version: ModelVersion) -> None:
 def start_model_logger(ctx: PhaseContext) -> None:
     """Start the model-logging child now, so its imports overlap the notebook's run."""
     ctx.model_logger = start_child(
-        [sys.executable, "-m", "worker.sandbox.model_child"],
+        sandboxed(ctx, "worker.sandbox.model_child"),
         env=sandbox_environment(ctx),
         cwd=ctx.notebook_file.parent if ctx.notebook_file else ctx.work_dir,
         stdin_pipe=True,
@@ -116,7 +120,8 @@ def _log_model(ctx: PhaseContext) -> dict:
     job = json.dumps(
         {
             "model_path": str(ctx.model_output_path),
-            "run_id": ctx.mlflow_run_id,
+            "export_dir": str(export_dir(ctx)),
+            "code_dir": str(ctx.notebook_file.parent if ctx.notebook_file else ""),
             "run_started": executed_input.stat().st_mtime if executed_input.exists() else 0,
             "code_root": str(ctx.checkout_dir or ""),
         }
@@ -133,6 +138,11 @@ def _log_model(ctx: PhaseContext) -> dict:
             ctx.log(line.rstrip(), stream="error")
         raise PhaseFailed(result.get("error", "logging the model failed"))
     return result
+
+
+def export_dir(ctx: PhaseContext) -> Path:
+    """Where the sandboxed child saves the MLflow model folder for the worker to upload."""
+    return ctx.work_dir / "model-export"
 
 
 def _ensure_registered_model(ctx: PhaseContext) -> None:

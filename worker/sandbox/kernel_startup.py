@@ -16,6 +16,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import signal
 import sys
 from types import ModuleType
 from typing import Any
@@ -82,5 +83,23 @@ def install(run_id: str | None) -> None:
         sys.meta_path.insert(0, _FluentFinder(run_id))
 
 
+def name_cpu_limit(seconds: str | None) -> None:
+    """Turn the sandbox's CPU soft limit (SIGXCPU, fatal by default) into an error naming it.
+
+    The cell fails with a message the pipeline shows as is; code stuck in C that never
+    returns to Python is killed at the hard limit a few seconds later.
+    """
+    if not seconds:
+        return
+
+    def exceeded(signum: int, frame: Any) -> None:
+        raise RuntimeError(
+            f"kernel exceeded its CPU time limit of {seconds} s (KERNEL_CPU_SECONDS)"
+        )
+
+    signal.signal(signal.SIGXCPU, exceeded)
+
+
 if __name__ == "__main__":
     install(os.environ.get(_VARIABLE))
+    name_cpu_limit(os.environ.get("MLOPS_KERNEL_CPU_SECONDS"))

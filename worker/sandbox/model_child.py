@@ -1,15 +1,18 @@
-"""Loads the model a notebook exported and logs it to the pipeline's MLflow run.
+"""Loads the model a notebook exported and saves it as an MLflow model folder.
 
-Run as `python -m worker.sandbox.model_child` with the kernel's environment: unpickling a
-file the notebook wrote runs code the notebook chose, so it must happen where no platform
-secret is in reach. The register phase starts it while the notebook is still running: it
-imports MLflow and scikit-learn (the slow part) at once, then waits for its job, one JSON line
-on stdin (EOF: nothing to do). Prints one JSON object (the result) as its last stdout line.
+Run inside the kernel sandbox (worker/isolation.py) as `python -I -m worker.sandbox.model_child`
+with the kernel's environment: unpickling a file the notebook wrote runs code the notebook
+chose, so it must happen where no platform secret and no platform service is in reach. The
+register phase starts it while the notebook is still running: it imports MLflow and
+scikit-learn (the slow part) at once, then waits for its job, one JSON line on stdin (EOF:
+nothing to do). It writes the model folder (MLmodel, pickle, signature, input example) into
+the work folder; the worker uploads it to the tracking server. Prints one JSON object (the
+result) as its last stdout line.
 
 The model is saved with cloudpickle, deliberately: skops (MLflow's default) refuses tree
 models unless their types are listed as trusted, and listing whatever the notebook produced
-would trust it anyway. Whoever can push a notebook already runs code on the worker, so a
-pickle adds no new trust, and cloudpickle also keeps lambdas in FunctionTransformers.
+would trust it anyway. The pickle is only ever loaded by model servers, which load what the
+registry serves, and by this sandboxed child.
 """
 
 from __future__ import annotations
@@ -137,6 +140,9 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
         if written:
             error += f"; it wrote {', '.join(written)} instead"
         return {"ok": False, "error": error}
+    code_dir = spec.get("code_dir")
+    if code_dir:
+        sys.path.insert(0, code_dir)  # modules beside the notebook, as in its kernel
     try:
         model = joblib.load(path)
     except Exception as exc:
@@ -161,19 +167,16 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
         f"numpy=={numpy.__version__}",
         f"pandas=={pandas.__version__}",
     ]
-    with mlflow.start_run(run_id=spec["run_id"]):
-        info = mlflow.sklearn.log_model(
-            sk_model=model,
-            name="model",
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            signature=signature,
-            input_example=example,
-            pip_requirements=requirements,
-        )
+    mlflow.sklearn.save_model(
+        sk_model=model,
+        path=spec["export_dir"],
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements,
+    )
     return {
         "ok": True,
-        "model_uri": info.model_uri,
-        "model_id": info.model_id,
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "has_signature": signature is not None,
     }

@@ -100,7 +100,11 @@ def _cell_label(cell: NotebookNode) -> str:
 
 
 def watch_parent(parent_pid: int) -> None:
-    """Kill this process and its kernel as soon as the worker that started it is gone."""
+    """Kill this process and its kernel as soon as the process that started it is gone.
+
+    In the sandbox that parent is bubblewrap, which dies with the worker; unconfined
+    (KERNEL_SANDBOX=off) it is the worker itself.
+    """
     me = psutil.Process()
     while os.getppid() == parent_pid:
         time.sleep(0.5)
@@ -166,7 +170,7 @@ def _tail(traceback: list[str]) -> list[str]:
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    threading.Thread(target=watch_parent, args=(spec["parent_pid"],), daemon=True).start()
+    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     with os.fdopen(spec["events_fd"], "w", encoding="utf-8") as stream:
         run(spec, EventWriter(stream))
 
