@@ -144,6 +144,31 @@ class Deployment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ModelOwner(Base):
+    """The repository and notebook a registered model name belongs to.
+
+    The first pipeline to pass validate with a MODEL_NAME claims it; a pipeline of another
+    repository or notebook declaring the same name fails validate until an admin transfers the
+    name (POST /models/{name}/owner). The owner is the repo URL and notebook path (what every
+    pipeline copies from its repo), so the row outlives the repo row: deleting a repo sets
+    `repo_id` to NULL and keeps the name reserved for that URL and notebook. Releasing it would
+    let any other repository publish versions under a name clients already call; registering
+    the same repository again picks the name up again, and an admin can transfer it.
+    """
+
+    __tablename__ = "model_owners"
+
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    repo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repos.id", ondelete="SET NULL"), nullable=True
+    )
+    repo_url: Mapped[str] = mapped_column(String(500))
+    notebook_path: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When the current owner got the name (its claim, or the last transfer).
+    owned_since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class WebhookDelivery(Base):
     """Every GitHub delivery seen, keyed by X-GitHub-Delivery so redeliveries are recognised."""
 

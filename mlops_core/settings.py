@@ -6,11 +6,16 @@ between an operator and the code; each deployable reads only the fields it needs
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A host name or IP address with an optional port, as GITHUB_TOKEN_HOSTS lists them.
+TOKEN_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
 
 
 class Settings(BaseSettings):
@@ -24,26 +29,42 @@ class Settings(BaseSettings):
     # GitHub
     github_webhook_secret: SecretStr | None = None
     github_token: SecretStr | None = None
+    # Hosts (host, or host:port when not 443) GITHUB_TOKEN may be sent to, over https only.
+    # A repo on any other host is fetched without it; a repo's own token goes to its own host.
+    github_token_hosts: list[str] = Field(default_factory=lambda: ["github.com"])
     allow_local_repos: bool = False
+    # Accept repo URLs on loopback, link-local or private addresses, IP literals and
+    # localhost-like names (a backend inside a private network with its own git server).
+    allow_private_repo_hosts: bool = False
     public_base_url: str = "http://127.0.0.1:8000"
 
     # Infrastructure
     redis_url: str = "redis://127.0.0.1:6379/0"
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    # Sign-in to an MLflow run with basic-auth. MLflow's client reads these two from the process
+    # environment itself (a value only in `.env` does not reach it): `make up` and compose put
+    # them there. Model servers get a read-only user of their own (mlops_core/mlflow_users.py).
+    mlflow_tracking_username: str | None = None
+    mlflow_tracking_password: SecretStr | None = None
     # Link shown to users for MLflow runs; defaults to the tracking URI.
     mlflow_ui_url: str | None = None
     model_server_url: str = "http://127.0.0.1:8001"
     # Empty means a SQLite file inside MLOPS_HOME.
     database_url: str = ""
 
-    # Security
+    # Security: scoped bearer tokens (mlops_core/access_tokens.py); API_TOKEN is the admin one.
     api_token: SecretStr | None = None
+    api_read_token: SecretStr | None = None
+    predict_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
     # Fernet key (urlsafe base64, 32 bytes) used to encrypt repo tokens at rest.
     encryption_key: SecretStr | None = None
 
     # Pipeline behaviour
     auto_deploy_on_success: bool = True
     min_accuracy_threshold: float = 0.8
+    # MIN_ACCURACY_THRESHOLD is a floor no notebook can lower (mlops_core/deploy_gate.py).
+    gate_floor_enforced: bool = True
     serving_alias: str = "production"
     cell_timeout_seconds: int = 600
     pipeline_timeout_seconds: int = 3600
@@ -55,6 +76,24 @@ class Settings(BaseSettings):
     # Extra worker environment variables copied into the notebook kernel (JSON list);
     # names that look secret (password/secret/token/key/credential) are never copied.
     kernel_env_passthrough: list[str] = Field(default_factory=list)
+
+    # Kernel sandbox (worker/isolation.py): every process that runs repository code.
+    # "on" refuses to run notebooks when the sandbox is unavailable; "off" runs them
+    # unconfined as the worker's own user (only for machines where bubblewrap cannot run).
+    kernel_sandbox: Literal["on", "off"] = "on"
+    # "none": no network at all in the sandbox; "egress": the host's network (weaker: the
+    # notebook can then reach anything the worker can, the platform's own services included).
+    kernel_network: Literal["none", "egress"] = "none"
+    kernel_memory_limit: ByteSize = ByteSize(4 * 1024**3)
+    kernel_cpu_seconds: int = Field(default=3600, gt=0)
+    kernel_max_processes: int = Field(default=256, gt=0)
+    kernel_max_file_size: ByteSize = ByteSize(1024**3)
+    # Sandboxed processes run as uid/gid KERNEL_UID_BASE + (worker process id mod 100000):
+    # a uid no other process uses, so process limits and signals never cross pipelines.
+    kernel_uid_base: int = Field(default=200_000, ge=1000)
+
+    # Request bodies (backend and model server): JSON nested deeper than this is refused (400).
+    json_max_depth: int = Field(default=64, gt=0)
 
     # Webhook intake
     webhook_max_body_bytes: int = 25 * 1024 * 1024
@@ -82,12 +121,32 @@ class Settings(BaseSettings):
 
     extra_secret_env: list[str] = Field(default_factory=list)
 
+    @field_validator("github_token_hosts")
+    @classmethod
+    def _token_hosts(cls, hosts: list[str]) -> list[str]:
+        """`host` or `host:port`, lower case, 443 dropped: what git's per-URL config matches."""
+        clean = []
+        for host in hosts:
+            text = host.strip().lower().removesuffix(":443")
+            if not TOKEN_HOST.fullmatch(text):
+                raise ValueError(
+                    f"GITHUB_TOKEN_HOSTS entry {host!r} is not a host or host:port "
+                    "(no scheme, path or wildcard), e.g. github.com or ghe.example.com:8443"
+                )
+            clean.append(text)
+        return clean
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         """Keep the default database with the rest of the local data (MLOPS_HOME)."""
         if not self.database_url:
             self.database_url = f"sqlite:///{self.mlops_home.resolve() / 'mlops.db'}"
         return self
+
+    @property
+    def accuracy_floor(self) -> float | None:
+        """The floor no notebook's gate can go below (mlops_core/deploy_gate.py), if enforced."""
+        return self.min_accuracy_threshold if self.gate_floor_enforced else None
 
     @property
     def mlflow_ui(self) -> str:

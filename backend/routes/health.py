@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 import backend.metrics  # noqa: F401  (registers the backend's metrics before the first scrape)
 from backend.api_models import ReadyReport, WorkerReport
+from backend.auth import require_metrics_token
 from mlops_core.database import engine_for
 from mlops_core.task_queue import PIPELINE_QUEUE
 
@@ -94,6 +95,7 @@ async def ready(request: Request) -> JSONResponse:
     report = dict(zip(checks, results, strict=True))
     down = [name for name, result in report.items() if result != "ok"]
     report["worker"] = worker_state
+    report["sandbox"] = sandbox_state(settings.kernel_sandbox)
     body = ReadyReport(
         status="not ready" if down else "ready",
         checks=report,
@@ -101,6 +103,13 @@ async def ready(request: Request) -> JSONResponse:
         workers=WorkerReport(queue=PIPELINE_QUEUE, count=len(nodes), nodes=nodes),
     )
     return JSONResponse(body.model_dump(), status_code=503 if down else 200)
+
+
+def sandbox_state(mode: str) -> str:
+    """Whether workers run notebooks contained; "off" is shown, never hidden, but not "down"."""
+    if mode == "off":
+        return "off: notebooks run unconfined as the worker's user (KERNEL_SANDBOX=off)"
+    return "ok"
 
 
 async def _workers(ask: Callable[[], list[str]]) -> tuple[str, list[str]]:
@@ -116,7 +125,7 @@ async def _workers(ask: Callable[[], list[str]]) -> tuple[str, list[str]]:
     return "ok", nodes
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
 def metrics() -> Response:
     """Prometheus exposition of this process's metrics."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

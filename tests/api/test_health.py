@@ -62,7 +62,7 @@ def test_ready_when_every_part_answers(
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "ready",
-        "checks": {**required, "worker": NO_WORKER},
+        "checks": {**required, "worker": NO_WORKER, "sandbox": "ok"},
         "down": [],
         "workers": {"queue": "pipelines", "count": 0, "nodes": []},
     }
@@ -76,9 +76,15 @@ def test_ready_when_every_part_answers(
 
     body = wait_for(worker_counted, 60, 0.5, "/ready to count the worker")
     assert body["status"] == "ready"
-    assert body["checks"] == {**required, "worker": "ok"}
+    assert body["checks"] == {**required, "worker": "ok", "sandbox": "ok"}
     assert body["workers"]["count"] == 1
     assert body["workers"]["nodes"][0].startswith("api-")
+
+
+def test_ready_says_when_notebooks_run_unconfined(make_api: Callable[..., Api]) -> None:
+    body = make_api(kernel_sandbox="off").client.get("/ready").json()
+    assert body["checks"]["sandbox"].startswith("off: notebooks run unconfined")
+    assert "sandbox" not in body["down"]  # shown, but no reason to take the backend out
 
 
 def test_metrics_endpoint_speaks_prometheus(api: Api) -> None:

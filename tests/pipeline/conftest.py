@@ -13,12 +13,13 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
+import psutil
 import pytest
 import redis
 
@@ -29,7 +30,10 @@ from mlops_core.settings import Settings
 from mlops_core.states import PipelineStatus
 from mlops_core.task_queue import RUN_PIPELINE_TASK, make_celery
 from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.pipeline.git_http_server import TlsCertificate
+from tests.support.phases import phase_context
 from tests.support.processes import ManagedProcess, wait_for
+from worker.phases.context import PhaseContext
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -111,8 +115,17 @@ def start_worker(
 
 
 @pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> TlsCertificate:
+    """A self-signed certificate for the test git servers; the shared worker's git trusts it."""
+    return TlsCertificate.create(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
 def shared_worker(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, mlflow_uri: str
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_url: str,
+    mlflow_uri: str,
+    tls_certificate: TlsCertificate,
 ) -> Iterator[WorkerGroup]:
     """The worker most pipeline tests share (two concurrent pipelines, Redis db 11)."""
     tmp = tmp_path_factory.mktemp("pipeline-worker")
@@ -128,6 +141,7 @@ def shared_worker(
             "CELL_TIMEOUT_SECONDS": "120",
             "PIPELINE_TIMEOUT_SECONDS": "600",
             "AUTO_DEPLOY_ON_SUCCESS": "false",
+            "GIT_SSL_CAINFO": str(tls_certificate.cert_path),
         },
         name="shared",
     )
@@ -235,6 +249,22 @@ def small_notebook(
     )
 
 
+@pytest.fixture
+def make_phase_context(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., PhaseContext]]:
+    """`phase_context` for a pipeline id (a new one by default), logging to the session Redis."""
+    client = redis.Redis.from_url(redis_url)
+
+    def make(
+        settings: Settings, *, phase: str, pipeline_id: int | None = None, **fields: Any
+    ) -> PhaseContext:
+        pipeline_id = next(_ids) if pipeline_id is None else pipeline_id
+        work_dir = tmp_path / f"work-{pipeline_id}"
+        return phase_context(settings, client, work_dir, pipeline_id, phase=phase, **fields)
+
+    yield make
+    client.close()
+
+
 def create_pipeline(
     database_url: str,
     repo: GitRepo | None = None,
@@ -318,3 +348,25 @@ def wait_log(redis_url: str, pipeline_id: int, text: str, timeout: float = 120) 
 
     wait_for(seen, timeout, 0.1, f"log line {text!r}")
     return time.monotonic()
+
+
+def kernel_process(pipeline_id: int, timeout: float = 30) -> psutil.Process:
+    """The running kernel of a pipeline, seen from the host.
+
+    A sandboxed kernel can write nothing outside its work folder (so no pid file for the test)
+    and sees its own pid namespace; its working directory is in the pipeline's work folder.
+    """
+    marker = f"/pipeline-{pipeline_id}/"
+
+    def find() -> psutil.Process | None:
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if "ipykernel_launcher" in (proc.info["cmdline"] or []) and marker in (
+                    proc.cwd() + "/"
+                ):
+                    return proc
+            except psutil.Error:
+                continue
+        return None
+
+    return wait_for(find, timeout, 0.2, f"kernel of pipeline {pipeline_id}")

@@ -126,14 +126,15 @@ def test_a_cancel_requested_before_the_worker_starts_ends_cancelled_without_runn
 
 
 def test_a_repo_token_reaches_the_git_server_as_a_header_and_nowhere_else(
-    shared_worker: WorkerGroup, make_repo, tmp_path
+    shared_worker: WorkerGroup, make_repo, tmp_path, tls_certificate
 ) -> None:
     import subprocess
 
     from mlops_core.secrets_box import encrypt
     from mlops_core.settings import Settings
     from tests.conftest import TEST_ENCRYPTION_KEY
-    from tests.pipeline.git_http_server import GitHttpServer
+    from tests.pipeline.conftest import WORKER_SECRETS
+    from tests.pipeline.git_http_server import GitHttpServer, basic_authorization
 
     token = "ghs_repo_token_5f2d9c"
     repo = make_repo()
@@ -145,7 +146,7 @@ def test_a_repo_token_reaches_the_git_server_as_a_header_and_nowhere_else(
     )
     sealed = encrypt(Settings(encryption_key=TEST_ENCRYPTION_KEY), token)
     db = shared_worker.database_url
-    with GitHttpServer(served, token) as server:
+    with GitHttpServer(served, token, tls=tls_certificate) as server:
         url = f"{server.url}/r.git"
         with_token = create_pipeline(db, repo_url=url, commit_sha=sha, token_encrypted=sealed)
         without = create_pipeline(db, repo_url=url, commit_sha=sha)
@@ -158,6 +159,9 @@ def test_a_repo_token_reaches_the_git_server_as_a_header_and_nowhere_else(
     assert state["phases"]["fetch"] == ("success", None), state
     assert state["phases"]["validate"][0] == "failed"
     assert server.expected in server.seen_authorization
+    # The worker's GITHUB_TOKEN is for github.com (GITHUB_TOKEN_HOSTS): never sent here.
+    worker_token = basic_authorization(WORKER_SECRETS["GITHUB_TOKEN"])
+    assert worker_token not in server.seen_authorization
     assert refused["phases"]["fetch"][0] == "failed"
     assert "not found or not accessible" in refused["phases"]["fetch"][1]
     everything = " ".join(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 import redis
 
+from local_stack.credentials import MLFLOW_ADMIN_USER, mlflow_auth_config, redis_users
+from local_stack.supervisor import write_private
+from mlops_core.model_events import MODEL_SERVER_REDIS_USER
 from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
 
 
@@ -22,30 +26,38 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A redis-server on a free loopback port that a test can stop and start again."""
+    """A redis-server on a free loopback port that a test can stop and start again.
+
+    It has the local stack's ACL users, so the whole suite runs against authenticated Redis:
+    `url` carries the platform's password, `model_server_url` the model servers' restricted user.
+    Like the stack's, the passwords are in a 0600 config file, not in redis-server's arguments.
+    """
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = secrets.token_urlsafe(16)
+        self.model_server_password = secrets.token_urlsafe(16)
+        address = f"127.0.0.1:{self.port}/0"
+        self.url = f"redis://:{self.password}@{address}"
+        self.model_server_url = (
+            f"redis://{MODEL_SERVER_REDIS_USER}:{self.model_server_password}@{address}"
+        )
         self.process: ManagedProcess | None = None
 
     def start(self) -> None:
+        config = self.workdir / "redis.conf"
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            'save ""',
+            "appendonly no",
+            f'dir "{self.workdir}"',
+            *redis_users(self.password, self.model_server_password),
+        ]
+        write_private(config, "\n".join(lines) + "\n")
         self.process = ManagedProcess(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            log_path=self.workdir / "redis.log",
+            [redis_binary(), str(config)], log_path=self.workdir / "redis.log"
         )
         client = redis.Redis.from_url(self.url)
         wait_for(client.ping, 10, 0.02, "redis PING")
@@ -58,20 +70,38 @@ class RedisServer:
 
 
 class MlflowServer:
-    """`mlflow server` with SQLite and artifacts served over HTTP, light enough for tests."""
+    """`mlflow server` with SQLite and artifacts served over HTTP, light enough for tests.
 
-    def __init__(self, workdir: Path) -> None:
+    With `auth`, it runs MLflow's basic-auth app as the local stack does; `admin` is then the
+    (user, password) pair clients pass as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+    """
+
+    def __init__(self, workdir: Path, *, auth: bool = False) -> None:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
+        self.admin = (MLFLOW_ADMIN_USER, secrets.token_urlsafe(16)) if auth else None
         self.process: ManagedProcess | None = None
+
+    def _auth_args(self) -> tuple[list[str], dict[str, str]]:
+        """The basic-auth app's argument and environment (its password stays in a 0600 file)."""
+        if self.admin is None:
+            return [], {}
+        config = self.workdir / "auth.ini"
+        write_private(config, mlflow_auth_config(self.workdir / "auth.db", self.admin[1]))
+        return ["--app-name", "basic-auth"], {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(16),
+        }
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        auth_args, auth_env = self._auth_args()
         self.process = ManagedProcess(
             [
                 "mlflow",
                 "server",
+                *auth_args,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -85,10 +115,10 @@ class MlflowServer:
                 "--allowed-hosts",
                 "localhost:*,127.0.0.1:*",
             ],
-            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **_no_proxy()},
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth_env, **_no_proxy()},
             log_path=self.workdir / "mlflow.log",
         )
-        wait_http(f"{self.uri}/health", timeout=120, process=self.process)
+        wait_http(f"{self.uri}/health", timeout=300, process=self.process)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -35,7 +35,7 @@ def run(ctx: PhaseContext) -> None:
         )
     gate = ctx.gate or default_gate(settings.min_accuracy_threshold)
     metrics = ctx.metrics or get_version(ctx.mlflow, name, version).metrics
-    verdict = evaluate_gate(gate, metrics)
+    verdict = evaluate_gate(gate, metrics, accuracy_floor=settings.accuracy_floor)
     ctx.log(verdict.reason)
     if not verdict.passed:
         raise PhaseSkipped(f"{verdict.reason}; {name} version {version} is registered, not served")

@@ -192,6 +192,8 @@ def sandbox_environment(ctx: PhaseContext) -> dict[str, str]:
             "MODEL_OUTPUT_PATH": str(ctx.model_output_path),
             "IPYTHONDIR": str(home / ".ipython"),
             "MLOPS_KERNEL_CPU_SECONDS": str(ctx.settings.kernel_cpu_seconds),
+            # The worker's TMPDIR is not in the sandbox, whose /tmp is its own.
+            **({"TMPDIR": "/tmp"} if ctx.settings.kernel_sandbox == "on" else {}),
         },
     )
 

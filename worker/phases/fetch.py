@@ -1,10 +1,18 @@
 """fetch: exactly the pushed commit, shallow, into a fresh folder, with the git command line.
 
 The git CLI (not a library) so that the operator's git configuration applies: proxies,
-`url.<base>.insteadOf`, credential helpers, CA bundles. A repo token travels as an HTTP
-header set through git's environment-based configuration (GIT_CONFIG_COUNT/KEY_n/VALUE_n),
-scoped to the repository's origin: it never appears in the URL, in a process argument
-(visible to every user in `ps`) or in a log line.
+`url.<base>.insteadOf`, credential helpers, CA bundles. A token travels as an HTTP header set
+through git's environment-based configuration (GIT_CONFIG_COUNT/KEY_n/VALUE_n): it never
+appears in the URL, in a process argument (visible to every user in `ps`) or in a log line.
+
+Where a token may go (`choose_credential`): a repo's own token to the host of the repo's URL,
+GITHUB_TOKEN to the hosts of GITHUB_TOKEN_HOSTS, both over https only. The header is set with
+git's per-URL form `http.https://host[:port]/.extraHeader`, never the global
+`http.extraHeader` that git sends to every host it talks to. Git matches per-URL config
+against the URL it actually requests (after `url.<base>.insteadOf` rewriting), so a rewrite to
+another host leaves the header behind; and `followRedirects` is off for those prefixes,
+because after a redirect git sends its configured headers to the new host (a moved repository
+then fails with a 301 instead of leaking the token: register its new URL).
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +30,22 @@ from worker.kernel_env import git_environment
 from worker.phases.context import PhaseContext, PhaseFailed
 
 ALLOWED_SCHEMES = ("https", "http", "file")
+# The only scheme a token is ever sent over.
+CREDENTIAL_SCHEME = "https"
+REPO_CREDENTIAL = "the repository's token"
+OPERATOR_CREDENTIAL = "GITHUB_TOKEN"
 FULL_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# How git reports an HTTP redirect it did not follow.
+REDIRECTED = re.compile(r"returned error: 30[1278]")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A token as git's Authorization header, and the only URL prefixes git may send it to."""
+
+    source: str  # REPO_CREDENTIAL or OPERATOR_CREDENTIAL, for the log
+    prefixes: tuple[str, ...]  # https://host[:port]/
+    header: str = field(repr=False)
 
 
 def run(ctx: PhaseContext) -> None:
@@ -32,6 +56,7 @@ def run(ctx: PhaseContext) -> None:
             f"repository URL {ctx.repo_url} is not allowed (https, or file:// "
             "with ALLOW_LOCAL_REPOS=true)"
         )
+    _log_credential(ctx)
     env = git_env(ctx)
     if ctx.commit_sha is None:
         ctx.commit_sha = resolve_branch_head(ctx, env)
@@ -74,11 +99,69 @@ def run(ctx: PhaseContext) -> None:
 
 
 def git_env(ctx: PhaseContext, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """git's environment, with the repo token (if any) as an Authorization header config."""
+    """git's environment, with the pipeline's credential (if any) scoped to where it may go."""
     env = git_environment(ctx.settings, base)
-    if ctx.repo_token and urlsplit(ctx.repo_url).scheme in ("http", "https"):
-        add_config(env, f"http.{origin(ctx.repo_url)}/.extraHeader", auth_header(ctx.repo_token))
+    credential = pipeline_credential(ctx)
+    if credential is not None:
+        for prefix in credential.prefixes:
+            add_config(env, f"http.{prefix}.extraHeader", credential.header)
+            add_config(env, f"http.{prefix}.followRedirects", "false")
     return env
+
+
+def pipeline_credential(ctx: PhaseContext) -> Credential | None:
+    """The credential of this pipeline's fetch (see `choose_credential`)."""
+    github_token = ctx.settings.github_token
+    return choose_credential(
+        ctx.repo_url,
+        repo_token=ctx.repo_token,
+        github_token=github_token.get_secret_value() if github_token else None,
+        github_token_hosts=ctx.settings.github_token_hosts,
+    )
+
+
+def choose_credential(
+    repo_url: str,
+    *,
+    repo_token: str | None,
+    github_token: str | None,
+    github_token_hosts: Sequence[str],
+) -> Credential | None:
+    """Which token a fetch of `repo_url` may send, and to which URL prefixes.
+
+    A repo's own token was given for that repository: it goes to the host of the repo's URL
+    and nowhere else, and it replaces GITHUB_TOKEN (two Authorization headers would be
+    refused). GITHUB_TOKEN is the operator's, valid wherever the operator says: it goes to the
+    hosts of GITHUB_TOKEN_HOSTS whatever host a registered repo names, so a repo on another
+    host is fetched without it. Nothing is sent over plain http.
+    """
+    if repo_token:
+        if urlsplit(repo_url).scheme != CREDENTIAL_SCHEME:
+            return None
+        return Credential(REPO_CREDENTIAL, (f"{origin(repo_url)}/",), auth_header(repo_token))
+    if github_token and github_token_hosts:
+        prefixes = tuple(f"{CREDENTIAL_SCHEME}://{host}/" for host in github_token_hosts)
+        return Credential(OPERATOR_CREDENTIAL, prefixes, auth_header(github_token))
+    return None
+
+
+def _log_credential(ctx: PhaseContext) -> None:
+    """Say which token goes where (never the token itself), so that a 401 explains itself."""
+    credential = pipeline_credential(ctx)
+    if credential is not None:
+        ctx.log(f"{credential.source} is sent only to {', '.join(credential.prefixes)}")
+    scheme = urlsplit(ctx.repo_url).scheme
+    if ctx.repo_token and scheme == "http":
+        ctx.log(f"{REPO_CREDENTIAL} is not sent over http:// (https only)")
+    elif credential is not None and credential.source == OPERATOR_CREDENTIAL:
+        host = _token_host(ctx.repo_url)
+        if scheme == CREDENTIAL_SCHEME and host not in ctx.settings.github_token_hosts:
+            ctx.log(f"GITHUB_TOKEN is not sent to {host}: it is not in GITHUB_TOKEN_HOSTS")
+
+
+def _token_host(url: str) -> str:
+    """host[:port] of a URL as GITHUB_TOKEN_HOSTS spells it (lower case, no :443)."""
+    return urlsplit(url).netloc.rsplit("@", 1)[-1].lower().removesuffix(":443")
 
 
 def auth_header(token: str) -> str:
@@ -133,9 +216,15 @@ def _fetch_error(ctx: PhaseContext, env: Mapping[str, str], stderr: str) -> str:
 
 
 def _repo_error(ctx: PhaseContext, stderr: str) -> str:
-    return (
+    message = (
         f"repository {ctx.repo_url} not found or not accessible (git: {ctx.redact(_tail(stderr))})"
     )
+    if REDIRECTED.search(stderr):
+        message += (
+            "; the server redirects elsewhere (a moved or renamed repository?), and a fetch "
+            "that carries a token follows no redirect: register the repository's new URL"
+        )
+    return message
 
 
 def _notebook_in(checkout: Path, notebook_path: str, head: str) -> Path:

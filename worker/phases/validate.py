@@ -1,8 +1,14 @@
-"""validate: the notebook is nbformat and keeps the contract; record what it declares."""
+"""validate: the notebook is nbformat and keeps the contract, its gate respects the operator's
+floor and its MODEL_NAME belongs to this repository and notebook; record what it declares."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from mlops_core.deploy_gate import apply_floor, describe_gates
+from mlops_core.model_owners import ModelSource, claim_model, ownership_conflict
 from mlops_core.notebook_contract import ContractViolation, check_notebook, read_notebook
+from mlops_core.schema import Pipeline
 from worker.phases.context import PhaseContext, PhaseFailed
 
 
@@ -16,15 +22,35 @@ def run(ctx: PhaseContext) -> None:
         for violation in exc.violations:
             ctx.log(f"contract: {violation}", stream="error")
         raise PhaseFailed(str(exc)) from exc
+    floor = ctx.settings.accuracy_floor
+    if floor is not None:
+        gate, note = apply_floor(contract.gate, floor)
+        if note:
+            ctx.log(note)
+            contract = replace(contract, gate=gate)
+    _claim_model_name(ctx, contract.model_name)
     ctx.contract = contract
     ctx.model_name = contract.model_name
     ctx.update_pipeline(
         model_name=contract.model_name,
         params={"notebook": contract.params, "gate": contract.gate.as_dict()},
     )
-    gate = contract.gate
     ctx.log(
         f"model {contract.model_name} version {contract.version}; "
         f"{len(contract.run_cells)} tagged cells will run; "
-        f"gate: {gate.metric} {'>=' if gate.direction == 'max' else '<='} {gate.threshold}"
+        f"gate: {describe_gates(contract.gate, floor)}"
     )
+
+
+def _claim_model_name(ctx: PhaseContext, name: str) -> None:
+    """Claim `name` for this pipeline's repository and notebook, or fail naming its owner."""
+    with ctx.session() as session:
+        pipeline = session.get(Pipeline, ctx.pipeline_id)
+        repo_id = pipeline.repo_id if pipeline is not None else None
+    claimant = ModelSource(ctx.repo_url, ctx.notebook_path, repo_id)
+    ownership, claimed = claim_model(ctx.settings.database_url, name, claimant)
+    conflict = ownership_conflict(name, ownership.owner, claimant)
+    if conflict:
+        raise PhaseFailed(conflict)
+    if claimed:
+        ctx.log(f"model {name} now belongs to {claimant.describe()}")

@@ -23,6 +23,7 @@ const COMPONENT_LABELS = {
   workers: "Workers",
   model_server: "Model servers",
   model_servers: "Model servers",
+  sandbox: "Kernel sandbox",
 };
 
 /** {name: ok|{ok, detail}|"error text"} from whatever shape /ready answers in. */
