@@ -2,13 +2,14 @@
 
 Responses are built from these models only, never from ORM rows directly, so a stored secret
 cannot reach a response by accident: no response model has a field for one, except the
-one-time `webhook_secret` of RepoCreated.
+one-time `webhook_secret` of RepoCreated (and that one is never the shared GITHUB_WEBHOOK_SECRET).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -117,10 +118,24 @@ class RepoOut(BaseModel):
     last_pipeline: PipelineBrief | None = None
 
 
-class RepoCreated(RepoOut):
-    """The create response: the only time the webhook secret is shown."""
+class WebhookSecretSource(StrEnum):
+    """Where a new repo's webhook secret comes from, as RepoCreated says."""
 
-    webhook_secret: str
+    GENERATED = "generated"
+    GIVEN = "given"
+    SHARED = "shared GITHUB_WEBHOOK_SECRET"
+
+
+class RepoCreated(RepoOut):
+    """The create response: the only time the repo's own webhook secret is shown.
+
+    With the shared GITHUB_WEBHOOK_SECRET, `webhook_secret` is null: that secret is the
+    operator's, and showing it would let every registrant sign deliveries for every repo that
+    shares it. `webhook_secret_source` says which secret applies.
+    """
+
+    webhook_secret: str | None
+    webhook_secret_source: WebhookSecretSource
 
 
 class PipelineAccepted(BaseModel):

@@ -8,19 +8,21 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from backend.auth import warn_if_open
+from backend.auth import install_token_redaction, warn_if_open
 from backend.log_fanout import log_fanout_service
 from backend.pages import mount_pages
 from backend.pipeline_queue import install_pipeline_queue
 from backend.routes import health, logs, models, pipelines, repos, webhooks
 from backend.validation_errors import validation_error_handler
 from mlops_core.database import upgrade_database
+from mlops_core.request_limits import JsonDepthLimit
 from mlops_core.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `settings` defaults to the environment's."""
     settings = settings or get_settings()
+    install_token_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.background_services = []
     install_pipeline_queue(app)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_middleware(JsonDepthLimit, max_depth=settings.json_max_depth)
     for router in (health.router, repos.router, pipelines.router, webhooks.router):
         app.include_router(router)
     app.state.background_services.append(log_fanout_service)

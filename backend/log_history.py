@@ -38,6 +38,9 @@ return events
 """
 
 MAX_READ: Final = 1000
+# Largest `after` a reader may pass: the replay script computes with Lua numbers (doubles), and
+# past 2**53 its LRANGE bounds stop being integers Redis accepts.
+MAX_SEQ: Final = 2**53 - 1
 
 logger = logging.getLogger(__name__)
 

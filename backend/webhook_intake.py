@@ -40,6 +40,7 @@ from backend.push_rules import MalformedPush, judge_push
 from mlops_core import secrets_box
 from mlops_core.database import session_factory
 from mlops_core.repo_urls import payload_full_name, payload_repo_urls
+from mlops_core.request_limits import JsonTooDeep, check_json_depth
 from mlops_core.schema import Pipeline, Repo, WebhookDelivery
 from mlops_core.secrets_box import SecretsBoxError
 from mlops_core.settings import Settings
@@ -58,16 +59,23 @@ def _reject(code: int, outcome: str, message: str) -> HTTPException:
     return HTTPException(code, message)
 
 
-def _parse(body: bytes, content_type: str) -> dict[str, Any]:
-    """The payload object; GitHub sends JSON, or form-encoded `payload=<json>` if so configured."""
+def _parse(body: bytes, content_type: str, max_depth: int) -> dict[str, Any]:
+    """The payload object; GitHub sends JSON, or form-encoded `payload=<json>` if so configured.
+
+    A JSON body's depth was checked as it arrived (JsonDepthLimit); the JSON inside a form body
+    is percent-encoded then, so its depth is checked here.
+    """
     try:
         if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
             if "payload" not in fields:
                 raise ValueError("form body has no 'payload' field")
+            check_json_depth(fields["payload"][0], max_depth)
             payload = json.loads(fields["payload"][0])
         else:
             payload = json.loads(body)
+    except JsonTooDeep as exc:
+        raise _reject(status.HTTP_400_BAD_REQUEST, "bad_request", exc.detail) from exc
     except (ValueError, RecursionError) as exc:
         raise _reject(
             status.HTTP_400_BAD_REQUEST, "bad_request", f"body is not valid JSON: {exc}"
@@ -145,7 +153,7 @@ class WebhookIntake:
             raise _reject(
                 status.HTTP_400_BAD_REQUEST, "bad_request", "X-GitHub-Delivery header is too long"
             )
-        payload = _parse(body, headers.get("content-type", ""))
+        payload = _parse(body, headers.get("content-type", ""), self._settings.json_max_depth)
         repository = payload.get("repository")
         if not isinstance(repository, Mapping):
             repository = {}

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from dotenv import dotenv_values
 
+from local_stack.credentials import password_file
 from local_stack.health import Failure, checks_for, wait_healthy
 from local_stack.plan import (
     PORT_SETTINGS,
@@ -19,6 +21,7 @@ from local_stack.plan import (
     build_plan,
     port_setting_name,
     setting_env_names,
+    without_password,
 )
 from local_stack.ports import free_port, port_taken
 from local_stack.processes import (
@@ -30,6 +33,7 @@ from local_stack.processes import (
 )
 from local_stack.supervisor import Supervisor, supervisord_environment, write_files
 from mlops_core.database import upgrade_database
+from mlops_core.mlflow_users import MlflowUsersError, ensure_user
 from mlops_core.settings import Settings
 
 Say = Callable[[str], None]
@@ -106,6 +110,7 @@ def up(
             failures = wait_healthy(plan, supervisor, names, remaining, healthy_at)
             if failures:
                 raise StackError(_failure_report(layout, failures) + "\nThe stack was stopped.")
+        _model_server_mlflow_user(plan)
     except BaseException:
         _stop(supervisor)
         raise
@@ -190,8 +195,32 @@ def _confirm_running(
             f"the stack in {layout.home} is up, but:\n{_failure_report(layout, failures)}\n"
             "(`make down` stops it; `make logs` follows the logs)"
         )
+    _model_server_mlflow_user(plan)
     _write_state(plan, supervisor)
     return plan
+
+
+def _model_server_mlflow_user(plan: StackPlan) -> None:
+    """Give model servers their read-only MLflow user once MLflow answers.
+
+    MLflow's basic-auth app creates only its admin, on its first start; model servers retry
+    their first sync until this user exists (a second or so).
+    """
+    admin = plan.platform_env
+    model_server = plan.model_server_env
+    try:
+        ensure_user(
+            plan.mlflow_url,
+            (admin["MLFLOW_TRACKING_USERNAME"], admin["MLFLOW_TRACKING_PASSWORD"]),
+            model_server["MLFLOW_TRACKING_USERNAME"],
+            model_server["MLFLOW_TRACKING_PASSWORD"],
+        )
+    except (MlflowUsersError, httpx.HTTPError) as exc:
+        raise StackError(
+            f"{exc}.\nMLflow keeps its users in {plan.layout.mlflow_auth_db} and the stack its "
+            f"passwords in {plan.layout.secrets}: if one was deleted without the other, delete "
+            f"{plan.layout.mlflow_auth_db.name} too (runs and models are kept) and `make up` again."
+        ) from exc
 
 
 def _write_state(plan: StackPlan, supervisor: Supervisor) -> None:
@@ -267,12 +296,18 @@ def describe(plan: StackPlan, infos: dict[str, dict[str, object]] | None = None)
             return ""
         return f"  [{infos.get(name, {}).get('statename', 'external')}]"
 
-    redis_note = " (external, REDIS_URL)" if plan.external_redis else ""
+    home = plan.layout.home
+    redis_note = (
+        " (external, REDIS_URL)"
+        if plan.external_redis
+        else f"  (password: {password_file(home, 'redis-platform')})"
+    )
     lines = [
         f"  backend       {plan.backend_url}  (API docs {plan.backend_url}/docs){state('backend')}",
         f"  model server  {plan.model_server_url}{state('model-server')}",
-        f"  MLflow        {plan.mlflow_url}{state('mlflow')}",
-        f"  Redis         {plan.redis_url}{redis_note}{state('redis')}",
+        f"  MLflow        {plan.mlflow_url}  (user {plan.platform_env['MLFLOW_TRACKING_USERNAME']},"
+        f" password: {password_file(home, 'mlflow-admin')}){state('mlflow')}",
+        f"  Redis         {without_password(plan.redis_url)}{redis_note}{state('redis')}",
         f"  worker        {plan.worker_hostname}, queue pipelines, "
         f"concurrency {plan.worker_concurrency}{state('worker')}",
         f"  data          {plan.layout.home}  (logs: make logs)",

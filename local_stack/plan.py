@@ -1,27 +1,39 @@
 """What the local stack runs: its folders, ports, commands and the settings each process gets.
 
 The plan is data computed from Settings, so `up`, `status` and the tests agree on every path,
-port and URL without starting anything (its one side effect: the encryption key generated on
-first use, so that every later plan carries the same key).
+port and URL without starting anything (its one side effect: the encryption key and the Redis and
+MLflow passwords generated on first use, so that every later plan carries the same ones).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 
+from local_stack.credentials import (
+    MLFLOW_ADMIN_USER,
+    StackSecrets,
+    mlflow_auth_config,
+    redis_config,
+    secrets_folder,
+    stack_secrets,
+)
 from mlops_core.launch_commands import (
     BACKEND_APP,
     MODEL_SERVER_APP,
     uvicorn_command,
     worker_command,
 )
+from mlops_core.mlflow_users import MODEL_SERVER_MLFLOW_USER
+from mlops_core.model_events import MODEL_SERVER_REDIS_USER
 from mlops_core.secrets_box import stored_key
 from mlops_core.settings import Settings
 
@@ -75,7 +87,30 @@ class Layout:
 
     @property
     def platform_env(self) -> Path:
+        """Settings of the backend and the worker."""
         return self.run / "platform-env.json"
+
+    def env_file(self, program: str) -> Path:
+        """Private settings of another program (the model server's, MLflow's)."""
+        return self.run / f"{program}-env.json"
+
+    @property
+    def secrets(self) -> Path:
+        """Private (0700) folder: generated keys and passwords, and the configs holding them."""
+        return secrets_folder(self.home)
+
+    @property
+    def redis_conf(self) -> Path:
+        return self.secrets / "redis.conf"
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        return self.secrets / "mlflow-auth.ini"
+
+    @property
+    def mlflow_auth_db(self) -> Path:
+        """MLflow's user store (its runs and models are in mlflow.db beside it)."""
+        return self.home / "mlflow" / "auth.db"
 
     @property
     def state(self) -> Path:
@@ -94,8 +129,9 @@ class Program:
     command: list[str]
     # Phase 1 (Redis) answers before phase 2 starts: the worker and backend need it at once.
     phase: int
-    # Platform processes read their settings (secrets included) from the private env file.
-    reads_platform_env: bool = False
+    # A private 0600 JSON file of settings (secrets included) the program loads just before it
+    # starts (local_stack.exec_env): never in its command line nor in supervisord's config.
+    env_file: Path | None = None
     environment: dict[str, str] = field(default_factory=dict)
     stop_wait_seconds: int = 10
 
@@ -110,7 +146,11 @@ class StackPlan:
     external_redis: bool
     redis_url: str
     platform_env: dict[str, str]
+    # The model server's settings: the platform's, with its own restricted Redis and MLflow users.
+    model_server_env: dict[str, str]
     programs: list[Program]
+    # Files written 0600 before anything starts: env files and the configs holding passwords.
+    private_files: dict[Path, str]
     worker_concurrency: int
 
     @property
@@ -136,6 +176,15 @@ class StackPlan:
 def port_setting_name(service: str) -> str:
     """The environment variable that moves a service to another port."""
     return PORT_SETTINGS[service].upper()
+
+
+def without_password(url: str) -> str:
+    """`url` with the password in its user info replaced by ***, for anything printed."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def redis_binary() -> str:
@@ -191,8 +240,10 @@ def build_plan(
         svc for svc, name in PORT_SETTINGS.items() if name in settings.model_fields_set
     )
     external_redis = "redis_url" in settings.model_fields_set
+    creds = stack_secrets(layout.home)
+    redis_address = f"{LOOPBACK}:{resolved_ports['redis']}/0"
     redis_url = (
-        settings.redis_url if external_redis else f"redis://{LOOPBACK}:{resolved_ports['redis']}/0"
+        settings.redis_url if external_redis else f"redis://:{creds.redis_platform}@{redis_address}"
     )
     backend_url = f"http://{LOOPBACK}:{resolved_ports['backend']}"
 
@@ -206,6 +257,9 @@ def build_plan(
             "DATABASE_URL": database_url(settings),
             "REDIS_URL": redis_url,
             "MLFLOW_TRACKING_URI": f"http://{LOOPBACK}:{resolved_ports['mlflow']}",
+            # MLflow's client reads these two from the environment (see Settings).
+            "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN_USER,
+            "MLFLOW_TRACKING_PASSWORD": creds.mlflow_admin,
             "MODEL_SERVER_URL": f"http://{LOOPBACK}:{resolved_ports['model-server']}",
             "PUBLIC_BASE_URL": (
                 settings.public_base_url
@@ -218,6 +272,14 @@ def build_plan(
     key = encryption_key(settings, layout)
     if key is not None:
         env["ENCRYPTION_KEY"] = key
+    model_server_env = env | {
+        "MLFLOW_TRACKING_USERNAME": MODEL_SERVER_MLFLOW_USER,
+        "MLFLOW_TRACKING_PASSWORD": creds.mlflow_model_server,
+    }
+    if not external_redis:
+        model_server_env["REDIS_URL"] = (
+            f"redis://{MODEL_SERVER_REDIS_USER}:{creds.redis_model_server}@{redis_address}"
+        )
 
     return StackPlan(
         layout=layout,
@@ -226,9 +288,44 @@ def build_plan(
         external_redis=external_redis,
         redis_url=redis_url,
         platform_env=env,
+        model_server_env=model_server_env,
         programs=_programs(layout, resolved_ports, external_redis, settings.worker_concurrency),
         worker_concurrency=settings.worker_concurrency,
+        private_files=_private_files(
+            layout,
+            None if external_redis else resolved_ports["redis"],
+            creds,
+            env,
+            model_server_env,
+        ),
     )
+
+
+def _json(values: dict[str, str]) -> str:
+    return json.dumps(values, indent=1, sort_keys=True)
+
+
+def _private_files(
+    layout: Layout,
+    redis_port: int | None,
+    creds: StackSecrets,
+    platform_env: dict[str, str],
+    model_server_env: dict[str, str],
+) -> dict[Path, str]:
+    """Path → content of every file holding a secret (`redis_port` None: no Redis of ours)."""
+    mlflow_env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(layout.mlflow_auth_config),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.mlflow_flask_key,
+    }
+    files = {
+        layout.platform_env: _json(platform_env),
+        layout.env_file("model-server"): _json(model_server_env),
+        layout.env_file("mlflow"): _json(mlflow_env),
+        layout.mlflow_auth_config: mlflow_auth_config(layout.mlflow_auth_db, creds.mlflow_admin),
+    }
+    if redis_port is not None:
+        files[layout.redis_conf] = redis_config(redis_port, LOOPBACK, layout.home / "redis", creds)
+    return files
 
 
 def _programs(
@@ -242,22 +339,8 @@ def _programs(
                 name="redis",
                 title="Redis",
                 phase=1,
-                command=[
-                    redis_binary(),
-                    "--port",
-                    str(ports["redis"]),
-                    "--bind",
-                    LOOPBACK,
-                    "--dir",
-                    str(layout.home / "redis"),
-                    "--save",
-                    "",
-                    # Queued pipelines and log replay survive `make down` / `make up`.
-                    "--appendonly",
-                    "yes",
-                    "--daemonize",
-                    "no",
-                ],
+                # Port, data folder and users are in the private config file, passwords too.
+                command=[redis_binary(), str(layout.redis_conf)],
             )
         )
     mlflow_dir = layout.home / "mlflow"
@@ -268,9 +351,13 @@ def _programs(
             # Nothing needs MLflow to start (the model server retries its first sync), so it
             # starts beside the platform: `up` then takes the slowest start, not the sum.
             phase=2,
+            # Its admin password and Flask secret come from private files (credentials.py).
+            env_file=layout.env_file("mlflow"),
             command=[
                 str(bin_ / "mlflow"),
                 "server",
+                "--app-name",
+                "basic-auth",
                 "--host",
                 LOOPBACK,
                 "--port",
@@ -290,14 +377,14 @@ def _programs(
             name="backend",
             title="backend",
             phase=2,
-            reads_platform_env=True,
+            env_file=layout.platform_env,
             command=uvicorn_command(BACKEND_APP, ports["backend"], host=LOOPBACK, bin_dir=bin_),
         ),
         Program(
             name="worker",
             title="worker",
             phase=2,
-            reads_platform_env=True,
+            env_file=layout.platform_env,
             command=worker_command(
                 concurrency=concurrency, node_name=f"{WORKER_NAME}@%h", bin_dir=bin_
             ),
@@ -308,7 +395,7 @@ def _programs(
             name="model-server",
             title="model server",
             phase=2,
-            reads_platform_env=True,
+            env_file=layout.env_file("model-server"),
             command=uvicorn_command(
                 MODEL_SERVER_APP, ports["model-server"], host=LOOPBACK, bin_dir=bin_
             ),

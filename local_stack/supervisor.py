@@ -1,14 +1,14 @@
 """supervisord as the stack's process runner: its config, its start, and its XML-RPC interface.
 
 supervisord is started with an environment stripped of every platform setting, so no secret
-sits in its environment or config file; platform processes load theirs from a private file
-through `local_stack.exec_env` (secrets never appear in a process's arguments either).
+sits in its environment or config file; programs load theirs from private files through
+`local_stack.exec_env`, and Redis reads its passwords from its own config file (secrets never
+appear in a process's arguments either).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import subprocess
@@ -30,12 +30,12 @@ def _escape(value: str) -> str:
 
 def _command(program: Program, layout: Layout) -> str:
     args = program.command
-    if program.reads_platform_env:
+    if program.env_file is not None:
         args = [
             str(VENV_BIN / "python"),
             "-m",
             "local_stack.exec_env",
-            str(layout.platform_env),
+            str(program.env_file),
             "--",
             *args,
         ]
@@ -106,13 +106,15 @@ def write_private(path: Path, text: str) -> None:
 
 
 def write_files(plan: StackPlan) -> None:
-    """Create the folders and write supervisord's config and the platform's env file."""
+    """Create the folders; write supervisord's config, the env files and the secret configs."""
     layout = plan.layout
     for folder in (layout.home, layout.logs, layout.home / "redis", layout.home / "mlflow"):
         folder.mkdir(parents=True, exist_ok=True)
-    layout.run.mkdir(parents=True, exist_ok=True, mode=0o700)
-    layout.run.chmod(0o700)
-    write_private(layout.platform_env, json.dumps(plan.platform_env, indent=1, sort_keys=True))
+    for private in (layout.run, layout.secrets):
+        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.chmod(0o700)
+    for path, text in plan.private_files.items():
+        write_private(path, text)
     write_private(layout.supervisor_conf, render_config(plan))
 
 

@@ -1,10 +1,17 @@
-"""A small REST client for the backend: base URL, bearer token, errors with the server's message."""
+"""A small REST client for the backend: base URL, bearer token, errors with the server's message.
+
+The one token the client holds goes on every call, reads included: the backend decides which of
+its tokens (admin, read) that token is.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+
+# How a refused call can be fixed from the terminal (the backend's answer names the setting).
+HOW_TO_AUTHENTICATE = "pass --token or set $API_TOKEN"
 
 
 class ApiError(RuntimeError):
@@ -38,6 +45,8 @@ class ApiClient:
             raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from exc
         if response.status_code == 404:
             raise NotFound(_detail(response))
+        if response.status_code == 401:
+            raise ApiError(f"{method} {path} → 401: {_detail(response)} ({HOW_TO_AUTHENTICATE})")
         if response.is_error:
             raise ApiError(f"{method} {path} → {response.status_code}: {_detail(response)}")
         return response.json()

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
-from mlops_cli.api_client import ApiClient, NotFound
+from mlops_cli.api_client import HOW_TO_AUTHENTICATE, ApiClient, ApiError, NotFound
+from mlops_core.access_tokens import CLOSE_UNAUTHORIZED
 
 CLOSE_NOT_FOUND: Final = 4404
 # How long to keep reconnecting, counted from the last message received.
@@ -74,7 +75,9 @@ def follow(
 ) -> str:
     """Print the log live until the pipeline ends; return its final status.
 
-    Raises NotFound for an unknown pipeline and StreamLost when the backend stays unreachable.
+    Raises NotFound for an unknown pipeline, ApiError when the token is missing or refused, and
+    StreamLost when the backend stays unreachable. The token goes in the Authorization header,
+    which non-browser clients can send on a WebSocket (so it never appears in a URL).
     """
     headers = {"Authorization": f"Bearer {token}"} if token else None
     last_seq = 0
@@ -98,6 +101,12 @@ def follow(
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == CLOSE_NOT_FOUND:
                 raise NotFound(exc.rcvd.reason or f"pipeline {pipeline_id} not found") from exc
+            if exc.rcvd is not None and exc.rcvd.code == CLOSE_UNAUTHORIZED:
+                # Retrying cannot help: the same token would be refused again.
+                raise ApiError(
+                    f"the log stream of pipeline {pipeline_id} was refused: "
+                    f"{exc.rcvd.reason} ({HOW_TO_AUTHENTICATE})"
+                ) from exc
         except InvalidStatus as exc:
             if exc.response.status_code == 404:
                 raise NotFound(f"no log endpoint at {api_url}") from exc

@@ -5,7 +5,9 @@
     mlops trigger <repo-id> [--follow]             run a repo's notebook now (and watch it)
 
 Options before or after the command: --api URL (default $MLOPS_API_URL, else
-http://127.0.0.1:8000) and --token TOKEN (default $API_TOKEN), sent as a bearer token.
+http://127.0.0.1:8000) and --token TOKEN (default $API_TOKEN), sent as a bearer token on every
+call, the log WebSocket included: the admin token, or the read token (API_READ_TOKEN) for
+`logs` and `pipelines`.
 
 Exit status, so that scripts and CI can act on a run's outcome:
     0  success (or, without --follow, the request itself succeeded)
@@ -58,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"backend URL (default: $MLOPS_API_URL or {DEFAULT_API_URL})",
     )
     common.add_argument(
-        "--token", default=argparse.SUPPRESS, help="API token (default: $API_TOKEN)"
+        "--token",
+        default=argparse.SUPPRESS,
+        help="API token, admin or read, sent on every call (default: $API_TOKEN)",
     )
     parser = _Parser(
         prog="mlops",

@@ -30,6 +30,38 @@ _REPLICAS_PREFIX = "mlops:model-replicas:"
 EventAction = Literal["deploy", "rollback", "delete", "auto", "restore"]
 ReportStatus = Literal["loaded", "failed", "unloaded"]
 
+# The Redis user model servers connect as where Redis has ACL users (the local stack, compose).
+MODEL_SERVER_REDIS_USER = "modelserver"
+# Its ACL rules: the two channels and the report hashes above, and only the commands this module
+# and model_server/registry_sync.py send (a pipeline is MULTI/EXEC). A model server faces the
+# network; its Redis password opens no queue, no pipeline log and no cancel channel. redis-py's
+# CLIENT SETINFO at connect is refused and ignored by the client. Valid on Redis 6.2 and 7.
+MODEL_SERVER_REDIS_ACL: tuple[str, ...] = (
+    "resetkeys",
+    f"~{_REPLICAS_PREFIX}*",
+    "resetchannels",
+    f"&{MODEL_EVENTS_CHANNEL}",
+    f"&{MODEL_LOADED_CHANNEL}",
+    "-@all",
+    *(
+        f"+{command}"
+        for command in (
+            "ping",
+            "select",
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "hset",
+            "hdel",
+            "hgetall",
+            "expire",
+            "multi",
+            "exec",
+            "discard",
+        )
+    ),
+)
+
 
 def replicas_key(alias: str, model_name: str) -> str:
     """Hash of replica id → JSON `ReplicaReport` for one model served under one alias."""

@@ -8,6 +8,7 @@ machine works without setup, and a deployment passes its own.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -24,9 +25,12 @@ def key_file(home: Path) -> Path:
     return home / "secrets" / "encryption.key"
 
 
-def stored_key(home: Path) -> str:
-    """The key kept in `home`, generated (0600, created exclusively) on first use."""
-    path = key_file(home)
+def stored_secret(path: Path, generate: Callable[[], str]) -> str:
+    """The secret kept in `path`, generated (0600, created exclusively) on first use.
+
+    Kept rather than generated per start: data stores remember it (encrypted tokens, Redis and
+    MLflow users), and any process given the same home finds the same value.
+    """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -35,8 +39,13 @@ def stored_key(home: Path) -> str:
             pass
         else:
             with os.fdopen(fd, "w") as out:
-                out.write(Fernet.generate_key().decode() + "\n")
+                out.write(generate() + "\n")
     return path.read_text().strip()
+
+
+def stored_key(home: Path) -> str:
+    """The encryption key kept in `home`, generated on first use."""
+    return stored_secret(key_file(home), lambda: Fernet.generate_key().decode())
 
 
 def _key(settings: Settings) -> bytes:

@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
+from mlops_core.request_limits import JsonDepthLimit
 from mlops_core.settings import Settings, get_settings
+from model_server.access import require_predict_token, warn_if_open
 from model_server.inference_protocol import router as inference_router
 from model_server.loaded_model import LoadedModel
-from model_server.model_store import ModelStore
+from model_server.model_store import ModelStore, why_not_served
 from model_server.registry_sync import RegistrySync
 from model_server.request_body import BodyError, read_json_body
 from model_server.request_rows import InputError, rows_from_body
@@ -55,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sync = sync
         await sync.start()
         log.info("model server replica %s following alias %r", replica_id, settings.serving_alias)
+        warn_if_open(settings)
         try:
             yield
         finally:
@@ -63,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             shutil.rmtree(cache_dir, ignore_errors=True)
 
     app = FastAPI(title="notebook-mlops model server", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(JsonDepthLimit, max_depth=settings.json_max_depth)
     app.state.settings = settings
     app.state.store = store
     app.state.replica_id = replica_id
@@ -81,13 +86,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "models": len(store.names())})
 
-    @app.get("/models")
+    @app.get("/models", dependencies=[Depends(require_predict_token)])
     async def models() -> dict[str, Any]:
         return {"replica": replica_id, "models": store.describe()}
 
-    @app.post("/predict/{name}")
+    @app.post(
+        "/predict/{name}",
+        dependencies=[Depends(require_predict_token)],
+        openapi_extra=PREDICT_REQUEST_BODY,
+    )
     async def predict(name: str, request: Request) -> JSONResponse:
-        model = _served(store, name)
+        model = _served(request, name)
         try:
             body = await read_json_body(request, settings.predict_max_body_bytes)
             rows = rows_from_body(body, model.features)
@@ -118,14 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _served(store: ModelStore, name: str) -> LoadedModel:
+def _served(request: Request, name: str) -> LoadedModel:
     """The one version that answers this request (looked up once), or a 404/503 naming why."""
+    store: ModelStore = request.app.state.store
     model = store.get(name)
     if model is not None:
         return model
-    failure = store.failure(name)
-    if failure is not None:
-        raise HTTPException(
-            503, f"model {name} is not loaded: version {failure.version} failed: {failure.error}"
-        )
-    raise HTTPException(404, f"model {name!r} is not served (unknown or not deployed)")
+    loading = not request.app.state.sync.ready.is_set()
+    code, message = why_not_served(store, name, loading=loading)
+    raise HTTPException(code, message)

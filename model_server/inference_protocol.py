@@ -16,8 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from mlops_core.access_tokens import CHALLENGE
+from model_server.access import predict_refusal
 from model_server.loaded_model import STRING, FeatureSpec, LoadedModel
-from model_server.model_store import ModelStore
+from model_server.model_store import ModelStore, why_not_served
 from model_server.request_body import BodyError, read_json_body
 from model_server.request_rows import InputError, rows_from_lists
 
@@ -39,6 +41,40 @@ NUMERIC_TYPES = {
 }
 DATATYPES = NUMERIC_TYPES | {"BOOL", "BYTES"}
 
+# The inference request as an OpenAPI requestBody (the route reads the body itself, size cap
+# first), so that docs, client generators and the test suite's schema fuzzer know its shape.
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+        "data": {"type": "array"},
+    },
+}
+INFER_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+                        "outputs": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
 
 
@@ -51,12 +87,17 @@ def _store(request: Request) -> ModelStore:
 
 
 def _resolve(request: Request, name: str, version: str | None) -> LoadedModel | JSONResponse:
+    """The model a per-model call is about, or the protocol's error answer.
+
+    The token is checked first, so that a caller without it cannot tell served names apart.
+    """
+    refused = predict_refusal(request)
+    if refused is not None:
+        return JSONResponse({"error": refused.http_detail}, status_code=401, headers=CHALLENGE)
     model = _store(request).get(name)
     if model is None:
-        failure = _store(request).failure(name)
-        if failure is not None:
-            return _error(503, f"model '{name}' failed to load version {failure.version}")
-        return _error(404, f"model '{name}' is not served here")
+        loading = not request.app.state.sync.ready.is_set()
+        return _error(*why_not_served(_store(request), name, loading=loading))
     if version is not None and version != model.version:
         return _error(
             404, f"model '{name}' version {version} is not served here (serving {model.version})"
@@ -100,8 +141,8 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
     return {"name": name, "ready": True}
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/infer", openapi_extra=INFER_REQUEST_BODY)
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_REQUEST_BODY)
 async def infer(request: Request, name: str, version: str | None = None) -> Any:
     model = _resolve(request, name, version)
     if isinstance(model, JSONResponse):

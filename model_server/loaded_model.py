@@ -9,6 +9,7 @@ artifact fails here, while the previous version is still serving, not on a user'
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -82,13 +83,39 @@ class LoadedModel:
         return np.asarray(rows, dtype=np.float64)
 
     def predict(self, rows: list[list[Any]]) -> Prediction:
-        """Predict validated rows (runs in a worker thread, never on the event loop)."""
+        """Predict validated rows for a request (runs in a worker thread, never on the event loop).
+
+        JSON has no NaN or infinity: outputs that are not finite (inputs far outside what the
+        model was trained on) raise ValueError, which the routes answer as a client error.
+        """
+        prediction = self._outputs(rows)
+        if not _all_finite(prediction.predictions) or not _all_finite(
+            prediction.probabilities or []
+        ):
+            raise ValueError("the model's output for these rows is not a finite number")
+        return prediction
+
+    def _outputs(self, rows: list[list[Any]]) -> Prediction:
         x = self.model_input(rows)
         raw = self.estimator.predict(x)
         probabilities = None
         if self.has_proba:
             probabilities = np.asarray(self.estimator.predict_proba(x)).tolist()
         return Prediction(_to_list(raw), probabilities, self.classes)
+
+
+def _all_finite(values: list[Any]) -> bool:
+    """Whether no float in `values` (lists and dicts nested in it included) is NaN or infinite."""
+    pending: list[Any] = [values]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+    return True
 
 
 def _to_list(raw: Any) -> list[Any]:
@@ -169,7 +196,7 @@ def load_version(name: str, version: str, tracking_uri: str, cache_dir: Path) ->
             example = None
         model = LoadedModel(name, version, flavor, estimator, features, classes)
         try:
-            model.predict(_warm_rows(features, example))
+            model._outputs(_warm_rows(features, example))  # a NaN here is the guess's fault
         except Exception:
             if features.count is not None or example is not None:
                 raise

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mlops_core.model_names import model_name_problem
 from model_server.loaded_model import LoadedModel
+
+# Answer (503) for a model not in the store while the first sync with the registry runs: it may
+# well be served a moment later, so "not served" (404) would be wrong and final-sounding.
+LOADING = "model server is loading its models from the registry"
 
 
 @dataclass(frozen=True)
@@ -88,3 +93,20 @@ class ModelStore:
                 }
             )
         return rows
+
+
+def why_not_served(store: ModelStore, name: str, *, loading: bool) -> tuple[int, str]:
+    """Status and message for a model `store` does not serve: 404, or 503 when it may come.
+
+    `loading`: the first sync with the registry has not finished. A name the registry cannot
+    hold is a 404 even then.
+    """
+    problem = model_name_problem(name)
+    if problem is not None:
+        return 404, f"model {name!r} is not served: {problem}"
+    failure = store.failure(name)
+    if failure is not None:
+        return 503, f"model {name} is not loaded: version {failure.version} failed: {failure.error}"
+    if loading:
+        return 503, LOADING
+    return 404, f"model {name!r} is not served (unknown or not deployed)"

@@ -38,10 +38,19 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """One real MLflow tracking server for the session, started only when a test needs it."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    """One real MLflow tracking server for the session, started only when a test needs it.
+
+    It runs MLflow's basic-auth app, as `make up` and compose do, so every MLflow call of the
+    suite signs in: the admin's credentials go into this process's environment, in the variables
+    MLflow's client reads, and from there into every process a test starts.
+    """
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), auth=True)
     server.start()
-    yield server
+    assert server.admin is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", server.admin[0])
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin[1])
+        yield server
     server.stop()
 
 

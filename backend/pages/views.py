@@ -17,7 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from backend.auth import configured_token
+from backend.api_params import Int64
+from backend.auth import page_tokens_required
 from backend.dependencies import get_app_settings, get_session
 from mlops_core.schema import Pipeline
 from mlops_core.settings import Settings
@@ -53,7 +54,7 @@ def _render(
             "page": page,
             "title": title,
             "mlflow_ui": settings.mlflow_ui,
-            "auth_required": configured_token(settings) is not None,
+            "auth_required": page_tokens_required(settings),
             **context,
         },
         status_code=status_code,
@@ -76,7 +77,7 @@ def add_repo(request: Request, settings: Settings = Depends(get_app_settings)) -
 
 @router.get("/pipelines/{pipeline_id}", response_class=HTMLResponse, name="ui_pipeline")
 def pipeline_page(
-    pipeline_id: int,
+    pipeline_id: Int64,
     request: Request,
     settings: Settings = Depends(get_app_settings),
     session: Session = Depends(get_session),

@@ -9,7 +9,10 @@ the events, in seq order, are:
   the server closes with 1000;
 - a keep-alive `{stream: "ping", ts, pipeline_id}` (no seq) after WS_PING_INTERVAL_SECONDS of
   silence, so that proxies keep idle connections open and clients can tell a stalled stream.
-Close codes: 4404 unknown pipeline; 1013 the live stream (Redis) is unavailable, retry later.
+Close codes: 4401 missing or wrong read token (API_READ_TOKEN or API_TOKEN, when API_READ_TOKEN is
+set: browsers offer the subprotocols ["bearer", <token>] and get "bearer" back; other clients
+send `Authorization: Bearer <token>`; `?token=<token>` is the last resort and is redacted from
+the access log); 4404 unknown pipeline; 1013 the live stream (Redis) is unavailable, retry later.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from backend.api_params import Int64
+from backend.auth import accept_reader, require_read_token
 from backend.log_fanout import LogFanout, LogStreamUnavailable
-from backend.log_history import MAX_READ, LogHistory
+from backend.log_history import MAX_READ, MAX_SEQ, LogHistory
 from backend.log_viewer import LogViewer, is_finished
 
 logger = logging.getLogger(__name__)
@@ -39,12 +45,15 @@ def _history(app_state: object) -> LogHistory:
 
 @router.websocket("/ws/pipelines/{pipeline_id}/logs")
 async def pipeline_log_socket(
-    websocket: WebSocket, pipeline_id: int, after: int = Query(0, ge=0)
+    websocket: WebSocket,
+    pipeline_id: Int64,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
 ) -> None:
     """History then live tail of a pipeline's log; closes once the pipeline has finished."""
     state = websocket.app.state
     history = _history(state)
-    await websocket.accept()
+    if not await accept_reader(websocket):
+        return
     status = await history.pipeline_status(pipeline_id)
     if status is None:
         await websocket.close(CLOSE_NOT_FOUND, f"pipeline {pipeline_id} not found")
@@ -96,12 +105,14 @@ async def _client_gone(websocket: WebSocket) -> None:
         pass
 
 
-@router.get("/pipelines/{pipeline_id}/logs")
+@router.get("/pipelines/{pipeline_id}/logs", dependencies=[Depends(require_read_token)])
 async def pipeline_log(
     request: Request,
-    pipeline_id: int,
-    after: int = Query(0, ge=0, description="Return lines with a seq above this one."),
-    limit: int = Query(MAX_READ, ge=1, le=MAX_READ),
+    pipeline_id: Int64,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_SEQ, description="Return lines with a seq above this one.")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_READ)] = MAX_READ,
 ) -> Response:
     """Stored lines of a pipeline's log: Redis while recent, the DB archive once Redis lost them.
 

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import redis
@@ -24,14 +25,17 @@ from pydantic import BaseModel, field_validator
 from sqlalchemy.orm import Session
 
 from backend.api_models import as_utc
-from backend.auth import require_api_token
+from backend.api_params import INT64_MAX, Int64, ModelName
+from backend.auth import require_api_token, require_predict_token, require_read_token
 from backend.dependencies import get_app_settings, get_session
+from mlops_core.access_tokens import PREDICT, configured
 from mlops_core.deployments import (
     change_served_version,
     deployment_history,
     previously_served_version,
 )
 from mlops_core.model_events import replica_versions
+from mlops_core.model_owners import ModelSource, Ownership, get_ownership, transfer_model
 from mlops_core.model_registry import (
     InputFeatures,
     VersionInfo,
@@ -45,7 +49,9 @@ from mlops_core.model_registry import (
     served_version,
     version_exists,
 )
+from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
 from mlops_core.request_limits import BodyTooLarge, read_capped_body
+from mlops_core.schema import Repo
 from mlops_core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,10 +70,12 @@ class VersionChoice(BaseModel):
     @classmethod
     def _as_text(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
+            value = str(value)
         if isinstance(value, str):
             value = value.strip()
-            if not value.isdigit():
+            # ASCII digits only (str.isdigit also takes "²"), within the registry's 64 bits.
+            digits = value.isascii() and value.isdigit() and len(value) <= len(str(INT64_MAX))
+            if not digits or int(value) > INT64_MAX:
                 raise ValueError('version must be a registered version number such as "3"')
         return value
 
@@ -173,7 +181,7 @@ def _replicas(settings: Settings, name: str) -> dict[str, str] | None:
         return None
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(require_read_token)])
 def list_models(
     settings: Settings = Depends(get_app_settings), client: MlflowClient = Depends(registry)
 ) -> list[dict[str, Any]]:
@@ -181,24 +189,76 @@ def list_models(
     return [_model_view(client, name, settings)[0] for name in registered_model_names(client)]
 
 
-@router.get("/{name}")
+@router.get("/{name}", dependencies=[Depends(require_read_token)])
 def get_model(
-    name: str,
+    name: ModelName,
+    session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
     client: MlflowClient = Depends(registry),
 ) -> dict[str, Any]:
-    """One model, plus which version each live model-server replica has loaded and the
-    feature names of the served (else newest) version."""
+    """One model, plus which version each live model-server replica has loaded, the
+    feature names of the served (else newest) version and the repository owning the name."""
     _require_model(client, name)
     view, current = _model_view(client, name, settings)
+    view["owner"] = _owner_view(get_ownership(session, name))
     view["replicas"] = _replicas(settings, name)
     view.update(_features_view(settings, name, current))
     return view
 
 
-@router.get("/{name}/history")
+class OwnerChoice(BaseModel):
+    """Body of an owner transfer: the registered repository that gets the model name."""
+
+    repo_id: Int64
+
+
+def _owner_view(ownership: Ownership | None) -> dict[str, Any] | None:
+    if ownership is None:
+        return None
+    owner = ownership.owner
+    return {
+        "repo_id": owner.repo_id,
+        "repo_url": owner.repo_url,
+        "notebook_path": owner.notebook_path,
+        "owned_since": _iso(ownership.owned_since),
+    }
+
+
+@router.post("/{name}/owner", dependencies=[Depends(require_api_token)])
+def transfer_owner(
+    name: ModelName,
+    choice: OwnerChoice,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    client: MlflowClient = Depends(registry),
+) -> dict[str, Any]:
+    """Give the model name to a repository and its notebook: from then on only that repo's
+    pipelines may publish versions of it (the previous owner's fail their validate phase)."""
+    repo = session.get(Repo, choice.repo_id)
+    if repo is None:
+        raise HTTPException(404, f"repo {choice.repo_id} not found")
+    previous = get_ownership(session, name)
+    if previous is None:
+        _require_model(client, name)  # a model registered before it had an owner
+    new_owner = ModelSource(repo.github_url, repo.notebook_path, repo.id)
+    session.close()  # the transfer is its own transaction (mlops_core.model_owners)
+    ownership = transfer_model(settings.database_url, name, new_owner)
+    logger.info(
+        "model %s transferred from %s to %s",
+        name,
+        previous.owner.describe() if previous else "no owner",
+        new_owner.describe(),
+    )
+    return {
+        "name": name,
+        "owner": _owner_view(ownership),
+        "previous_owner": _owner_view(previous),
+    }
+
+
+@router.get("/{name}/history", dependencies=[Depends(require_read_token)])
 def model_history(
-    name: str,
+    name: ModelName,
     limit: int = Query(100, ge=1, le=1000),
     session: Session = Depends(get_session),
     client: MlflowClient = Depends(registry),
@@ -260,7 +320,7 @@ def _change(
 
 @router.post("/{name}/deploy", dependencies=[Depends(require_api_token)])
 def deploy(
-    name: str,
+    name: ModelName,
     choice: VersionChoice,
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
@@ -275,7 +335,7 @@ def deploy(
 
 @router.post("/{name}/rollback", dependencies=[Depends(require_api_token)])
 def rollback(
-    name: str,
+    name: ModelName,
     choice: VersionChoice | None = None,
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
@@ -297,7 +357,7 @@ def rollback(
 
 @router.delete("/{name}", dependencies=[Depends(require_api_token)])
 def delete(
-    name: str,
+    name: ModelName,
     purge: bool = Query(False, description="also delete the registered model and its versions"),
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
@@ -317,25 +377,37 @@ def delete(
     return result
 
 
-@router.post("/{name}/predict")
-async def predict(name: str, request: Request) -> Response:
+@router.post(
+    "/{name}/predict",
+    dependencies=[Depends(require_predict_token)],
+    openapi_extra=PREDICT_REQUEST_BODY,
+)
+async def predict(name: ModelName, request: Request) -> Response:
     """Forward a prediction to the model server, same body in, same status and body out."""
     settings: Settings = request.app.state.settings
     body = await _limited_body(request, settings.predict_max_body_bytes)
     client: httpx.AsyncClient | None = getattr(request.app.state, "model_server_client", None)
-    url = f"{settings.model_server_url.rstrip('/')}/predict/{name}"
+    url = f"{settings.model_server_url.rstrip('/')}/predict/{quote(name, safe='')}"
+    headers = _forward_headers(settings)
     try:
         if client is None:
             async with httpx.AsyncClient(timeout=30.0) as own:
-                upstream = await own.post(url, content=body, headers=_json_headers())
+                upstream = await own.post(url, content=body, headers=headers)
         else:
-            upstream = await client.post(url, content=body, headers=_json_headers())
+            upstream = await client.post(url, content=body, headers=headers)
     except httpx.TimeoutException:
         raise HTTPException(504, f"model server at {settings.model_server_url} timed out") from None
     except httpx.HTTPError as exc:
         raise HTTPException(
             503, f"model server at {settings.model_server_url} is unreachable: {exc}"
         ) from None
+    if upstream.status_code == 401:
+        # The caller passed this backend's guard; the backend's own token is what is wrong.
+        raise HTTPException(
+            502,
+            f"the model server at {settings.model_server_url} refused the backend's prediction "
+            "call: give the backend and the model server the same PREDICT_TOKEN",
+        )
     return Response(
         content=upstream.content,
         status_code=upstream.status_code,
@@ -343,8 +415,13 @@ async def predict(name: str, request: Request) -> Response:
     )
 
 
-def _json_headers() -> dict[str, str]:
-    return {"content-type": "application/json"}
+def _forward_headers(settings: Settings) -> dict[str, str]:
+    """JSON, and the backend's own PREDICT_TOKEN: the caller's token is never passed on."""
+    headers = {"content-type": "application/json"}
+    token = configured(settings, PREDICT)
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
 
 
 async def _limited_body(request: Request, limit: int) -> bytes:

@@ -8,6 +8,7 @@ token, and a run queued behind others builds the head as it is when the run star
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
@@ -15,7 +16,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.api_models import CancelOutcome, PipelineAccepted, PipelineDetail, PipelinePage
-from backend.auth import require_api_token
+from backend.api_params import INT64_MAX, Int64
+from backend.auth import require_api_token, require_read_token
 from backend.dependencies import get_session
 from backend.metrics import PIPELINES_CREATED
 from backend.pipeline_queue import PipelineQueue, get_pipeline_queue
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["pipelines"])
 
 MAX_PAGE_SIZE = 100
+# The row offset, (page - 1) * size, must fit the database's 64-bit integers.
+MAX_PAGE = INT64_MAX // MAX_PAGE_SIZE
 
 
 def _queue_new(
@@ -51,7 +55,7 @@ def _queue_new(
     dependencies=[Depends(require_api_token)],
 )
 def trigger_repo(
-    repo_id: int,
+    repo_id: Int64,
     session: Session = Depends(get_session),
     queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:
@@ -60,11 +64,11 @@ def trigger_repo(
     return _queue_new(session, queue, new_pipeline(repo, trigger="manual"), trigger="manual")
 
 
-@router.get("/pipelines", response_model=PipelinePage)
+@router.get("/pipelines", response_model=PipelinePage, dependencies=[Depends(require_read_token)])
 def list_pipelines(
-    page: int = Query(1, ge=1),
-    size: int = Query(20, ge=1, le=MAX_PAGE_SIZE),
-    repo_id: int | None = Query(None),
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    repo_id: Annotated[Int64 | None, Query()] = None,
     status_filter: PipelineStatus | None = Query(None, alias="status"),
     session: Session = Depends(get_session),
 ) -> PipelinePage:
@@ -96,8 +100,12 @@ def _load(session: Session, pipeline_id: int) -> Pipeline:
     return pipeline
 
 
-@router.get("/pipelines/{pipeline_id}", response_model=PipelineDetail)
-def get_pipeline(pipeline_id: int, session: Session = Depends(get_session)) -> PipelineDetail:
+@router.get(
+    "/pipelines/{pipeline_id}",
+    response_model=PipelineDetail,
+    dependencies=[Depends(require_read_token)],
+)
+def get_pipeline(pipeline_id: Int64, session: Session = Depends(get_session)) -> PipelineDetail:
     """One pipeline with its phases, metrics and model version."""
     return pipeline_detail(_load(session, pipeline_id))
 
@@ -113,7 +121,7 @@ def get_pipeline(pipeline_id: int, session: Session = Depends(get_session)) -> P
     dependencies=[Depends(require_api_token)],
 )
 def cancel_pipeline(
-    pipeline_id: int,
+    pipeline_id: Int64,
     session: Session = Depends(get_session),
     queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:
@@ -166,7 +174,7 @@ def _cancel_answer(pipeline_id: int, state: PipelineStatus, code: int) -> JSONRe
     dependencies=[Depends(require_api_token)],
 )
 def retry_pipeline(
-    pipeline_id: int,
+    pipeline_id: Int64,
     session: Session = Depends(get_session),
     queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:

@@ -14,8 +14,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.api_models import PipelineBrief, RepoCreate, RepoCreated, RepoOut
-from backend.auth import require_api_token
+from backend.api_models import (
+    PipelineBrief,
+    RepoCreate,
+    RepoCreated,
+    RepoOut,
+    WebhookSecretSource,
+)
+from backend.api_params import Int64
+from backend.auth import require_api_token, require_read_token
 from backend.dependencies import get_app_settings, get_session
 from backend.validation_errors import field_error
 from mlops_core import secrets_box
@@ -72,15 +79,15 @@ def _latest_pipelines(session: Session, repo_ids: list[int]) -> dict[int, Pipeli
     return {row.repo_id: row for row in rows if row.repo_id is not None}
 
 
-def _choose_secret(body: RepoCreate, settings: Settings) -> str:
-    """The secret given, else GITHUB_WEBHOOK_SECRET, else a new random one."""
+def _choose_secret(body: RepoCreate, settings: Settings) -> tuple[str, WebhookSecretSource]:
+    """The secret given, else GITHUB_WEBHOOK_SECRET, else a new random one; and which it is."""
     if body.webhook_secret is not None:
-        return body.webhook_secret.get_secret_value()
+        return body.webhook_secret.get_secret_value(), WebhookSecretSource.GIVEN
     if settings.github_webhook_secret is not None:
         shared = settings.github_webhook_secret.get_secret_value()
         if shared:
-            return shared
-    return secrets.token_hex(32)
+            return shared, WebhookSecretSource.SHARED
+    return secrets.token_hex(32), WebhookSecretSource.GENERATED
 
 
 @router.post(
@@ -94,15 +101,19 @@ def create_repo(
     settings: Settings = Depends(get_app_settings),
     session: Session = Depends(get_session),
 ) -> RepoCreated:
-    """Register a repo; the response is the only place its webhook secret is ever shown."""
+    """Register a repo; the response is the only place its own webhook secret is ever shown."""
     try:
-        url = normalize_repo_url(body.github_url, allow_local=settings.allow_local_repos)
+        url = normalize_repo_url(
+            body.github_url,
+            allow_local=settings.allow_local_repos,
+            allow_private_hosts=settings.allow_private_repo_hosts,
+        )
     except RepoUrlError as exc:
         raise field_error("github_url", f"github_url: {exc}") from exc
     existing = session.scalar(select(Repo.id).where(Repo.github_url == url))
     if existing is not None:
         raise _duplicate(url, existing)
-    secret = _choose_secret(body, settings)
+    secret, source = _choose_secret(body, settings)
     repo = Repo(
         github_url=url,
         branch=body.branch,
@@ -122,7 +133,11 @@ def create_repo(
         raced = session.scalar(select(Repo.id).where(Repo.github_url == url))
         raise _duplicate(url, raced) from exc
     logger.info("registered repo %s: %s (branch %s)", repo.id, url, repo.branch)
-    return RepoCreated(**_repo_out(repo, settings).model_dump(), webhook_secret=secret)
+    return RepoCreated(
+        **_repo_out(repo, settings).model_dump(),
+        webhook_secret=None if source == WebhookSecretSource.SHARED else secret,
+        webhook_secret_source=source,
+    )
 
 
 def _duplicate(url: str, repo_id: int | None) -> HTTPException:
@@ -132,7 +147,7 @@ def _duplicate(url: str, repo_id: int | None) -> HTTPException:
     )
 
 
-@router.get("/repos", response_model=list[RepoOut])
+@router.get("/repos", response_model=list[RepoOut], dependencies=[Depends(require_read_token)])
 def list_repos(
     settings: Settings = Depends(get_app_settings), session: Session = Depends(get_session)
 ) -> list[RepoOut]:
@@ -150,9 +165,9 @@ def load_repo(session: Session, repo_id: int) -> Repo:
     return repo
 
 
-@router.get("/repos/{repo_id}", response_model=RepoOut)
+@router.get("/repos/{repo_id}", response_model=RepoOut, dependencies=[Depends(require_read_token)])
 def get_repo(
-    repo_id: int,
+    repo_id: Int64,
     settings: Settings = Depends(get_app_settings),
     session: Session = Depends(get_session),
 ) -> RepoOut:
@@ -166,7 +181,7 @@ def get_repo(
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[Depends(require_api_token)],
 )
-def delete_repo(repo_id: int, session: Session = Depends(get_session)) -> Response:
+def delete_repo(repo_id: Int64, session: Session = Depends(get_session)) -> Response:
     """Forget a repo; its pipelines stay as history (they copied what they need)."""
     repo = load_repo(session, repo_id)
     session.delete(repo)

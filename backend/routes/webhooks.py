@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.metrics import WEBHOOK_DELIVERIES
 from backend.webhook_intake import WebhookIntake
-from mlops_core.request_limits import BodyTooLarge, read_capped_body
+from mlops_core.request_limits import BodyTooLarge, JsonTooDeep, read_capped_body
 
 router = APIRouter(tags=["webhooks"])
 
@@ -39,7 +39,7 @@ def _intake(request: Request) -> WebhookIntake:
     responses={
         200: {"description": "ping answered, or the event is ignored (the body says why)"},
         202: {"description": "a pipeline was queued: {pipeline_id, status}"},
-        400: {"description": "not JSON, or a payload GitHub would not send"},
+        400: {"description": "not JSON, nested over JSON_MAX_DEPTH, or not what GitHub sends"},
         401: {"description": "X-Hub-Signature-256 missing or wrong"},
         404: {"description": "push for a repository that is not registered"},
         413: {"description": "body over WEBHOOK_MAX_BODY_BYTES (25 MB, GitHub's cap)"},
@@ -52,5 +52,8 @@ async def github_webhook(request: Request) -> JSONResponse:
         body = await read_capped_body(request, limit, "WEBHOOK_MAX_BODY_BYTES")
     except BodyTooLarge as exc:
         return _too_large(str(exc))
+    except JsonTooDeep:
+        WEBHOOK_DELIVERIES.labels(outcome="bad_request").inc()
+        raise
     code, content = await run_in_threadpool(_intake(request).handle, request.headers, body)
     return JSONResponse(content.model_dump(mode="json"), status_code=code)

@@ -81,3 +81,85 @@ def test_odd_payload_fields_do_not_match_rather_than_fail() -> None:
     repository = {"clone_url": 42, "html_url": "not a url", "ssh_url": None, "full_name": "x"}
     assert payload_repo_urls(repository) == []
     assert payload_full_name(repository) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://127.0.0.1/o/r", "loopback"),
+        ("https://127.1/o/r", "loopback"),
+        ("https://2130706433/o/r", "loopback"),
+        ("https://0x7f000001/o/r", "loopback"),
+        ("https://[::1]/o/r", "loopback"),
+        ("https://[::ffff:127.0.0.1]/o/r", "loopback"),
+        ("https://169.254.169.254/o/r", "link-local"),
+        ("https://[fe80::1]/o/r", "link-local"),
+        ("https://10.0.0.5/o/r", "private-network"),
+        ("https://172.16.3.4:8443/o/r", "private-network"),
+        ("https://192.168.1.10/o/r", "private-network"),
+        ("https://[fc00::1]/o/r", "private-network"),
+        ("https://[fd12:3456::1]/o/r", "private-network"),
+        ("git@192.168.1.10:o/r.git", "private-network"),
+        ("ssh://git@10.0.0.5:2222/o/r.git", "private-network"),
+        ("https://8.8.8.8/o/r", "an IP address"),
+        ("https://localhost/o/r", "local network"),
+        ("https://LocalHost./o/r", "local network"),
+        ("https://git.localhost/o/r", "local network"),
+        ("git@localhost:o/r.git", "local network"),
+        ("https://nas.local/o/r", "local network"),
+        ("https://metadata.google.internal/o/r", "local network"),
+        ("https://git.example.123/o/r", "numeric"),
+    ],
+)
+def test_private_and_ip_literal_hosts_are_refused_naming_why(url: str, problem: str) -> None:
+    with pytest.raises(RepoUrlError, match=problem) as refused:
+        normalize_repo_url(url)
+    assert "ALLOW_PRIVATE_REPO_HOSTS" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("https://[FD00::1]:8443/Team/Model.git", "https://[fd00::1]:8443/team/model"),
+        ("https://[::1]/o/r", "https://[::1]/o/r"),
+        ("https://10.0.0.5/o/r", "https://10.0.0.5/o/r"),
+        ("git@localhost:o/r.git", "https://localhost/o/r"),
+        ("ssh://git@[fd00::1]:2222/o/r.git", "ssh://git@[fd00::1]:2222/o/r"),
+    ],
+)
+def test_allowed_private_hosts_keep_ipv6_brackets_and_ports(url: str, canonical: str) -> None:
+    assert normalize_repo_url(url, allow_private_hosts=True) == canonical
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("ssh://git@ghe.example.com:2222/Org/Repo.git", "ssh://git@ghe.example.com:2222/org/repo"),
+        ("ssh://git@ghe.example.com:2222/org/repo/", "ssh://git@ghe.example.com:2222/org/repo"),
+        ("ssh://ghe.example.com:7999/org/repo", "ssh://ghe.example.com:7999/org/repo"),
+        ("ssh://git@ghe.example.com:22/org/repo.git", "https://ghe.example.com/org/repo"),
+    ],
+)
+def test_ssh_urls_on_other_ports_stay_ssh_urls_with_their_port(url: str, canonical: str) -> None:
+    """Only the default ssh port maps to https on the same host; any other port is kept."""
+    assert normalize_repo_url(url) == canonical
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://[::1/o/r", "not a valid URL"),
+        ("ssh://git@ghe.example.com:ssh/o/r", "invalid port"),
+        ("https://github.com:99999/o/r", "invalid port"),
+    ],
+)
+def test_malformed_hosts_and_ports_say_why(url: str, message: str) -> None:
+    with pytest.raises(RepoUrlError, match=message):
+        normalize_repo_url(url, allow_private_hosts=True)
+
+
+def test_payloads_from_private_hosts_still_match_their_repo() -> None:
+    """Matching a delivery to a registered repo is no fetch: the host rule does not apply."""
+    repository = repository_object("https://10.0.0.5/Octo-Org/Iris")
+    assert "https://10.0.0.5/octo-org/iris" in payload_repo_urls(repository)
+    assert payload_repo_urls({"clone_url": "https://[::1/o/r"}) == []

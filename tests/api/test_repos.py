@@ -59,12 +59,27 @@ def test_given_secret_and_token_are_stored_encrypted_and_never_shown(
     assert all(token not in r.getMessage() and secret not in r.getMessage() for r in caplog.records)
 
 
-def test_shared_secret_from_environment_is_used_when_none_given(
+def test_shared_secret_applies_when_none_given_and_is_never_shown(
     make_api: Callable[..., Api],
 ) -> None:
     api = make_api(github_webhook_secret="org-wide-secret-123")
-    assert api.register()["webhook_secret"] == "org-wide-secret-123"
-    assert api.register(webhook_secret="own-one")["webhook_secret"] == "own-one"
+    response = api.client.post("/repos", json={"github_url": github_url()})
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert "org-wide-secret-123" not in response.text
+    assert created["webhook_secret"] is None
+    assert created["webhook_secret_source"] == "shared GITHUB_WEBHOOK_SECRET"
+    with session_scope(api.database_url) as session:
+        row = session.get(Repo, created["id"])
+        assert row is not None
+        assert secrets_box.decrypt(api.settings, row.webhook_secret_encrypted) == (
+            "org-wide-secret-123"
+        )
+    own = api.register(webhook_secret="own-one")
+    assert (own["webhook_secret"], own["webhook_secret_source"]) == ("own-one", "given")
+    generated = make_api().register()
+    assert generated["webhook_secret_source"] == "generated"
+    assert len(generated["webhook_secret"]) >= 32
 
 
 @pytest.mark.parametrize(
@@ -157,3 +172,37 @@ def test_get_and_delete(api: Api) -> None:
     assert kept.repo_url == created["github_url"]
     # The same URL can be registered again once deleted.
     assert api.register(created["github_url"])["github_url"] == created["github_url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://127.0.0.1:8443/o/r", "loopback"),
+        ("https://10.1.2.3/o/r", "private-network"),
+        ("https://172.20.0.1/o/r", "private-network"),
+        ("https://192.168.0.1/o/r", "private-network"),
+        ("https://[fc00::5]/o/r", "private-network"),
+        ("https://[fe80::1]/o/r", "link-local"),
+        ("https://localhost/o/r", "local network"),
+        ("https://140.82.112.3/o/r", "IP address"),
+    ],
+)
+def test_private_hosts_and_ip_literals_are_refused(api: Api, url: str, problem: str) -> None:
+    response = api.client.post("/repos", json={"github_url": url})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "github_url"]
+    assert problem in error["msg"] and "ALLOW_PRIVATE_REPO_HOSTS" in error["msg"]
+    assert api.client.get("/repos").json() == []
+
+
+def test_allow_private_repo_hosts_accepts_them_intact(make_api: Callable[..., Api]) -> None:
+    api = make_api(allow_private_repo_hosts=True)
+    assert api.register("https://[FD00::1]:8443/Team/Model.git")["github_url"] == (
+        "https://[fd00::1]:8443/team/model"
+    )
+    assert api.register("https://10.1.2.3/o/r")["github_url"] == "https://10.1.2.3/o/r"
+    assert api.register("ssh://git@git.corp.example:2222/org/repo.git")["github_url"] == (
+        "ssh://git@git.corp.example:2222/org/repo"
+    )

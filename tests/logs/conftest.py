@@ -72,7 +72,11 @@ def start_backend(
         cwd=Path(__file__).resolve().parents[2],
     )
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/docs", timeout=60, process=process)
+    try:
+        wait_http(f"{url}/docs", timeout=60, process=process)
+    except BaseException:
+        process.stop()  # a fixture that fails before its yield never tears down
+        raise
     return Backend(url, database_url, env["REDIS_URL"], process)
 
 
@@ -102,6 +106,26 @@ def backend(
     database_url = f"sqlite:///{workdir / 'mlops.db'}"
     upgrade_database(database_url)
     server = start_backend(package_env, database_url, workdir, WS_PING_INTERVAL_SECONDS="0.5")
+    yield server
+    server.process.stop()
+
+
+# The guarded backend's tokens: reads need READ_TOKEN (or ADMIN_TOKEN).
+READ_TOKEN = "logs-read-token"
+ADMIN_TOKEN = "logs-admin-token"
+
+
+@pytest.fixture(scope="package")
+def guarded_backend(
+    package_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """A backend with API_READ_TOKEN and API_TOKEN set, logging at uvicorn's default level."""
+    workdir = tmp_path_factory.mktemp("guarded-backend")
+    database_url = f"sqlite:///{workdir / 'mlops.db'}"
+    upgrade_database(database_url)
+    server = start_backend(
+        package_env, database_url, workdir, API_READ_TOKEN=READ_TOKEN, API_TOKEN=ADMIN_TOKEN
+    )
     yield server
     server.process.stop()
 
@@ -140,6 +164,7 @@ class ViewerResult:
     messages: int = 0
     close_code: int | None = None
     close_reason: str | None = None
+    subprotocol: str | None = None
 
     @property
     def seqs(self) -> list[int]:
@@ -150,11 +175,15 @@ class ViewerResult:
         return self.events[-1]
 
 
-async def watch(url: str, *, limit_seconds: float = 60.0) -> ViewerResult:
-    """Connect one viewer and collect every message until the server closes."""
+async def watch(url: str, *, limit_seconds: float = 60.0, **options: Any) -> ViewerResult:
+    """Connect one viewer and collect every message until the server closes.
+
+    `options` go to the client's `connect` (subprotocols, additional_headers).
+    """
     result = ViewerResult()
     async with asyncio.timeout(limit_seconds):
-        async with connect(url) as ws:
+        async with connect(url, **options) as ws:
+            result.subprotocol = ws.subprotocol
             try:
                 async for message in ws:
                     result.messages += 1

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.logs.conftest import Backend, PublishingWorker, expected_texts
+from tests.logs.conftest import READ_TOKEN, Backend, PublishingWorker, expected_texts
 from tests.support.processes import VENV_BIN
 
 
@@ -56,3 +56,25 @@ def test_without_follow_prints_the_stored_log_and_names_an_unknown_pipeline(
     _, stderr = missing.communicate(timeout=60)
     assert missing.returncode == 3
     assert f"pipeline {pipeline_id + 1} not found" in stderr
+
+
+def test_the_token_goes_on_every_call_and_a_refusal_is_named(guarded_backend: Backend) -> None:
+    """--token opens the read guard for the stored log (REST) and the live one (WebSocket)."""
+    pipeline_id = guarded_backend.new_pipeline()
+    PublishingWorker(guarded_backend.redis_url, pipeline_id, 20, interval=0).run()
+    api = guarded_backend.http_url
+
+    for live in ([], ["--follow"]):
+        cli = _mlops("logs", str(pipeline_id), *live, "--token", READ_TOKEN, api=api)
+        stdout, stderr = cli.communicate(timeout=60)
+        assert cli.returncode == 0, stderr
+        assert stdout.splitlines()[:-1] == expected_texts(20)
+
+        # Refused at once, not retried for a minute: the same token would be refused again.
+        started = time.monotonic()
+        refused = _mlops("logs", str(pipeline_id), *live, "--token", "wrong", api=api)
+        _, stderr = refused.communicate(timeout=60)
+        assert refused.returncode == 4, stderr
+        assert "invalid read token" in stderr
+        assert "--token" in stderr
+        assert time.monotonic() - started < 30

@@ -106,13 +106,19 @@ class ModelServer:
             self.process.kill()
             self.process = None
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Authorization header its PREDICT_TOKEN asks for (none when it has none)."""
+        token = self.env.get("PREDICT_TOKEN")
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def served(self) -> dict[str, str | None]:
         """Model name → version this replica answers with right now."""
-        body = httpx.get(f"{self.url}/models", timeout=5).json()
+        body = httpx.get(f"{self.url}/models", headers=self.auth, timeout=5).json()
         return {row["name"]: row["version"] for row in body["models"] if row["version"]}
 
     def models(self) -> dict[str, dict[str, Any]]:
-        body = httpx.get(f"{self.url}/models", timeout=5).json()
+        body = httpx.get(f"{self.url}/models", headers=self.auth, timeout=5).json()
         return {row["name"]: row for row in body["models"]}
 
     def wait_serving(self, name: str, version: str | None, timeout: float = 30) -> None:

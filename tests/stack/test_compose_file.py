@@ -6,6 +6,7 @@ schema (vendored by check-jsonschema, offline) and against the project itself.
 
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import re
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlops_core.mlflow_users import MODEL_SERVER_MLFLOW_USER
+from mlops_core.model_events import MODEL_SERVER_REDIS_ACL, MODEL_SERVER_REDIS_USER
 from mlops_core.settings import Settings
 from tests.support.processes import VENV_BIN
 
@@ -84,6 +87,49 @@ def test_no_secret_is_written_in_the_file() -> None:
         if re.search(r"(PASSWORD|SECRET|TOKEN|ENCRYPTION_KEY)\s*:", line):
             assert "${" in line, f"literal secret in docker-compose.yml: {line.strip()}"
     assert re.search(r"://[^:/\s]+:[^$@\s]+@", text) is None, "a password literally in a URL"
+
+
+def test_redis_and_mlflow_ask_for_credentials_and_publish_no_port(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for name in ("redis", "mlflow"):
+        assert "ports" not in services[name], f"{name} is published on the host"
+
+    # Redis: passwords from .env (compose refuses to start without them), through a config
+    # file; the model servers' ACL rules are the ones the local stack and the tests use.
+    redis_service = services["redis"]
+    assert redis_service["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    script = " ".join(redis_service["command"])
+    assert f"user {MODEL_SERVER_REDIS_USER} reset on >%s {' '.join(MODEL_SERVER_REDIS_ACL)}" in (
+        script
+    )
+    assert '"$$REDIS_PASSWORD"' in script and "redis-server /tmp/users.conf" in script
+    assert "REDISCLI_AUTH" in " ".join(redis_service["healthcheck"]["test"])
+
+    # MLflow: the basic-auth app, its admin password from .env, no secret in its ini file.
+    mlflow_service = services["mlflow"]
+    assert "--app-name=basic-auth" in mlflow_service["command"]
+    assert mlflow_service["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith(
+        "${MLFLOW_ADMIN_PASSWORD:?"
+    )
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "deploy" / "mlflow-auth.ini")
+    assert ini["mlflow"]["default_permission"] == "READ"
+    assert "admin_password" not in ini["mlflow"]
+
+    # The platform signs in as the admin; model servers with their own restricted users.
+    platform = services["backend"]["environment"]
+    assert platform["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert platform["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    model_server = services["model-server"]
+    assert model_server["environment"]["REDIS_URL"].startswith(
+        f"redis://{MODEL_SERVER_REDIS_USER}:${{REDIS_MODEL_SERVER_PASSWORD:?"
+    )
+    assert model_server["environment"]["MLFLOW_TRACKING_USERNAME"] == MODEL_SERVER_MLFLOW_USER
+    provisioned = model_server["depends_on"]["mlflow-users"]["condition"]
+    assert provisioned == "service_completed_successfully"
+    assert services["mlflow-users"]["command"][-1] == "mlops_core.mlflow_users"
 
 
 def test_dockerfile_copies_paths_that_exist() -> None:

@@ -24,6 +24,7 @@ from local_stack.ports import free_port, port_taken
 from local_stack.processes import alive
 from local_stack.supervisor import Supervisor
 from mlops_core.settings import Settings
+from tests.support.processes import wait_for
 
 SECRET = "webhook-secret-" + os.urandom(8).hex()
 PORT_NAMES = ("BACKEND_PORT", "MODEL_SERVER_PORT", "MLFLOW_PORT", "REDIS_PORT")
@@ -74,33 +75,63 @@ def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_noth
     home = Path(env["MLOPS_HOME"])
 
     # Every service answers on the port it was given, and `up` printed where.
-    assert redis.Redis(port=port["REDIS_PORT"]).ping()
+    secrets = {path.name: path.read_text().strip() for path in (home / "secrets").iterdir()}
+    redis_password = secrets["redis-platform.password"]
+    with pytest.raises(redis.AuthenticationError):  # NOAUTH: Redis wants the generated password
+        redis.Redis(port=port["REDIS_PORT"]).ping()
+    assert redis.Redis(port=port["REDIS_PORT"], password=redis_password).ping()
     for name in ("MLFLOW_PORT", "BACKEND_PORT", "MODEL_SERVER_PORT"):
         url = f"http://127.0.0.1:{port[name]}/health"
         assert httpx.get(url, timeout=5, trust_env=False).is_success, url
         assert f"http://127.0.0.1:{port[name]}" in env["_up_output"]
-    celery = Celery(broker=f"redis://127.0.0.1:{port['REDIS_PORT']}/0")
+    celery = Celery(broker=f"redis://:{redis_password}@127.0.0.1:{port['REDIS_PORT']}/0")
     assert celery.control.ping(timeout=5.0), "no Celery worker answered"
+    # MLflow runs its basic-auth app: the API wants the generated admin password.
+    mlflow = f"http://127.0.0.1:{port['MLFLOW_PORT']}"
+    search = f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert httpx.get(search, trust_env=False, timeout=10).status_code == 401
+    admin = ("admin", secrets["mlflow-admin.password"])
+    assert httpx.get(search, auth=admin, trust_env=False, timeout=10).status_code == 200
+    # The model server signs in with its own users and finishes its first registry sync.
+    model_server = f"http://127.0.0.1:{port['MODEL_SERVER_PORT']}"
+    wait_for(lambda: httpx.get(f"{model_server}/ready", trust_env=False).is_success, 120)
     # The schema was migrated before the backend and the worker started.
     with sqlite3.connect(home / "mlops.db") as db:
         assert db.execute("select version_num from alembic_version").fetchone()
 
     supervisor = Supervisor(Layout(home))
     pids = stack_pids(supervisor)
-    key = (home / "secrets" / "encryption.key").read_text().strip()
-    assert (home / "secrets" / "encryption.key").stat().st_mode & 0o077 == 0
-    for pid in pids:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-        assert SECRET.encode() not in argv and key.encode() not in argv
+    key = secrets["encryption.key"]
+    passwords = [v for k, v in secrets.items() if k.endswith((".password", ".key"))]
+    assert len(passwords) == 6
+    for path in (home / "secrets").iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+    # No secret in any command line, supervisord's environment and config, logs or answers.
     supervisord_env = Path(f"/proc/{supervisor.supervisord_pid()}/environ").read_bytes()
-    assert SECRET.encode() not in supervisord_env
+    shown = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids]
+    shown += [supervisord_env, (home / "run" / "supervisord.conf").read_bytes()]
+    shown += [log.read_bytes() for log in (home / "logs").glob("*.log")]
+    shown += [env["_up_output"].encode(), stack(env, tmp_path, "status").stdout.encode()]
+    ready = f"http://127.0.0.1:{port['BACKEND_PORT']}/ready"
+    shown.append(httpx.get(ready, trust_env=False, timeout=10).content)
+    for secret in [SECRET, *passwords]:
+        assert not any(secret.encode() in text for text in shown)
     backend_pid = supervisor.infos()["backend"]["pid"]
     backend_env = Path(f"/proc/{backend_pid}/environ").read_bytes().split(b"\0")
     assert f"GITHUB_WEBHOOK_SECRET={SECRET}".encode() in backend_env
     assert f"ENCRYPTION_KEY={key}".encode() in backend_env
+    assert f"MLFLOW_TRACKING_PASSWORD={admin[1]}".encode() in backend_env
+    model_server_pid = supervisor.infos()["model-server"]["pid"]
+    model_server_env = Path(f"/proc/{model_server_pid}/environ").read_bytes()
+    assert b"MLFLOW_TRACKING_USERNAME=modelserver" in model_server_env
+    assert b"REDIS_URL=redis://modelserver:" in model_server_env
+    assert admin[1].encode() not in model_server_env
+    assert redis_password.encode() not in model_server_env
 
     again = stack(env, tmp_path, "up")
     assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
+    kept = {path.name: path.read_text().strip() for path in (home / "secrets").iterdir()}
+    assert kept == secrets
 
     down = stack(env, tmp_path, "down")
     assert down.returncode == 0, down.stdout + down.stderr

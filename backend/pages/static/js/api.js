@@ -1,9 +1,11 @@
 // The one way pages talk to the backend: JSON in and out, Bearer token when one is stored,
-// and a prompt for the token when the API answers 401.
+// and a prompt for the token when the API answers 401 (reads too, when API_READ_TOKEN is set).
+// One token is stored: the admin token opens everything, a read token the pages' data.
 
 import { $ } from "./dom.js";
 
 const TOKEN_KEY = "notebook-mlops.apiToken";
+const KEPT_LOCALLY = "It is kept in this browser only and sent as a Bearer token.";
 
 export class ApiError extends Error {
   constructor(status, message, body) {
@@ -13,7 +15,8 @@ export class ApiError extends Error {
   }
 }
 
-function getToken() {
+/** The stored token, or "" (the log WebSocket sends it as a subprotocol). */
+export function getToken() {
   try {
     return localStorage.getItem(TOKEN_KEY) || "";
   } catch {
@@ -37,6 +40,9 @@ function updateTokenButton() {
 }
 
 let pendingPrompt = null;
+// Set when the reader dismisses the prompt: reads that poll in the background then stop asking
+// (a click on the token button, or an action, still asks) until a token is saved.
+let declined = false;
 
 /** Open the token dialog; resolves true when a token was saved, false when dismissed. */
 function askForToken(reason) {
@@ -54,6 +60,7 @@ function askForToken(reason) {
       dialog.removeEventListener("cancel", onCancel);
       if (dialog.open) dialog.close();
       pendingPrompt = null;
+      declined = !saved;
       resolve(saved);
     };
     const onSubmit = (event) => {
@@ -83,6 +90,15 @@ function askForToken(reason) {
     input.focus();
   });
   return pendingPrompt;
+}
+
+/**
+ * Ask for a token after a read was refused (`reason` is the server's answer); resolves false at
+ * once when the reader has already declined.
+ */
+export function askForReadToken(reason) {
+  if (declined) return Promise.resolve(false);
+  return askForToken(`${reason}. ${KEPT_LOCALLY}`);
 }
 
 /** A readable message from an error body: FastAPI's `detail` (string or list), or the text. */
@@ -125,11 +141,9 @@ export async function api(path, { method = "GET", body, signal, allowStatus = []
     });
     const data = await readBody(response);
     if (response.status === 401 && attempt < 3) {
-      const saved = await askForToken(
-        token
-          ? "The saved API token was refused. Enter the current one to continue."
-          : "This action needs the backend's API token. It is kept in this browser only and sent as a Bearer token.",
-      );
+      // The answer names the token needed ("missing read token: send ...").
+      const reason = messageFrom(data, response.status);
+      const saved = method === "GET" ? await askForReadToken(reason) : await askForToken(`${reason}. ${KEPT_LOCALLY}`);
       if (saved) continue;
     }
     if (!response.ok && !allowStatus.includes(response.status)) {

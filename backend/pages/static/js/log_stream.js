@@ -1,13 +1,23 @@
 // A pipeline's live log over the WebSocket, resuming after a dropped connection with
 // ?after=<last seq seen> so the reader gets every line once, in order.
+//
+// A browser cannot set headers on a WebSocket: the stored token goes as the subprotocols
+// ["bearer", <token>] (the server answers "bearer" alone). A token with characters a
+// subprotocol may not hold goes as ?token= instead, which the server keeps out of its logs.
+
+import { askForReadToken, getToken } from "./api.js";
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 const NOT_FOUND = 4404;
+const UNAUTHORIZED = 4401;
+const BEARER = "bearer";
+// RFC 7230 token characters: what a subprotocol name may be made of.
+const SUBPROTOCOL_SAFE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 export class LogStream {
   /**
    * @param {number|string} pipelineId
-   * @param {{onEvents: Function, onFinal: Function, onState: Function, onNotFound: Function}} handlers
+   * @param {{onEvents: Function, onFinal: Function, onState: Function, onNotFound: Function, onDenied: Function}} handlers
    */
   constructor(pipelineId, handlers) {
     this.pipelineId = pipelineId;
@@ -21,16 +31,22 @@ export class LogStream {
     window.addEventListener("online", () => this.reconnectNow());
   }
 
-  url() {
+  url(token) {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const base = `${scheme}://${location.host}/ws/pipelines/${encodeURIComponent(this.pipelineId)}/logs`;
-    return this.lastSeq > 0 ? `${base}?after=${this.lastSeq}` : base;
+    const query = new URLSearchParams();
+    if (this.lastSeq > 0) query.set("after", String(this.lastSeq));
+    if (token && !SUBPROTOCOL_SAFE.test(token)) query.set("token", token);
+    const text = query.toString();
+    return text ? `${base}?${text}` : base;
   }
 
   start() {
     if (this.stopped || this.finished) return;
     this.handlers.onState(this.attempt ? "reconnecting" : "connecting");
-    const socket = new WebSocket(this.url());
+    const token = getToken();
+    const protocols = token && SUBPROTOCOL_SAFE.test(token) ? [BEARER, token] : [];
+    const socket = new WebSocket(this.url(token), protocols);
     this.socket = socket;
     socket.addEventListener("open", () => {
       this.attempt = 0;
@@ -71,6 +87,17 @@ export class LogStream {
     if (event.code === NOT_FOUND) {
       this.stopped = true;
       this.handlers.onNotFound(event.reason || "Unknown pipeline");
+      return;
+    }
+    if (event.code === UNAUTHORIZED) {
+      const reason = event.reason || "The log needs the backend's read token";
+      askForReadToken(reason).then((saved) => {
+        if (saved) this.start();
+        else {
+          this.stopped = true;
+          this.handlers.onDenied(reason);
+        }
+      });
       return;
     }
     if (this.finished) {

@@ -152,6 +152,7 @@ function startStream() {
       else setState(`${state}…`);
     },
     onNotFound: (reason) => setState(reason, "error"),
+    onDenied: (reason) => setState(reason, "error"),
   });
   stream.start();
 }

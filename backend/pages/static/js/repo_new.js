@@ -99,7 +99,12 @@ form.addEventListener("submit", async (event) => {
   form.reset();
   $("#created-repo").textContent = created.github_url;
   $("#created-webhook-url").value = created.webhook_url || "";
+  // The shared GITHUB_WEBHOOK_SECRET is never sent back (webhook_secret is null): say it applies.
+  const shared = created.webhook_secret == null;
   $("#created-secret").value = created.webhook_secret || "";
+  show($("#created-secret-row"), !shared);
+  show($("#created-secret-once"), !shared);
+  show($("#created-secret-shared"), shared);
   show($("#repo-form-card"), false);
   show($("#repo-created"), true);
   $("#repo-created").focus();

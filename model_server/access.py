@@ -1,0 +1,45 @@
+"""The model server's guard: PREDICT_TOKEN (or the admin API_TOKEN) on everything about models.
+
+Predictions, the model list and the Open Inference Protocol's per-model calls (metadata, ready,
+infer) all need it: an inference client fetches a model's metadata with the credentials it
+infers with, and a model's name and inputs are nobody else's business. The probes (/health,
+/ready, /v2, /v2/health/live, /v2/health/ready) stay open for orchestrators and load balancers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import HTTPException, Request, status
+
+from mlops_core.access_tokens import (
+    CHALLENGE,
+    PREDICT,
+    Refusal,
+    bearer_token,
+    open_warning,
+    refusal,
+)
+from mlops_core.settings import Settings
+
+log = logging.getLogger("model_server")
+
+
+def predict_refusal(request: Request) -> Refusal | None:
+    """Why the request may not reach a model, or None when it may."""
+    presented = bearer_token(request.headers.get("authorization"))
+    return refusal(request.app.state.settings, PREDICT, presented)
+
+
+def require_predict_token(request: Request) -> None:
+    """FastAPI dependency: 401 naming the token to send, unless the request carries it."""
+    refused = predict_refusal(request)
+    if refused is not None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, refused.http_detail, headers=CHALLENGE)
+
+
+def warn_if_open(settings: Settings) -> None:
+    """Log, at start, that anyone reaching this server may predict when PREDICT_TOKEN is unset."""
+    warning = open_warning(settings, (PREDICT,), "this model server")
+    if warning is not None:
+        log.warning(warning)
