@@ -11,10 +11,12 @@ pushed to a local git repository and run by a real Celery worker (fetch the comm
 contract, run the tagged cells in a kernel, log, register and serve the model), timed from
 sending the task until the pipeline row is finished, which is after a real model server
 reported the new version loaded (push to served); with per-phase medians from the phase
-records. It runs once with the kernel sandbox (KERNEL_SANDBOX=on, the default) and once
-with KERNEL_SANDBOX=off, each worker warmed by one unmeasured pipeline first, and prints the
-sandbox's ratio. Everything runs in the same script on the same machine, so the ratios are
-comparable across machines even though seconds are not.
+records. Two lanes run side by side, each a worker and a model server on a Redis database of
+its own: one with the kernel sandbox (KERNEL_SANDBOX=on, the default), one with
+KERNEL_SANDBOX=off. Each is warmed by one unmeasured pipeline, then runs alternate between
+them (one pipeline at a time), so a slow minute of a shared machine hits both; the script
+prints the sandbox's ratio. Everything runs in the same script on the same machine, so the
+ratios are comparable across machines even though seconds are not.
 """
 
 from __future__ import annotations
@@ -90,73 +92,85 @@ def main() -> None:
         database_url = f"sqlite:///{workdir / 'mlops.db'}"
         upgrade_database(database_url)
         env = {
-            "REDIS_URL": redis_server.url,
             "DATABASE_URL": database_url,
             "MLFLOW_TRACKING_URI": mlflow_server.uri,
             "ENCRYPTION_KEY": Fernet.generate_key().decode(),
             "ALLOW_LOCAL_REPOS": "true",
             "NO_PROXY": "127.0.0.1,localhost",
         }
-        port = free_port()
-        model_server = ManagedProcess(
-            uvicorn_command(MODEL_SERVER_APP, port, log_level="warning"),
-            env={**env, "MLOPS_HOME": str(workdir / "model-server")},
-            log_path=workdir / "model-server.log",
-        )
-        results: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
+        lanes: dict[str, Lane] = {}
+        walls: dict[str, list[float]] = {"on": [], "off": []}
+        phases: dict[str, dict[str, list[float]]] = {"on": {}, "off": {}}
         try:
-            wait_http(f"http://127.0.0.1:{port}/health", process=model_server)
+            server = redis_server.url.rsplit("/", 1)[0]
+            for db, mode in enumerate(("on", "off"), start=1):
+                lanes[mode] = Lane.start(workdir, env, mode, f"{server}/{db}")
             print(f"baseline: papermill in-process, {args.runs} runs")
             base = [baseline(workdir, mlflow_server.uri) for _ in range(args.runs)]
-            for mode in ("on", "off"):
-                print(f"pipeline with KERNEL_SANDBOX={mode}: 1 warm-up + {args.runs} runs")
-                results[mode] = measure(workdir, env, mode, args.runs)
+            for mode, lane in lanes.items():
+                lane.ready()
+                print(f"warm-up with KERNEL_SANDBOX={mode}")
+                run_pipeline(workdir, f"{mode}-warmup", database_url, lane.redis_url)
+            for i in range(args.runs):
+                for mode, lane in lanes.items():
+                    wall, times = run_pipeline(workdir, f"{mode}-{i}", database_url, lane.redis_url)
+                    walls[mode].append(wall)
+                    for name, seconds in times.items():
+                        phases[mode].setdefault(name, []).append(seconds)
         finally:
-            model_server.stop()
+            for lane in lanes.values():
+                lane.stop()
             mlflow_server.stop()
             redis_server.stop()
     print(
         f"\nbaseline (papermill only)        median {statistics.median(base):6.2f} s  "
         f"runs {fmt(base)}"
     )
-    for mode, (walls, phases) in results.items():
-        print(
-            f"push to served, sandbox {mode:<3}     median {statistics.median(walls):6.2f} s  "
-            f"runs {fmt(walls)}"
-        )
-        for name, values in phases.items():
+    for mode in ("on", "off"):
+        median = statistics.median(walls[mode])
+        runs = fmt(walls[mode])
+        print(f"push to served, sandbox {mode:<3}     median {median:6.2f} s  runs {runs}")
+        for name, values in phases[mode].items():
             print(f"  phase {name:<9} median {statistics.median(values):6.2f} s")
-    on, off = (statistics.median(results[m][0]) for m in ("on", "off"))
+    on, off = (statistics.median(walls[m]) for m in ("on", "off"))
     print(f"overhead ratio pipeline (sandboxed)/baseline: {on / statistics.median(base):.2f}")
     print(f"sandbox ratio KERNEL_SANDBOX=on/off:          {on / off:.2f}  (goal <= 1.15)")
 
 
-def measure(
-    workdir: Path, env: dict[str, str], mode: str, runs: int
-) -> tuple[list[float], dict[str, list[float]]]:
-    """Push-to-served times of `runs` pipelines on a worker with KERNEL_SANDBOX=mode."""
-    home = workdir / f"home-{mode}"
-    home.mkdir()
-    worker = ManagedProcess(
-        worker_command(loglevel="WARNING", node_name=f"bench-{mode}@%h"),
-        env={**env, "MLOPS_HOME": str(home), "KERNEL_SANDBOX": mode},
-        log_path=workdir / f"worker-{mode}.log",
-        cwd=home,
-    )
-    walls: list[float] = []
-    phases: dict[str, list[float]] = {}
-    try:
-        run_pipeline(workdir, f"{mode}-warmup", env["DATABASE_URL"], env["REDIS_URL"])
-        for i in range(runs):
-            wall, times = run_pipeline(
-                workdir, f"{mode}-{i}", env["DATABASE_URL"], env["REDIS_URL"]
-            )
-            walls.append(wall)
-            for name, seconds in times.items():
-                phases.setdefault(name, []).append(seconds)
-    finally:
-        worker.stop()
-    return walls, phases
+class Lane:
+    """A worker and a model server with one KERNEL_SANDBOX mode, on a Redis database of their own
+    (the deploy phase waits for a model server reporting in the worker's database)."""
+
+    def __init__(self, redis_url: str, processes: list[ManagedProcess], health: str) -> None:
+        self.redis_url = redis_url
+        self.processes = processes
+        self.health = health
+
+    @classmethod
+    def start(cls, workdir: Path, env: dict[str, str], mode: str, redis_url: str) -> Lane:
+        home = workdir / f"home-{mode}"
+        home.mkdir()
+        lane_env = {**env, "REDIS_URL": redis_url, "MLOPS_HOME": str(home)}
+        port = free_port()
+        model_server = ManagedProcess(
+            uvicorn_command(MODEL_SERVER_APP, port, log_level="warning"),
+            env=lane_env,
+            log_path=workdir / f"model-server-{mode}.log",
+        )
+        worker = ManagedProcess(
+            worker_command(loglevel="WARNING", node_name=f"bench-{mode}@%h"),
+            env={**lane_env, "KERNEL_SANDBOX": mode},
+            log_path=workdir / f"worker-{mode}.log",
+            cwd=home,
+        )
+        return cls(redis_url, [model_server, worker], f"http://127.0.0.1:{port}/health")
+
+    def ready(self) -> None:
+        wait_http(self.health, process=self.processes[0])
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
 
 
 def run_pipeline(

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pydantic import ByteSize
 
@@ -39,6 +41,8 @@ UID_SPAN = 100_000
 # Seconds of CPU between the soft limit (SIGXCPU: the kernel raises a named error) and the
 # hard one (SIGKILL), for code stuck in C that never returns to Python.
 CPU_GRACE_SECONDS = 10
+# The sandbox's own scratch space: private, empty, writable by it, of bounded size.
+SCRATCH_DIRS = (Path("/tmp"), Path("/dev/shm"))
 # Paths a sandbox never needs that can hold credentials of the host or of its containers.
 HOST_SECRET_DIRS = ("/run/secrets", "/var/run/secrets")
 
@@ -93,7 +97,7 @@ def check_available(settings: Settings) -> Isolation:
         raise SandboxUnavailable(
             f"bubblewrap cannot create the sandbox here: {probe.stderr.strip() or probe.returncode}"
             " (in a container it needs CAP_SYS_ADMIN and an unconfined seccomp/AppArmor "
-            "profile; see deploy/README.md), or set KERNEL_SANDBOX=off"
+            "profile; see README.md, 'the kernel sandbox'), or set KERNEL_SANDBOX=off"
         )
     return Isolation(True, describe(settings))
 
@@ -147,6 +151,23 @@ def limit_exceeded(settings: Settings, message: str) -> str | None:
 
 def _size(value: ByteSize) -> str:
     return value.human_readable(separator=" ").replace(".0 ", " ")
+
+
+def open_written(path: Path) -> IO[bytes] | None:
+    """A file the sandbox wrote, opened for the worker to read; None unless a plain file.
+
+    The sandbox may have replaced it with a link to a file of the worker's (which the worker
+    would read with its own rights) or with a FIFO (which would block the worker forever).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    stream = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        stream.close()
+        return None
+    return stream
 
 
 def prepare_work_dir(settings: Settings, work_dir: Path) -> None:
@@ -214,7 +235,7 @@ def mount_plan(settings: Settings, work_dir: Path | None) -> list[str]:
     a secret inside a bound path (MLOPS_HOME inside the checkout) disappears again.
     """
     mounts: dict[Path, str] = {}
-    for hidden in (Path("/tmp"), Path("/dev/shm"), *map(Path, HOST_SECRET_DIRS)):
+    for hidden in (*SCRATCH_DIRS, *map(Path, HOST_SECRET_DIRS)):
         if hidden.is_dir():
             mounts[hidden] = "tmpfs"
     # The worker's own HOME (~/.netrc, ~/.git-credentials, cloud credentials) goes too.
@@ -236,7 +257,11 @@ def mount_plan(settings: Settings, work_dir: Path | None) -> list[str]:
         kind = mounts[path]
         options += _parents(path, mounts)
         if kind == "tmpfs":
-            options += ["--perms", "1777" if path in (Path("/tmp"), Path("/dev/shm")) else "0755"]
+            if path in SCRATCH_DIRS:
+                # Files there live in memory: cap them as the address space is capped.
+                options += ["--perms", "1777", "--size", str(int(settings.kernel_memory_limit))]
+            else:
+                options += ["--perms", "0755"]
             options += ["--tmpfs", str(path)]
         elif kind == "bind":
             options += ["--bind", str(path), str(path)]

@@ -51,6 +51,9 @@ PLATFORM_SECRETS: tuple[str, ...] = (
     "ENCRYPTION_KEY",
     "DATABASE_URL",
     "REDIS_URL",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
 )
 _USERINFO = re.compile(r"//[^/@]*@")
 

@@ -36,6 +36,8 @@ try:
 except OSError as exc:
     report["network"] = type(exc).__name__
 report["home_listing"] = os.listdir(os.path.expanduser("~root"))
+scratch = os.statvfs("/tmp")
+report["tmp_bytes"] = scratch.f_blocks * scratch.f_frsize
 print(json.dumps(report))
 """
 
@@ -84,6 +86,7 @@ def test_a_sandboxed_process_runs_as_its_own_uid_seeing_only_its_folder(tmp_path
     assert report["system"] in ("PermissionError", "OSError")
     assert report["network"] in ("ConnectionRefusedError", "OSError")  # not the host's port
     assert all(name in (".pyenv",) for name in report["home_listing"])  # only Python, re-bound
+    assert report["tmp_bytes"] <= int(settings.kernel_memory_limit)  # /tmp lives in memory
 
 
 @needs_sandbox

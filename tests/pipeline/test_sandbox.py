@@ -95,7 +95,16 @@ def move_alias():
     MlflowClient(MLFLOW_URL).set_registered_model_alias(VICTIM, "production", "1")
     return "alias moved"
 
+def forge_runner_events():
+    runner = os.getppid()  # the papermill runner: same uid, holds the events pipe
+    for fd in os.listdir("/proc/%d/fd" % runner):
+        event = {"type": "output", "index": 0, "stream": "status", "text": "forged"}
+        with open("/proc/%d/fd/%s" % (runner, fd), "w") as stream:
+            stream.write(json.dumps(event) + "\n")
+    return "wrote to the runner's files"
+
 attempt("environ of other processes", platform_environ)
+attempt("forge the runner's events", forge_runner_events)
 attempt("cmdline of platform processes", others_cmdline)
 attempt("encryption key", lambda: open(KEY_FILE).read())
 attempt("env file", lambda: open(ENV_FILE).read())
@@ -207,7 +216,7 @@ def test_a_hostile_notebook_reaches_no_secret_no_store_and_nothing_outside_its_f
     log_text = "\n".join(e.text for e in log_events(shared_worker.redis_url, pipeline_id))
     assert state["status"] == "success", (state, log_text[-3000:])
     tried = attempts(shared_worker, pipeline_id)
-    assert len(tried) == 16, sorted(tried)
+    assert len(tried) == 17, sorted(tried)
     succeeded = {name: r["detail"] for name, r in tried.items() if r["ok"]}
     assert succeeded == {}, succeeded
     # Nothing the notebook printed, and nothing copied to MLflow, holds a secret.
@@ -258,3 +267,21 @@ def test_a_kernel_past_a_limit_fails_naming_the_limit(
     status, message = state["phases"]["execute"]
     assert status == "failed"
     assert error in message, message
+
+
+def test_a_fifo_left_for_the_worker_does_not_block_it(
+    shared_worker: WorkerGroup, make_repo
+) -> None:
+    """The worker reads the checkout's notebook for a NameError hint: a FIFO there (or as the
+    executed notebook) would block a plain open() forever."""
+    cell = (
+        "import os\nnotebook = os.path.join(os.getcwd(), 'train.ipynb')\nos.remove(notebook)\n"
+        "os.mkfifo(notebook)\nundefined_name"
+    )
+    repo = make_repo()
+    sha = repo.commit({"train.ipynb": small_notebook(unique_model_name("fifo"), training=cell)})
+    pipeline_id = create_pipeline(shared_worker.database_url, repo, commit_sha=sha)
+    shared_worker.send(pipeline_id)
+    state = wait_finished(shared_worker.database_url, pipeline_id, timeout=240)
+    assert state["status"] == "failed", state
+    assert "NameError: name 'undefined_name' is not defined" in state["phases"]["execute"][1]

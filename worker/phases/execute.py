@@ -24,7 +24,6 @@ import json
 import os
 import re
 import selectors
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +45,7 @@ from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
 UNDEFINED_NAME = re.compile(r"NameError: name '([A-Za-z_][A-Za-z0-9_]*)' is not defined")
 # Copied into the kernel's IPython profile (the kernel does not import the platform).
 KERNEL_STARTUP = Path(__file__).resolve().parents[1] / "sandbox" / "kernel_startup.py"
+OUTPUT_STREAMS = frozenset({"stdout", "stderr"})
 KERNEL_NOISE = ("Kernel is running over TCP without encryption",)
 # Papermill warns for injected names when a notebook has no `parameters` cell: expected here.
 RUNNER_NOISE = (
@@ -89,8 +89,7 @@ def run(ctx: PhaseContext) -> None:
         "skip_tag": SKIP_TAG,
         "events_fd": write_fd,
     }
-    spec_path.write_text(json.dumps(spec))
-    isolation.prepare_work_dir(ctx.settings, ctx.work_dir)
+    spec_path.write_text(json.dumps(spec))  # the sandbox reads these two, never writes them
     proc = subprocess.Popen(
         sandboxed(ctx, "worker.sandbox.notebook_child", str(spec_path)),
         env=sandbox_environment(ctx),
@@ -136,16 +135,13 @@ def sandboxed(ctx: PhaseContext, module: str, *args: str) -> list[str]:
 
 
 def read_executed(path: Path) -> nbformat.NotebookNode | None:
-    """The executed notebook the sandbox wrote, read without following a link it planted."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+    """The executed notebook the sandbox wrote, if it is a plain file holding a notebook."""
+    stream = isolation.open_written(path)
+    if stream is None:
         return None
-    with os.fdopen(fd, encoding="utf-8") as stream:
-        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-            return None
+    with stream:
         try:
-            return nbformat.read(stream, as_version=4)
+            return nbformat.reads(stream.read().decode("utf-8"), as_version=4)
         except Exception:  # the sandbox may have written anything there
             return None
 
@@ -252,13 +248,18 @@ def _publish(ctx: PhaseContext, event: dict[str, Any]) -> None:
         status = "finished" if event.get("status") == "ok" else "failed"
         ctx.log(f"■ {where} {status} in {event.get('seconds', 0):.2f} s", cell=index)
     elif event["type"] == "output":
-        text = event.get("text", "")
+        # The kernel may write to the runner's events pipe too: only output streams pass, so
+        # no line can pose as the final status event or as the platform's own lines.
+        stream = event.get("stream")
+        if stream not in OUTPUT_STREAMS:
+            return
+        text = str(event.get("text", ""))
         if "\r" in text:
             text = overwritten_parts_dropped(text)
             if not text.strip():
                 return
         if not any(noise in text for noise in KERNEL_NOISE):
-            ctx.log(text.rstrip("\n"), stream=event.get("stream", "stdout"), cell=index)
+            ctx.log(text.rstrip("\n"), stream=stream, cell=index)
 
 
 def overwritten_parts_dropped(text: str) -> str:
@@ -283,10 +284,9 @@ def _skipped_definition_hint(ctx: PhaseContext, message: str) -> str:
     if missing is None or ctx.notebook_file is None:
         return ""
     name = missing.group(1)
-    try:
-        notebook = nbformat.read(ctx.notebook_file, as_version=4)
-    except Exception:  # the hint is a courtesy; the error itself is already named
-        return ""
+    notebook = read_executed(ctx.notebook_file)  # the checkout, writable by the sandbox
+    if notebook is None:
+        return ""  # the hint is a courtesy; the error itself is already named
     cells = skipped_cells_defining(notebook, name)
     if not cells:
         return ""

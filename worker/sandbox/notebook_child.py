@@ -10,6 +10,7 @@ kernel rather than letting an orphaned run go on.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from mlops_core.notebook_contract import INDEX_METADATA_KEY, RUN_TAGS, cell_tags
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TRACEBACK_TAIL_LINES = 12
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
 
 class EventWriter:
@@ -168,7 +170,14 @@ def _tail(traceback: list[str]) -> list[str]:
     return [line for line in lines if line.strip()][-TRACEBACK_TAIL_LINES:]
 
 
+def refuse_tracing() -> None:
+    """Make this process non-dumpable: the kernel it starts runs as the same uid, and could
+    otherwise ptrace it, or open its events pipe through /proc, and forge its events."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def main() -> None:
+    refuse_tracing()
     spec = json.loads(Path(sys.argv[1]).read_text())
     threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     with os.fdopen(spec["events_fd"], "w", encoding="utf-8") as stream:
