@@ -42,6 +42,12 @@ VENV_BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 WORKER_NAME = "mlops-worker"
 
+# Platform secrets the model server never reads: it runs code from the registry and faces the
+# network, so it is not given them (its Redis and MLflow users are its own, see build_plan).
+MODEL_SERVER_WITHHELD = frozenset(
+    {"DATABASE_URL", "ENCRYPTION_KEY", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET"}
+)
+
 # service name → the setting that chooses its port.
 PORT_SETTINGS = {
     "redis": "redis_port",
@@ -272,7 +278,9 @@ def build_plan(
     key = encryption_key(settings, layout)
     if key is not None:
         env["ENCRYPTION_KEY"] = key
-    model_server_env = env | {
+    model_server_env = {
+        name: value for name, value in env.items() if name not in MODEL_SERVER_WITHHELD
+    } | {
         "MLFLOW_TRACKING_USERNAME": MODEL_SERVER_MLFLOW_USER,
         "MLFLOW_TRACKING_PASSWORD": creds.mlflow_model_server,
     }

@@ -1,8 +1,8 @@
 """Redis and MLflow ask for credentials, and `make up` generates, keeps and hides them.
 
-The session Redis (tests/support/services.py) runs with the stack's ACL users, so every test of
-the suite signs in; here are the refusals, the model servers' restricted users, and the plan's
-handling of the generated passwords. One MLflow of this module runs MLflow's basic-auth app.
+The session's Redis and MLflow (tests/conftest.py) run with the stack's ACL users and MLflow's
+basic-auth app, so every test of the suite signs in; here are the refusals, the model servers'
+restricted users, and the plan's handling of the generated passwords.
 """
 
 from __future__ import annotations
@@ -140,16 +140,15 @@ def test_ready_names_a_refused_redis_password_without_showing_it(
 
 
 @pytest.fixture(scope="module")
-def auth_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """An MLflow running the basic-auth app, with the model servers' user provisioned."""
-    server = MlflowServer(tmp_path_factory.mktemp("auth-mlflow"), auth=True)
-    server.start()
-    yield server
-    server.stop()
+def auth_mlflow(mlflow_server: MlflowServer) -> MlflowServer:
+    """The session's MLflow, which runs MLflow's basic-auth app."""
+    assert mlflow_server.admin is not None
+    return mlflow_server
 
 
 @pytest.fixture(scope="module")
 def model_server_password(auth_mlflow: MlflowServer) -> str:
+    """The model servers' MLflow user, as `make up` and compose's mlflow-users provision it."""
     assert auth_mlflow.admin is not None
     password = uuid.uuid4().hex
     ensure_user(auth_mlflow.uri, auth_mlflow.admin, MODEL_SERVER_MLFLOW_USER, password)
@@ -326,8 +325,8 @@ def secret_values(plan: StackPlan) -> list[str]:
 def test_the_plan_generates_credentials_once_keeps_them_private_and_off_command_lines(
     tmp_path: Path,
 ) -> None:
-    settings = stack_settings(tmp_path / "home")
-    plan = build_plan(settings, {})
+    github_token = "ghp_" + uuid.uuid4().hex
+    plan = build_plan(stack_settings(tmp_path / "home"), {"GITHUB_TOKEN": github_token})
     write_files(plan)
     layout = plan.layout
     secrets = secret_values(plan)
@@ -344,7 +343,7 @@ def test_the_plan_generates_credentials_once_keeps_them_private_and_off_command_
     # No password in any program's command line, supervisord's config or what `up` prints.
     shown = [render_config(plan), describe(plan)]
     shown += [" ".join(program.command) for program in plan.programs]
-    for secret in secrets:
+    for secret in [*secrets, github_token]:
         assert not any(secret in text for text in shown)
     assert "redis://:***@127.0.0.1" in describe(plan)
     assert str(layout.secrets / "mlflow-admin.password") in describe(plan)
@@ -361,6 +360,10 @@ def test_the_plan_generates_credentials_once_keeps_them_private_and_off_command_
     assert model_server["MLFLOW_TRACKING_USERNAME"] == MODEL_SERVER_MLFLOW_USER
     assert creds.redis_platform not in str(model_server)
     assert creds.mlflow_admin not in str(model_server)
+    # Nor any platform secret it never reads (it runs registry code and faces the network).
+    assert plan.platform_env["GITHUB_TOKEN"] == github_token
+    assert {"ENCRYPTION_KEY", "DATABASE_URL"} <= set(plan.platform_env)
+    assert not {"GITHUB_TOKEN", "ENCRYPTION_KEY", "DATABASE_URL"} & set(model_server)
     assert plan.program("model-server").env_file == layout.env_file("model-server")
     assert plan.program("mlflow").env_file == layout.env_file("mlflow")
     assert plan.program("redis").command[1:] == [str(layout.redis_conf)]
