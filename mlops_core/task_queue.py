@@ -41,6 +41,10 @@ def make_celery(settings: Settings, name: str = "mlops") -> Celery:
 
 # Backend → worker: a pipeline id published here asks the worker running it to stop now.
 CANCEL_CHANNEL = "mlops:pipeline-cancel"
+# Worker → backend: a hash of worker node name → what contains its notebooks, as /ready shows
+# it ("ok" when sandboxed, else why not); /ready reads the entries of the nodes that answer.
+KERNEL_ISOLATION_KEY = "mlops:kernel-isolation"
+SANDBOX_OFF_STATE = "off: notebooks run unconfined as the worker's user (KERNEL_SANDBOX=off)"
 
 
 def answering_workers(

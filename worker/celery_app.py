@@ -7,11 +7,12 @@ any number of workers on the same Redis share the `pipelines` queue.
 import logging
 from typing import Any
 
-from celery.signals import worker_init
+import redis
+from celery.signals import celeryd_after_setup, worker_init
 
 from mlops_core.database import upgrade_database
 from mlops_core.settings import get_settings
-from mlops_core.task_queue import make_celery
+from mlops_core.task_queue import KERNEL_ISOLATION_KEY, make_celery
 from worker import isolation
 
 logger = logging.getLogger(__name__)
@@ -26,15 +27,23 @@ def _migrate(**_: Any) -> None:
     upgrade_database(get_settings().database_url)
 
 
-@worker_init.connect
-def _report_isolation(**_: Any) -> None:
-    """Say at start what contains notebooks, or why none will run (see worker/isolation.py)."""
+@celeryd_after_setup.connect
+def _report_isolation(sender: str, **_: Any) -> None:
+    """Say at start what contains notebooks, or why none will run (see worker/isolation.py),
+    in the log and to /ready (which shows it for every worker that answers)."""
+    settings = get_settings()
     try:
-        found = isolation.ensure_available(get_settings())
+        found = isolation.ensure_available(settings)
     except isolation.SandboxUnavailable as exc:
         logger.error("kernel sandbox unavailable; every pipeline will fail until fixed: %s", exc)
-        return
-    if found.enabled:
-        logger.info("kernel isolation: %s", found.description)
+        state = f"unavailable: {exc}"
     else:
-        logger.warning("kernel isolation: %s", found.description)
+        (logger.info if found.enabled else logger.warning)(
+            "kernel isolation: %s", found.description
+        )
+        state = "ok" if found.enabled else found.description
+    try:
+        with redis.Redis.from_url(settings.redis_url) as client:
+            client.hset(KERNEL_ISOLATION_KEY, sender, state)
+    except redis.RedisError as exc:
+        logger.warning("could not report the kernel isolation to /ready: %s", exc)

@@ -33,6 +33,7 @@ from typing import IO
 from pydantic import ByteSize
 
 from mlops_core.settings import Settings
+from mlops_core.task_queue import SANDBOX_OFF_STATE
 
 REQUIRED_PROGRAMS = ("bwrap", "prlimit", "setpriv")
 # A uid per worker process: limits on processes count per uid, and signals cross only
@@ -67,11 +68,7 @@ def sandbox_uid(settings: Settings) -> int:
 def check_available(settings: Settings) -> Isolation:
     """Whether the sandbox can run; raises SandboxUnavailable (with the fix) when it cannot."""
     if settings.kernel_sandbox == "off":
-        return Isolation(
-            False,
-            "none: KERNEL_SANDBOX=off, notebooks run unconfined as the worker's own user "
-            "and can read its secrets",
-        )
+        return Isolation(False, SANDBOX_OFF_STATE)
     missing = [name for name in REQUIRED_PROGRAMS if shutil.which(name) is None]
     if missing:
         raise SandboxUnavailable(

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import httpx
+import redis
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -25,7 +26,7 @@ import backend.metrics  # noqa: F401  (registers the backend's metrics before th
 from backend.api_models import ReadyReport, WorkerReport
 from backend.auth import require_metrics_token
 from mlops_core.database import engine_for
-from mlops_core.task_queue import PIPELINE_QUEUE
+from mlops_core.task_queue import KERNEL_ISOLATION_KEY, PIPELINE_QUEUE, SANDBOX_OFF_STATE
 
 router = APIRouter(tags=["health"])
 
@@ -95,7 +96,9 @@ async def ready(request: Request) -> JSONResponse:
     report = dict(zip(checks, results, strict=True))
     down = [name for name, result in report.items() if result != "ok"]
     report["worker"] = worker_state
-    report["sandbox"] = sandbox_state(settings.kernel_sandbox)
+    report["sandbox"] = sandbox_state(
+        settings.kernel_sandbox, await _isolation_reports(queue.redis, nodes)
+    )
     body = ReadyReport(
         status="not ready" if down else "ready",
         checks=report,
@@ -105,11 +108,27 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=503 if down else 200)
 
 
-def sandbox_state(mode: str) -> str:
-    """Whether workers run notebooks contained; "off" is shown, never hidden, but not "down"."""
-    if mode == "off":
-        return "off: notebooks run unconfined as the worker's user (KERNEL_SANDBOX=off)"
-    return "ok"
+def sandbox_state(mode: str, reported: dict[str, str]) -> str:
+    """Whether workers run notebooks contained: "ok", else which worker does not and why.
+
+    Shown, never hidden, but not "down": a backend is still worth routing to. Without a worker
+    report (none answering), the backend's own KERNEL_SANDBOX stands in.
+    """
+    if not reported:
+        return SANDBOX_OFF_STATE if mode == "off" else "ok"
+    problems = sorted(f"{node}: {state}" for node, state in reported.items() if state != "ok")
+    return "; ".join(problems) or "ok"
+
+
+async def _isolation_reports(client: redis.Redis, nodes: list[str]) -> dict[str, str]:
+    """What each answering worker reported at start (worker/celery_app.py)."""
+    if not nodes:
+        return {}
+    try:
+        states = await run_in_threadpool(client.hmget, KERNEL_ISOLATION_KEY, nodes)
+    except redis.RedisError:
+        return {}
+    return {node: state.decode() for node, state in zip(nodes, states, strict=True) if state}
 
 
 async def _workers(ask: Callable[[], list[str]]) -> tuple[str, list[str]]:

@@ -164,7 +164,7 @@ def start_worker(
     """Start real Celery worker processes (`celery -A worker.celery_app worker -Q pipelines`)."""
     started: list[ManagedProcess] = []
 
-    def start(database_url: str, redis_url: str) -> ManagedProcess:
+    def start(database_url: str, redis_url: str, **extra_env: str) -> ManagedProcess:
         name = f"api-{uuid.uuid4().hex[:6]}"
         process = ManagedProcess(
             worker_command(concurrency=2, node_name=f"{name}@%h"),
@@ -173,6 +173,7 @@ def start_worker(
                 "DATABASE_URL": database_url,
                 "REDIS_URL": redis_url,
                 "MLFLOW_TRACKING_URI": dead_url(),
+                **extra_env,
             },
             log_path=tmp_path / f"{name}.log",
             cwd=REPO_ROOT,

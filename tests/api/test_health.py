@@ -81,10 +81,25 @@ def test_ready_when_every_part_answers(
     assert body["workers"]["nodes"][0].startswith("api-")
 
 
-def test_ready_says_when_notebooks_run_unconfined(make_api: Callable[..., Api]) -> None:
-    body = make_api(kernel_sandbox="off").client.get("/ready").json()
+def test_ready_says_when_notebooks_run_unconfined(
+    make_api: Callable[..., Api], start_worker: Callable[..., ManagedProcess]
+) -> None:
+    """Each answering worker's own KERNEL_SANDBOX counts; the backend's is the fallback."""
+    api = make_api(kernel_sandbox="off")
+    body = api.client.get("/ready").json()
     assert body["checks"]["sandbox"].startswith("off: notebooks run unconfined")
     assert "sandbox" not in body["down"]  # shown, but no reason to take the backend out
+
+    api = make_api()  # a backend configured with the sandbox on, and a worker with it off
+    worker = start_worker(api.database_url, api.settings.redis_url, KERNEL_SANDBOX="off")
+
+    def reported() -> str | None:
+        assert worker.alive(), worker.log_text()[-3000:]
+        state = api.client.get("/ready").json()["checks"]["sandbox"]
+        return state if state != "ok" else None
+
+    state = wait_for(reported, 60, 0.5, "/ready to show the worker's sandbox")
+    assert state.startswith("api-") and ": off: notebooks run unconfined" in state
 
 
 def test_metrics_endpoint_speaks_prometheus(api: Api) -> None:

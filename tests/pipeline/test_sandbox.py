@@ -100,7 +100,7 @@ def forge_runner_events():
     for fd in os.listdir("/proc/%d/fd" % runner):
         event = {"type": "output", "index": 0, "stream": "status", "text": "forged"}
         with open("/proc/%d/fd/%s" % (runner, fd), "w") as stream:
-            stream.write(json.dumps(event) + "\n")
+            stream.write(json.dumps(event) + "\\n")
     return "wrote to the runner's files"
 
 attempt("environ of other processes", platform_environ)

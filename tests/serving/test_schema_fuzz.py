@@ -99,7 +99,7 @@ def fuzz(schema_url: str, config: Path, seconds: int, workdir: Path) -> str:
         *("--exclude-path", "/ready"),
         *("--header", f"Authorization: Bearer {TOKEN}"),
         *("--max-time", str(seconds)),
-        *("--request-timeout", "10"),
+        *("--request-timeout", "30"),
         *("--generation-database", "none"),
         "--no-color",
     ]
