@@ -92,7 +92,8 @@ def test_register_push_watch_predict_and_roll_back(
     page.goto("/ui/")
     expect(page.locator("#repos-list")).to_contain_text("remote/iris")
     worker_tile = page.locator("#health-list .health-item", has_text="Worker")
-    expect(worker_tile).to_have_class(re.compile(r"\bup\b"))
+    # Health refreshes every 10 s; a worker just started may miss one ping window.
+    expect(worker_tile).to_have_class(re.compile(r"\bup\b"), timeout=25_000)
     # At least this stack's worker (other test areas' workers may share the session Redis).
     expect(worker_tile).to_contain_text(re.compile(r"[1-9]\d* on pipelines"))
     push = delivery(
@@ -152,7 +153,8 @@ def test_register_push_watch_predict_and_roll_back(
     expect(page.locator("#confirm-dialog")).to_be_visible()
     page.keyboard.press("Tab")  # Cancel has the focus first: a stray Enter changes nothing
     page.keyboard.press("Enter")
-    expect(page.locator("#served-version")).to_have_text("v1")
+    # The page re-reads the model after the call; each MLflow request now signs in (basic-auth).
+    expect(page.locator("#served-version")).to_have_text("v1", timeout=20_000)
     wait_for(
         lambda: httpx.post(
             f"{stack.model_server_url}/predict/{model_name}", json={"data": [IRIS_ROW]}
