@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from backend.api_params import Int64
+from backend.api_params import RowId
 from backend.auth import page_tokens_required
 from backend.dependencies import get_app_settings, get_session
 from mlops_core.schema import Pipeline
@@ -77,7 +77,7 @@ def add_repo(request: Request, settings: Settings = Depends(get_app_settings)) -
 
 @router.get("/pipelines/{pipeline_id}", response_class=HTMLResponse, name="ui_pipeline")
 def pipeline_page(
-    pipeline_id: Int64,
+    pipeline_id: RowId,
     request: Request,
     settings: Settings = Depends(get_app_settings),
     session: Session = Depends(get_session),

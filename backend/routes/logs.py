@@ -25,7 +25,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from backend.api_params import Int64
+from backend.api_params import RowId
 from backend.auth import accept_reader, require_read_token
 from backend.log_fanout import LogFanout, LogStreamUnavailable
 from backend.log_history import MAX_READ, MAX_SEQ, LogHistory
@@ -46,7 +46,7 @@ def _history(app_state: object) -> LogHistory:
 @router.websocket("/ws/pipelines/{pipeline_id}/logs")
 async def pipeline_log_socket(
     websocket: WebSocket,
-    pipeline_id: Int64,
+    pipeline_id: RowId,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
 ) -> None:
     """History then live tail of a pipeline's log; closes once the pipeline has finished."""
@@ -108,7 +108,7 @@ async def _client_gone(websocket: WebSocket) -> None:
 @router.get("/pipelines/{pipeline_id}/logs", dependencies=[Depends(require_read_token)])
 async def pipeline_log(
     request: Request,
-    pipeline_id: Int64,
+    pipeline_id: RowId,
     after: Annotated[
         int, Query(ge=0, le=MAX_SEQ, description="Return lines with a seq above this one.")
     ] = 0,

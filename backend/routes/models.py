@@ -25,7 +25,7 @@ from pydantic import BaseModel, field_validator
 from sqlalchemy.orm import Session
 
 from backend.api_models import as_utc
-from backend.api_params import INT64_MAX, Int64, ModelName
+from backend.api_params import INT64_MAX, ModelName, RowId
 from backend.auth import require_api_token, require_predict_token, require_read_token
 from backend.dependencies import get_app_settings, get_session
 from mlops_core.access_tokens import PREDICT, configured
@@ -209,7 +209,7 @@ def get_model(
 class OwnerChoice(BaseModel):
     """Body of an owner transfer: the registered repository that gets the model name."""
 
-    repo_id: Int64
+    repo_id: RowId
 
 
 def _owner_view(ownership: Ownership | None) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.api_models import CancelOutcome, PipelineAccepted, PipelineDetail, PipelinePage
-from backend.api_params import INT64_MAX, Int64
+from backend.api_params import INT64_MAX, RowId
 from backend.auth import require_api_token, require_read_token
 from backend.dependencies import get_session
 from backend.metrics import PIPELINES_CREATED
@@ -55,7 +55,7 @@ def _queue_new(
     dependencies=[Depends(require_api_token)],
 )
 def trigger_repo(
-    repo_id: Int64,
+    repo_id: RowId,
     session: Session = Depends(get_session),
     queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:
@@ -68,7 +68,7 @@ def trigger_repo(
 def list_pipelines(
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    repo_id: Annotated[Int64 | None, Query()] = None,
+    repo_id: Annotated[RowId | None, Query()] = None,
     status_filter: PipelineStatus | None = Query(None, alias="status"),
     session: Session = Depends(get_session),
 ) -> PipelinePage:
@@ -105,7 +105,7 @@ def _load(session: Session, pipeline_id: int) -> Pipeline:
     response_model=PipelineDetail,
     dependencies=[Depends(require_read_token)],
 )
-def get_pipeline(pipeline_id: Int64, session: Session = Depends(get_session)) -> PipelineDetail:
+def get_pipeline(pipeline_id: RowId, session: Session = Depends(get_session)) -> PipelineDetail:
     """One pipeline with its phases, metrics and model version."""
     return pipeline_detail(_load(session, pipeline_id))
 
@@ -121,7 +121,7 @@ def get_pipeline(pipeline_id: Int64, session: Session = Depends(get_session)) ->
     dependencies=[Depends(require_api_token)],
 )
 def cancel_pipeline(
-    pipeline_id: Int64,
+    pipeline_id: RowId,
     session: Session = Depends(get_session),
     queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:
@@ -174,7 +174,7 @@ def _cancel_answer(pipeline_id: int, state: PipelineStatus, code: int) -> JSONRe
     dependencies=[Depends(require_api_token)],
 )
 def retry_pipeline(
-    pipeline_id: Int64,
+    pipeline_id: RowId,
     session: Session = Depends(get_session),
     queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:

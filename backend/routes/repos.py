@@ -21,7 +21,7 @@ from backend.api_models import (
     RepoOut,
     WebhookSecretSource,
 )
-from backend.api_params import Int64
+from backend.api_params import RowId
 from backend.auth import require_api_token, require_read_token
 from backend.dependencies import get_app_settings, get_session
 from backend.validation_errors import field_error
@@ -167,7 +167,7 @@ def load_repo(session: Session, repo_id: int) -> Repo:
 
 @router.get("/repos/{repo_id}", response_model=RepoOut, dependencies=[Depends(require_read_token)])
 def get_repo(
-    repo_id: Int64,
+    repo_id: RowId,
     settings: Settings = Depends(get_app_settings),
     session: Session = Depends(get_session),
 ) -> RepoOut:
@@ -181,7 +181,7 @@ def get_repo(
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[Depends(require_api_token)],
 )
-def delete_repo(repo_id: Int64, session: Session = Depends(get_session)) -> Response:
+def delete_repo(repo_id: RowId, session: Session = Depends(get_session)) -> Response:
     """Forget a repo; its pipelines stay as history (they copied what they need)."""
     repo = load_repo(session, repo_id)
     session.delete(repo)

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from backend.api_params import INT64_MAX, INT64_MIN
+from backend.api_params import INT64_MAX, INT64_MIN, ROW_ID_MAX, ROW_ID_MIN
 from mlops_core.model_names import model_name_problem
 from mlops_core.request_limits import JsonDepthGauge, JsonTooDeep, check_json_depth
 from tests.api.conftest import Api
@@ -86,7 +86,7 @@ def test_every_integer_parameter_past_64_bits_is_a_422_naming_it(api: Api) -> No
 def test_integers_at_the_64_bit_limits_reach_the_handlers(api: Api) -> None:
     """The extremes the type allows must not overflow anything further down either."""
     for method, path, location, name in int_parameters(api):
-        for value in (INT64_MAX, INT64_MIN):
+        for value in (INT64_MAX, INT64_MIN, ROW_ID_MAX, ROW_ID_MIN):
             response = call(api, method, path, location, name, value)
             assert response.status_code < 500, (method, path, name, value, response.text)
     last_page = api.client.get("/pipelines", params={"page": INT64_MAX // 100, "size": 100})

@@ -117,7 +117,7 @@ def test_register_push_watch_predict_and_roll_back(
 
     # Model page: v2 serves; predict one row; roll back to v1 with the keyboard.
     page.get_by_role("link", name=re.compile(model_name)).click()
-    expect(page.locator("#served-version")).to_have_text("v2")
+    expect(page.locator("#served-version")).to_have_text("v2", timeout=20_000)
     expect(page.locator("#versions-body tr")).to_have_count(2)
     # The chart plots each version's logged accuracy; the served one is marked, and the gate
     # line is the served version's gate (MIN_ACCURACY_THRESHOLD, logged by the worker).
@@ -163,7 +163,7 @@ def test_register_push_watch_predict_and_roll_back(
         30,
         what="the model server to answer with version 1",
     )
-    expect(page.locator("#history")).to_contain_text("Rolled back to v1")
+    expect(page.locator("#history")).to_contain_text("Rolled back to v1", timeout=20_000)
     expect(page.locator("#replicas")).to_have_text("1 model server on v1.", timeout=30_000)
     page.screenshot(path=artifacts / "model.png", full_page=True)
     page.goto("/ui/models")
