@@ -167,7 +167,9 @@ def test_register_push_watch_predict_and_roll_back(
     expect(page.locator("#replicas")).to_have_text("1 model server on v1.", timeout=30_000)
     page.screenshot(path=artifacts / "model.png", full_page=True)
     page.goto("/ui/models")
-    expect(page.locator(f'[data-model="{model_name}"]')).to_contain_text("Serving v1")
+    expect(page.locator(f'[data-model="{model_name}"]')).to_contain_text(
+        "Serving v1", timeout=20_000
+    )
     page.screenshot(path=artifacts / "models.png", full_page=True)
 
     # Phone width: every page fits without sideways scrolling.
