@@ -1,6 +1,6 @@
 """What a pipeline costs on top of running its notebook, and what the kernel sandbox costs.
 
-Run from the repository root (as root: the sandbox needs it, see worker/isolation.py):
+Run from the repository root (as root: the sandbox needs it, see mlops_core/sandbox.py):
 
     .venv/bin/python -m bench.pipeline_overhead            # 3 runs of each (~4-6 min)
     .venv/bin/python -m bench.pipeline_overhead --runs 5

@@ -2,7 +2,8 @@
 
 Both read the body themselves (size cap first, then the shapes of model_server/request_rows.py),
 so FastAPI cannot derive it from a model; declaring it keeps the interactive docs and client
-generators (and the schema fuzzer in the test suite) aware that a JSON body is expected.
+generators (and the schema fuzzer in the test suite) aware that a JSON body is expected. The
+model server's Open Inference Protocol routes declare theirs with the same `json_request_body`.
 """
 
 from __future__ import annotations
@@ -16,27 +17,26 @@ _ROWS: Final = {
     "items": {"anyOf": [{"type": "array", "items": _VALUE}, {"type": "object"}]},
 }
 
-PREDICT_REQUEST_BODY: Final[dict[str, Any]] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": (
-                        "Exactly one of: `data` or `instances` (rows as lists of feature values, "
-                        "or objects keyed by feature name), `features` (one row, or several), "
-                        "`records` (objects keyed by feature name). Numbers must be finite."
-                    ),
-                    "properties": {
-                        "data": _ROWS,
-                        "instances": _ROWS,
-                        "features": {"anyOf": [_ROWS, {"type": "array", "items": _VALUE}]},
-                        "records": {"type": "array", "minItems": 1, "items": {"type": "object"}},
-                    },
-                    "example": {"data": [[5.1, 3.5, 1.4, 0.2]]},
-                }
-            }
+
+def json_request_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A route's `openapi_extra` declaring a required JSON body of `schema` (it reads it itself)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+PREDICT_REQUEST_BODY: Final[dict[str, Any]] = json_request_body(
+    {
+        "type": "object",
+        "description": (
+            "Exactly one of: `data` or `instances` (rows as lists of feature values, "
+            "or objects keyed by feature name), `features` (one row, or several), "
+            "`records` (objects keyed by feature name). Numbers must be finite."
+        ),
+        "properties": {
+            "data": _ROWS,
+            "instances": _ROWS,
+            "features": {"anyOf": [_ROWS, {"type": "array", "items": _VALUE}]},
+            "records": {"type": "array", "minItems": 1, "items": {"type": "object"}},
         },
+        "example": {"data": [[5.1, 3.5, 1.4, 0.2]]},
     }
-}
+)

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     mlflow_tracking_password: SecretStr | None = None
     # Link shown to users for MLflow runs; defaults to the tracking URI.
     mlflow_ui_url: str | None = None
+    # One model-server replica, or several separated by commas: the backend spreads predictions
+    # over them and retries one on another replica when the first is unreachable or answers 503.
     model_server_url: str = "http://127.0.0.1:8001"
     # Empty means a SQLite file inside MLOPS_HOME.
     database_url: str = ""
@@ -70,6 +72,12 @@ class Settings(BaseSettings):
     pipeline_timeout_seconds: int = 3600
     worker_concurrency: int = 1
     deploy_wait_seconds: float = 60.0
+    # Recovery (mlops_core/pipeline_lease.py): a pipeline whose worker died is queued again
+    # within PIPELINE_RECOVERY_SECONDS, and failed once MAX_PIPELINE_ATTEMPTS attempts were lost.
+    pipeline_recovery_seconds: float = Field(default=120.0, gt=0)
+    max_pipeline_attempts: int = Field(default=3, ge=1)
+    # Register and deploy ride out an MLflow outage this long, then fail naming MLflow.
+    mlflow_retry_seconds: float = Field(default=120.0, ge=0)
     work_dir: Path | None = None
     # Keep each pipeline's checkout and outputs after it ends (for debugging).
     keep_work_dirs: bool = False
@@ -77,7 +85,7 @@ class Settings(BaseSettings):
     # names that look secret (password/secret/token/key/credential) are never copied.
     kernel_env_passthrough: list[str] = Field(default_factory=list)
 
-    # Kernel sandbox (worker/isolation.py): every process that runs repository code.
+    # Kernel sandbox (mlops_core/sandbox.py): every process that runs repository code.
     # "on" refuses to run notebooks when the sandbox is unavailable; "off" runs them
     # unconfined as the worker's own user (only for machines where bubblewrap cannot run).
     kernel_sandbox: Literal["on", "off"] = "on"
@@ -108,10 +116,28 @@ class Settings(BaseSettings):
     model_reconcile_interval_seconds: float = 30.0
     predict_max_body_bytes: int = 10 * 1024 * 1024
     predict_threads: int = 4
+    # Each served version runs in a sandboxed model process (model_server/model_process.py):
+    # a prediction it does not answer in PREDICT_TIMEOUT_SECONDS fails (503) and the process is
+    # restarted; loading (unpickling and warming) a version may take MODEL_LOAD_TIMEOUT_SECONDS.
+    predict_timeout_seconds: float = Field(default=30.0, gt=0)
+    model_load_timeout_seconds: float = Field(default=300.0, gt=0)
     # Replicas refresh their "loaded" report this often; reports older than 3x are ignored.
     model_heartbeat_interval_seconds: float = 5.0
     # Stable id of a model-server replica in its reports; empty means hostname:pid.
     model_server_replica_id: str = ""
+
+    # Backend request handlers' calls to MLflow (backend/registry_gate.py): they run on threads
+    # of their own, never on those of webhook intake and pipeline reads. Each HTTP call to MLflow
+    # gives up after REGISTRY_TIMEOUT_SECONDS (no retry), and so does a wait for a free thread.
+    # After REGISTRY_BREAKER_FAILURES calls in a row found MLflow unreachable, model endpoints
+    # answer 503 at once for REGISTRY_BREAKER_RESET_SECONDS, then one call tries MLflow again.
+    registry_timeout_seconds: int = Field(default=5, gt=0)
+    registry_threads: int = Field(default=8, gt=0)
+    registry_breaker_failures: int = Field(default=3, gt=0)
+    registry_breaker_reset_seconds: float = Field(default=10.0, gt=0)
+    # The backend's wait for a model server's prediction answer; longer than the replicas'
+    # own prediction timeout, so that their 503 (which the forwarder retries) arrives first.
+    model_server_timeout_seconds: float = Field(default=35.0, gt=0)
 
     # Ports of the local stack (`make up`).
     backend_port: int = 8000
@@ -136,6 +162,18 @@ class Settings(BaseSettings):
             clean.append(text)
         return clean
 
+    @field_validator("model_server_url")
+    @classmethod
+    def _replica_urls(cls, value: str) -> str:
+        """Every comma-separated entry an http(s) URL, so a typo fails at start, not per request."""
+        urls = [url.strip() for url in value.split(",")]
+        bad = [url for url in urls if not url.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(
+                f"MODEL_SERVER_URL entries must be http:// or https:// URLs, got {bad!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         """Keep the default database with the rest of the local data (MLOPS_HOME)."""
@@ -147,6 +185,11 @@ class Settings(BaseSettings):
     def accuracy_floor(self) -> float | None:
         """The floor no notebook's gate can go below (mlops_core/deploy_gate.py), if enforced."""
         return self.min_accuracy_threshold if self.gate_floor_enforced else None
+
+    @property
+    def model_server_urls(self) -> list[str]:
+        """The model-server replicas MODEL_SERVER_URL lists, in order, without trailing '/'."""
+        return [url.strip().rstrip("/") for url in self.model_server_url.split(",")]
 
     @property
     def mlflow_ui(self) -> str:

@@ -23,12 +23,14 @@ import mlflow
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from mlops_core import sandbox
 from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
 from mlops_core.request_limits import JsonDepthLimit
 from mlops_core.settings import Settings, get_settings
 from model_server.access import require_predict_token, warn_if_open
 from model_server.inference_protocol import router as inference_router
 from model_server.loaded_model import LoadedModel
+from model_server.model_process import ModelProcessError
 from model_server.model_store import ModelStore, why_not_served
 from model_server.registry_sync import RegistrySync
 from model_server.request_body import BodyError, read_json_body
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sync = RegistrySync(settings, store, replica_id, cache_dir)
         app.state.predict_pool = pool
         app.state.sync = sync
+        app.state.isolation = await asyncio.to_thread(_report_isolation, settings)
         await sync.start()
         log.info("model server replica %s following alias %r", replica_id, settings.serving_alias)
         warn_if_open(settings)
@@ -84,7 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 {"status": "starting", "detail": "first sync with the registry not done yet"},
                 status_code=503,
             )
-        return JSONResponse({"status": "ready", "models": len(store.names())})
+        return JSONResponse(
+            {
+                "status": "ready",
+                "models": len(store.names()),
+                "sandbox": request.app.state.isolation,
+            }
+        )
 
     @app.get("/models", dependencies=[Depends(require_predict_token)])
     async def models() -> dict[str, Any]:
@@ -96,23 +105,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_extra=PREDICT_REQUEST_BODY,
     )
     async def predict(name: str, request: Request) -> JSONResponse:
-        model = _served(request, name)
-        try:
-            body = await read_json_body(request, settings.predict_max_body_bytes)
-            rows = rows_from_body(body, model.features)
-        except BodyError as exc:
-            raise HTTPException(exc.status_code, exc.message) from None
-        except InputError as exc:
-            raise HTTPException(422, str(exc)) from None
-        model.requests += 1
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(request.app.state.predict_pool, model.predict, rows)
-        except Exception as exc:
-            raise HTTPException(
-                422, f"model {name} version {model.version} could not predict these rows: {exc}"
-            ) from None
+        with _served(request, name).hold() as model:
+            try:
+                body = await read_json_body(request, settings.predict_max_body_bytes)
+                rows = rows_from_body(body, model.features)
+            except BodyError as exc:
+                raise HTTPException(exc.status_code, exc.message) from None
+            except InputError as exc:
+                raise HTTPException(422, str(exc)) from None
+            model.requests += 1
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            try:
+                result = await loop.run_in_executor(
+                    request.app.state.predict_pool, model.predict, rows
+                )
+            except ModelProcessError as exc:
+                raise HTTPException(
+                    503, f"model {name} version {model.version} is unavailable: {exc}"
+                ) from None
+            except Exception as exc:
+                raise HTTPException(
+                    422, f"model {name} version {model.version} could not predict these rows: {exc}"
+                ) from None
         content: dict[str, Any] = {
             "predictions": result.predictions,
             "model_name": model.name,
@@ -125,6 +140,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(content)
 
     return app
+
+
+def _report_isolation(settings: Settings) -> str:
+    """Say at start what contains model code, or why no model will load (the probe is cached)."""
+    try:
+        found = sandbox.ensure_available(settings)
+    except sandbox.SandboxUnavailable as exc:
+        log.error("model sandbox unavailable; no model will load until fixed: %s", exc)
+        return f"unavailable: {exc}"
+    log.info("model processes run in: %s", found.description)
+    return found.description
 
 
 def _served(request: Request, name: str) -> LoadedModel:

@@ -17,8 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from mlops_core.access_tokens import CHALLENGE
+from mlops_core.prediction_schema import json_request_body
 from model_server.access import predict_refusal
-from model_server.loaded_model import STRING, FeatureSpec, LoadedModel
+from model_server.feature_spec import STRING, FeatureSpec
+from model_server.loaded_model import LoadedModel
+from model_server.model_process import ModelProcessError
 from model_server.model_store import ModelStore, why_not_served
 from model_server.request_body import BodyError, read_json_body
 from model_server.request_rows import InputError, rows_from_lists
@@ -53,27 +56,20 @@ _TENSOR = {
         "data": {"type": "array"},
     },
 }
-INFER_REQUEST_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
-                        "outputs": {
-                            "type": "array",
-                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
-                        },
-                    },
-                }
-            }
+INFER_REQUEST_BODY = json_request_body(
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+            "outputs": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+            },
         },
     }
-}
+)
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
 
@@ -144,22 +140,25 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
 @router.post("/models/{name}/infer", openapi_extra=INFER_REQUEST_BODY)
 @router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_REQUEST_BODY)
 async def infer(request: Request, name: str, version: str | None = None) -> Any:
-    model = _resolve(request, name, version)
-    if isinstance(model, JSONResponse):
-        return model
-    try:
-        body = await read_json_body(request, request.app.state.settings.predict_max_body_bytes)
-        rows, wanted = parse_infer_request(body, model)
-    except BodyError as exc:
-        return _error(exc.status_code, exc.message)
-    except InputError as exc:
-        return _error(400, str(exc))
-    model.requests += 1
-    loop = asyncio.get_running_loop()
-    try:
-        result = await loop.run_in_executor(request.app.state.predict_pool, model.predict, rows)
-    except Exception as exc:
-        return _error(400, f"the model could not predict these inputs: {exc}")
+    resolved = _resolve(request, name, version)
+    if isinstance(resolved, JSONResponse):
+        return resolved
+    with resolved.hold() as model:
+        try:
+            body = await read_json_body(request, request.app.state.settings.predict_max_body_bytes)
+            rows, wanted = parse_infer_request(body, model)
+        except BodyError as exc:
+            return _error(exc.status_code, exc.message)
+        except InputError as exc:
+            return _error(400, str(exc))
+        model.requests += 1
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(request.app.state.predict_pool, model.predict, rows)
+        except ModelProcessError as exc:
+            return _error(503, f"model {name} version {model.version} is unavailable: {exc}")
+        except Exception as exc:
+            return _error(400, f"the model could not predict these inputs: {exc}")
     outputs = []
     if "predict" in wanted:
         outputs.append(_tensor("predict", result.predictions, [len(result.predictions)]))

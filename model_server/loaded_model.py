@@ -1,51 +1,40 @@
-"""One registered model version held in memory, ready to predict.
+"""One registered model version ready to predict, as the server holds it.
 
-Loading downloads the version's artifacts from MLflow once, prefers the scikit-learn flavour (the
-estimator itself gives predict_proba, class labels and feature names) and falls back to pyfunc for
-anything else. A version is warmed with one prediction before it is handed out, so a broken
-artifact fails here, while the previous version is still serving, not on a user's request.
+The model itself lives in a sandboxed model process (model_server/model_process.py); this
+object holds what requests are validated against (features, classes), forwards predictions to
+the process, and checks every answer it gets back, since the process runs the repository's
+code. Loading downloads the version's artifacts while the process imports its libraries, then
+has the process load and warm the model: a broken artifact fails here, while the previous
+version is still serving, not on a user's request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import shutil
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
-import mlflow.sklearn
-import numpy as np
-import pandas as pd
-from mlflow.models import Model
+
+from mlops_core.settings import Settings, get_settings
+from model_server.feature_spec import FeatureSpec
+from model_server.model_process import ModelProcess, ModelProcessError, SpareProcesses
 
 log = logging.getLogger(__name__)
 
-NUMBER = "number"
-STRING = "string"
-
-_STRING_TYPES = {"string", "str", "object"}
+FLAVORS = ("sklearn", "pyfunc")
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    """What a model expects per row: how many features, their names and kinds when known."""
-
-    count: int | None
-    names: tuple[str, ...] | None
-    kinds: tuple[str, ...] | None = None
-
-    def kind(self, column: int) -> str:
-        """NUMBER unless the signature says the column holds strings."""
-        if self.kinds is None or column >= len(self.kinds):
-            return NUMBER
-        return self.kinds[column]
+class ModelLoadError(Exception):
+    """The model process could not load or warm the version; the message says why."""
 
 
 @dataclass
@@ -57,163 +46,187 @@ class Prediction:
     classes: list[Any] | None
 
 
-@dataclass
-class LoadedModel:
-    """A loaded version; immutable once served except for its request counter."""
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the model process reported after loading, checked for shape."""
 
-    name: str
-    version: str
     flavor: str
-    estimator: Any
     features: FeatureSpec
     classes: list[Any] | None
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    requests: int = 0
+    has_proba: bool
 
-    @property
-    def has_proba(self) -> bool:
-        return self.flavor == "sklearn" and hasattr(self.estimator, "predict_proba")
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any]) -> ModelDescription:
+        flavor, classes = reply.get("flavor"), reply.get("classes")
+        has_proba = reply.get("has_proba")
+        if flavor not in FLAVORS or not isinstance(has_proba, bool):
+            raise ModelProcessError("the model process described the model outside the protocol")
+        if classes is not None and not isinstance(classes, list):
+            raise ModelProcessError("the model process sent classes that are not a list")
+        try:
+            features = FeatureSpec.from_json(reply.get("features"))
+        except ValueError as exc:
+            raise ModelProcessError(f"the model process sent a bad feature spec: {exc}") from None
+        return cls(flavor, features, classes, has_proba)
 
-    def model_input(self, rows: list[list[Any]]) -> pd.DataFrame | np.ndarray:
-        """Rows in the form the model was trained on: a DataFrame when it knows column names."""
-        if self.features.names is not None:
-            return pd.DataFrame(rows, columns=list(self.features.names))
-        if self.features.kinds and STRING in self.features.kinds:
-            return np.asarray(rows, dtype=object)
-        return np.asarray(rows, dtype=np.float64)
+
+class LoadedModel:
+    """A served version: the folder its artifacts are in and the process that predicts.
+
+    Requests `hold()` it from the moment they look it up until they answer; a version swapped
+    out is `retire()`d and its process stopped once the last request holding it is done.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        settings: Settings,
+        folder: Path,
+        model_path: Path,
+        process: ModelProcess,
+        description: ModelDescription,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.flavor = description.flavor
+        self.features = description.features
+        self.classes = description.classes
+        self.has_proba = description.has_proba
+        self.loaded_at = datetime.now(UTC)
+        self.requests = 0
+        self._settings = settings
+        self._folder = folder
+        self._model_path = model_path
+        self._process: ModelProcess | None = process
+        self._channel = threading.Lock()
+        self._holds = 0
+        self._retired = False
 
     def predict(self, rows: list[list[Any]]) -> Prediction:
-        """Predict validated rows for a request (runs in a worker thread, never on the event loop).
+        """Predict validated rows (blocking: runs in a worker thread, never on the event loop).
 
-        JSON has no NaN or infinity: outputs that are not finite (inputs far outside what the
-        model was trained on) raise ValueError, which the routes answer as a client error.
+        Raises ValueError for rows the model refuses (a client error) and ModelProcessError
+        when the process fails (restarted on the next request).
         """
-        prediction = self._outputs(rows)
-        if not _all_finite(prediction.predictions) or not _all_finite(
-            prediction.probabilities or []
+        with self._channel:
+            process = self._running_process()
+            reply = process.ask(
+                {"op": "predict", "rows": rows}, self._settings.predict_timeout_seconds
+            )
+        if not reply["ok"]:
+            raise ValueError(str(reply.get("error", "the model failed")))
+        return self._checked(reply, len(rows))
+
+    def _running_process(self) -> ModelProcess:
+        """The process, started again (and the model loaded again) if it died."""
+        if self._process is not None and self._process.alive:
+            return self._process
+        if self._retired:
+            raise ModelProcessError(f"version {self.version} of {self.name} was swapped out")
+        log.warning("model process of %s v%s is gone; restarting it", self.name, self.version)
+        process = ModelProcess(self._settings, self._folder)
+        try:
+            _load_in(process, self._model_path, self._settings)
+        except BaseException:
+            process.stop(graceful=False)
+            raise
+        self._process = process
+        return process
+
+    def _checked(self, reply: dict[str, Any], count: int) -> Prediction:
+        predictions, probabilities = reply.get("predictions"), reply.get("probabilities")
+        if not isinstance(predictions, list) or len(predictions) != count:
+            raise ModelProcessError(f"the model process answered for other than {count} rows")
+        if probabilities is not None and not (
+            isinstance(probabilities, list)
+            and len(probabilities) == count
+            and all(isinstance(row, list) for row in probabilities)
         ):
-            raise ValueError("the model's output for these rows is not a finite number")
-        return prediction
+            raise ModelProcessError("the model process sent probabilities of the wrong shape")
+        return Prediction(predictions, probabilities, self.classes)
 
-    def _outputs(self, rows: list[list[Any]]) -> Prediction:
-        x = self.model_input(rows)
-        raw = self.estimator.predict(x)
-        probabilities = None
-        if self.has_proba:
-            probabilities = np.asarray(self.estimator.predict_proba(x)).tolist()
-        return Prediction(_to_list(raw), probabilities, self.classes)
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[LoadedModel]:
+        """Keep this version's process alive while a request uses it (event-loop side)."""
+        self._holds += 1
+        try:
+            yield self
+        finally:
+            self._holds -= 1
+            if self._retired and self._holds == 0:
+                self._stop_in_background()
 
+    def retire(self) -> None:
+        """No new request will get this version: stop it once the last one holding it ends."""
+        self._retired = True
+        if self._holds == 0:
+            self._stop_in_background()
 
-def _all_finite(values: list[Any]) -> bool:
-    """Whether no float in `values` (lists and dicts nested in it included) is NaN or infinite."""
-    pending: list[Any] = [values]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return False
-        if isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-    return True
+    def close(self) -> None:
+        """Stop the process now and remove the artifacts (blocking)."""
+        self._retired = True
+        with self._channel:
+            if self._process is not None:
+                self._process.stop()
+                self._process = None
+        shutil.rmtree(self._folder, ignore_errors=True)
 
-
-def _to_list(raw: Any) -> list[Any]:
-    """numpy / pandas outputs → lists of Python scalars (class labels keep their type)."""
-    if isinstance(raw, pd.DataFrame):
-        if raw.shape[1] == 1:
-            return raw.iloc[:, 0].tolist()
-        return raw.to_dict(orient="records")
-    if isinstance(raw, pd.Series | np.ndarray):
-        return raw.tolist()
-    return list(raw)
+    def _stop_in_background(self) -> None:
+        threading.Thread(target=self.close, name=f"stop-{self.name}", daemon=True).start()
 
 
-def _feature_spec(estimator: Any, meta: Model) -> FeatureSpec:
-    names: tuple[str, ...] | None = None
-    kinds: tuple[str, ...] | None = None
-    count: int | None = None
-    schema = meta.signature.inputs if meta.signature is not None else None
-    if schema is not None and not schema.is_tensor_spec() and schema.has_input_names():
-        names = tuple(schema.input_names())
-        kinds = tuple(
-            STRING if str(getattr(t, "name", t)).lower() in _STRING_TYPES else NUMBER
-            for t in schema.input_types()
-        )
-        count = len(names)
-    elif schema is not None and schema.is_tensor_spec():
-        shape = schema.inputs[0].shape
-        if shape and len(shape) == 2 and shape[-1] > 0:
-            count = int(shape[-1])
-    if hasattr(estimator, "feature_names_in_"):
-        estimator_names = tuple(str(n) for n in estimator.feature_names_in_)
-        if names != estimator_names:
-            names, kinds = estimator_names, None
-        count = len(names)
-    elif hasattr(estimator, "n_features_in_"):
-        count = int(estimator.n_features_in_)
-        if names is not None and len(names) != count:
-            names, kinds = None, None
-    return FeatureSpec(count=count, names=names, kinds=kinds)
+def _load_in(process: ModelProcess, local: Path, settings: Settings) -> ModelDescription:
+    reply = process.ask({"op": "load", "path": str(local)}, settings.model_load_timeout_seconds)
+    if not reply["ok"]:
+        raise ModelLoadError(str(reply.get("error", "the model process could not load it")))
+    return ModelDescription.from_reply(reply)
 
 
-def _warm_rows(features: FeatureSpec, example: Any) -> list[list[Any]]:
-    if isinstance(example, pd.DataFrame) and len(example):
-        if features.names is not None and set(features.names) <= set(example.columns):
-            example = example[list(features.names)]
-        return example.head(1).to_numpy(dtype=object).tolist()
-    if isinstance(example, np.ndarray) and example.ndim == 2 and len(example):
-        return example[:1].tolist()
-    count = features.count or 1
-    return [["" if features.kind(i) == STRING else 0.0 for i in range(count)]]
+def load_version(
+    name: str,
+    version: str,
+    tracking_uri: str,
+    cache_dir: Path,
+    settings: Settings | None = None,
+    spares: SpareProcesses | None = None,
+) -> LoadedModel:
+    """Download `models:/name/version` and load it in a model process; raises on failure.
 
-
-def load_version(name: str, version: str, tracking_uri: str, cache_dir: Path) -> LoadedModel:
-    """Download, load and warm `models:/name/version`; raises on any failure."""
+    The process is a spare that has done its imports already when `spares` is given; else it
+    is started first, so that its imports overlap the download.
+    """
+    settings = settings or get_settings()
     started = time.monotonic()
-    local_dir = Path(tempfile.mkdtemp(prefix=f"{name}-{version}-", dir=cache_dir))
+    process: ModelProcess | None = None
+    folder: Path | None = None
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}",
-            dst_path=str(local_dir),
-            tracking_uri=tracking_uri,
-            registry_uri=tracking_uri,
-        )
-        meta = Model.load(local)
-        if "sklearn" in meta.flavors:
-            estimator: Any = mlflow.sklearn.load_model(local)
-            flavor = "sklearn"
+        if spares is not None:
+            process, folder = spares.take()
         else:
-            estimator = mlflow.pyfunc.load_model(local)
-            flavor = "pyfunc"
-        features = _feature_spec(estimator, meta)
-        classes = (
-            np.asarray(estimator.classes_).tolist() if hasattr(estimator, "classes_") else None
+            folder = Path(tempfile.mkdtemp(prefix=f"{name}-{version}-", dir=cache_dir))
+            process = ModelProcess(settings, folder)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}",
+                dst_path=str(folder),
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
         )
-        try:
-            example = meta.load_input_example(local)
-        except Exception:  # an unreadable example only costs us the warm-up input
-            example = None
-        model = LoadedModel(name, version, flavor, estimator, features, classes)
-        try:
-            model._outputs(_warm_rows(features, example))  # a NaN here is the guess's fault
-        except Exception:
-            if features.count is not None or example is not None:
-                raise
-            # Nothing says how wide a row is (a custom first step with no feature count and
-            # no input example): the warm-up row was a guess, not a test of the artifact.
-            log.warning("%s version %s: warm-up skipped, input shape unknown", name, version)
+        description = _load_in(process, local, settings)
     except BaseException:
-        shutil.rmtree(local_dir, ignore_errors=True)
+        if process is not None:
+            process.stop(graceful=False)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
-    if flavor == "sklearn":  # the estimator is in memory; pyfunc models may read files lazily
-        shutil.rmtree(local_dir, ignore_errors=True)
     log.info(
-        "loaded %s version %s (%s, %d features) in %.2fs",
+        "loaded %s version %s (%s, %d features) in a model process in %.2fs",
         name,
         version,
-        flavor,
-        features.count or -1,
+        description.flavor,
+        description.features.count or -1,
         time.monotonic() - started,
     )
-    return model
+    return LoadedModel(name, version, settings, folder, local, process, description)

@@ -30,6 +30,7 @@ from mlops_core.model_events import (
 from mlops_core.model_registry import all_served_versions, registry_client, served_version
 from mlops_core.settings import Settings
 from model_server.loaded_model import load_version
+from model_server.model_process import SpareProcesses
 from model_server.model_store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class RegistrySync:
         # thread, not more: unpickling two models at once imports the same modules from two
         # threads, which Python can abort with an import deadlock error.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        self._spares = SpareProcesses(settings, cache_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -78,6 +80,9 @@ class RegistrySync:
             await asyncio.to_thread(self._withdraw_reports)
         self._redis.close()
         self._loader.shutdown(wait=False, cancel_futures=True)
+        for model in self.store.loaded():
+            await asyncio.to_thread(model.close)
+        await asyncio.to_thread(self._spares.close)
 
     async def reconcile_all(self) -> None:
         """Make the store match every served alias in the registry."""
@@ -104,6 +109,7 @@ class RegistrySync:
             if version is None:
                 if current is not None:
                     self.store.remove(name)
+                    current.retire()
                     log.info("stopped serving %s (was version %s)", name, current.version)
                     await self._report(name, None, "unloaded")
                 return
@@ -116,6 +122,8 @@ class RegistrySync:
                     version,
                     self.settings.mlflow_tracking_uri,
                     self.cache_dir,
+                    self.settings,
+                    self._spares,
                 )
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -126,6 +134,8 @@ class RegistrySync:
                 await self._report(name, version, "failed", error[:2000])
                 return
             previous = self.store.swap_in(model)
+            if previous is not None:
+                previous.retire()
             log.info(
                 "now serving %s version %s (was %s)",
                 name,

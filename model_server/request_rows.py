@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_server.loaded_model import STRING, FeatureSpec
+from model_server.feature_spec import STRING, FeatureSpec
 
 _ROW_KEYS = ("data", "instances", "features", "records")
 

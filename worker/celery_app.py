@@ -10,10 +10,10 @@ from typing import Any
 import redis
 from celery.signals import celeryd_after_setup, worker_init
 
+from mlops_core import sandbox
 from mlops_core.database import upgrade_database
 from mlops_core.settings import get_settings
 from mlops_core.task_queue import KERNEL_ISOLATION_KEY, make_celery
-from worker import isolation
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,12 @@ def _migrate(**_: Any) -> None:
 
 @celeryd_after_setup.connect
 def _report_isolation(sender: str, **_: Any) -> None:
-    """Say at start what contains notebooks, or why none will run (see worker/isolation.py),
+    """Say at start what contains notebooks, or why none will run (see mlops_core/sandbox.py),
     in the log and to /ready (which shows it for every worker that answers)."""
     settings = get_settings()
     try:
-        found = isolation.ensure_available(settings)
-    except isolation.SandboxUnavailable as exc:
+        found = sandbox.ensure_available(settings)
+    except sandbox.SandboxUnavailable as exc:
         logger.error("kernel sandbox unavailable; every pipeline will fail until fixed: %s", exc)
         state = f"unavailable: {exc}"
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -141,15 +142,19 @@ def test_a_pipeline_mixing_string_and_numeric_columns_is_served_with_string_reco
     # Loaded as a model server loads it: signature from the MLmodel, warmed with its example.
     mlflow.set_tracking_uri(shared_worker.mlflow_uri)  # as the model server does at start
     mlflow.set_registry_uri(shared_worker.mlflow_uri)
-    with tempfile.TemporaryDirectory() as cache:
-        served = load_version(name, state["model_version"], shared_worker.mlflow_uri, Path(cache))
-    signature = served.features
-    assert signature.names == ("city", "rooms")
-    assert signature.kind(0) == "string" and signature.kind(1) == "number"
-    rows = rows_from_body(
-        {"records": [{"city": "paris", "rooms": 1}, {"city": "nice", "rooms": 1}]}, signature
-    )
-    assert served.predict(rows).predictions == ["big", "small"]
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        closing(
+            load_version(name, state["model_version"], shared_worker.mlflow_uri, Path(cache))
+        ) as served,
+    ):
+        signature = served.features
+        assert signature.names == ("city", "rooms")
+        assert signature.kind(0) == "string" and signature.kind(1) == "number"
+        rows = rows_from_body(
+            {"records": [{"city": "paris", "rooms": 1}, {"city": "nice", "rooms": 1}]}, signature
+        )
+        assert served.predict(rows).predictions == ["big", "small"]
 
 
 def test_a_name_defined_only_in_a_skipped_cell_is_pointed_at(
@@ -243,10 +248,14 @@ def test_code_imported_from_a_module_beside_the_notebook_travels_with_the_model(
     assert "features" not in sys.modules  # this process cannot import the repository's module
     mlflow.set_tracking_uri(shared_worker.mlflow_uri)
     mlflow.set_registry_uri(shared_worker.mlflow_uri)
-    with tempfile.TemporaryDirectory() as cache:
-        served = load_version(name, state["model_version"], shared_worker.mlflow_uri, Path(cache))
-    assert served.features.count is None
-    assert served.predict([[0.0, 1.0], [1.0, 0.0]]).predictions == [0, 1]
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        closing(
+            load_version(name, state["model_version"], shared_worker.mlflow_uri, Path(cache))
+        ) as served,
+    ):
+        assert served.features.count is None
+        assert served.predict([[0.0, 1.0], [1.0, 0.0]]).predictions == [0, 1]
 
 
 def test_a_model_class_defined_in_a_cell_is_explained(

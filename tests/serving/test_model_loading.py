@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import mlflow
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from model_server.loaded_model import load_version
+from model_server.loaded_model import ModelLoadError, load_version
 from tests.serving.conftest import unique
 
 
@@ -34,7 +37,12 @@ class Broken(BaseEstimator):
 
 
 def register_without_example(model: Any, name: str) -> str:
-    """Log like a notebook's export whose input width the platform could not tell."""
+    """Log like a notebook's export whose input width the platform could not tell.
+
+    The classes above are saved by value, as the worker saves a repository's own modules:
+    the model process that loads them cannot import this test module.
+    """
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             model,
@@ -55,9 +63,9 @@ def test_a_model_of_unknown_input_width_loads_and_predicts(
     name = unique("unknown-width")
     version = register_without_example(model, name)
 
-    loaded = load_version(name, version, mlflow_uri, tmp_path)
-    assert loaded.features.count is None
-    assert loaded.predict([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]).predictions == [0, 1]
+    with closing(load_version(name, version, mlflow_uri, tmp_path)) as loaded:
+        assert loaded.features.count is None
+        assert loaded.predict([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]).predictions == [0, 1]
 
 
 def test_a_model_that_cannot_predict_still_fails_to_load(
@@ -68,5 +76,5 @@ def test_a_model_that_cannot_predict_still_fails_to_load(
     broken.n_features_in_ = 2
     name = unique("broken")
     version = register_without_example(broken, name)
-    with pytest.raises(RuntimeError, match="broken artifact"):
+    with pytest.raises(ModelLoadError, match="RuntimeError: broken artifact"):
         load_version(name, version, mlflow_uri, tmp_path)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_core.mlflow_users import MODEL_SERVER_MLFLOW_USER
+from mlops_core.mlflow_users import MLFLOW_AUTHORIZATION_FUNCTION, MODEL_SERVER_MLFLOW_USER
 from mlops_core.model_events import MODEL_SERVER_REDIS_ACL, MODEL_SERVER_REDIS_USER
 from mlops_core.settings import Settings
 from tests.support.processes import VENV_BIN
@@ -71,6 +71,15 @@ def test_model_server_gets_no_database(compose: dict[str, Any]) -> None:
     assert "DATABASE_URL" not in compose["services"]["model-server"]["environment"]
 
 
+def test_model_server_gets_none_of_the_env_file(compose: dict[str, Any]) -> None:
+    """Regression: it inherited `env_file: .env`, so it held every platform secret."""
+    model_server = compose["services"]["model-server"]
+    assert "env_file" not in model_server
+    assert not {"REDIS_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "API_TOKEN"} & set(
+        model_server["environment"]
+    )
+
+
 def test_commands_name_modules_that_exist(compose: dict[str, Any]) -> None:
     for name in PLATFORM_SERVICES:
         command = compose["services"][name]["command"]
@@ -107,7 +116,8 @@ def test_redis_and_mlflow_ask_for_credentials_and_publish_no_port(
     assert '"$$REDIS_PASSWORD"' in script and "redis-server /tmp/users.conf" in script
     assert "REDISCLI_AUTH" in " ".join(redis_service["healthcheck"]["test"])
 
-    # MLflow: the basic-auth app, its admin password from .env, no secret in its ini file.
+    # MLflow: the basic-auth app with the platform's sign-in check (the local stack's too), its
+    # admin password from .env, no secret in its ini file.
     mlflow_service = services["mlflow"]
     assert "--app-name=basic-auth" in mlflow_service["command"]
     assert mlflow_service["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith(
@@ -116,6 +126,7 @@ def test_redis_and_mlflow_ask_for_credentials_and_publish_no_port(
     ini = configparser.ConfigParser()
     ini.read(ROOT / "deploy" / "mlflow-auth.ini")
     assert ini["mlflow"]["default_permission"] == "READ"
+    assert ini["mlflow"]["authorization_function"] == MLFLOW_AUTHORIZATION_FUNCTION
     assert "admin_password" not in ini["mlflow"]
 
     # The platform signs in as the admin; model servers with their own restricted users.

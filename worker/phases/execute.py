@@ -13,7 +13,7 @@ Celery process, because:
   process tree of the notebook;
 - memory a notebook run leaks (or a kernel killed for memory) dies with the child.
 It costs ~0.5 s of interpreter start per pipeline. The child runs inside the kernel sandbox
-(worker/isolation.py), and its MLflow calls go to a store in the work folder that the worker
+(mlops_core/sandbox.py), and its MLflow calls go to a store in the work folder that the worker
 copies into the pipeline's run afterwards (worker/local_tracking.py).
 """
 
@@ -31,13 +31,14 @@ from typing import Any
 
 import nbformat
 
+from mlops_core import sandbox
 from mlops_core.notebook_contract import (
     SKIP_TAG,
     prepare_for_execution,
     skipped_cells_defining,
     strip_execution_marks,
 )
-from worker import isolation, local_tracking
+from worker import local_tracking
 from worker.child_processes import kill_tree
 from worker.kernel_env import kernel_environment
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
@@ -62,13 +63,13 @@ def prepare(ctx: PhaseContext) -> None:
     sandbox is required but cannot run here.
     """
     try:
-        isolation.ensure_available(ctx.settings)
-    except isolation.SandboxUnavailable as exc:
+        sandbox.ensure_available(ctx.settings)
+    except sandbox.SandboxUnavailable as exc:
         raise PhaseFailed(f"notebooks are not run: {exc}") from None
     ctx.local_run_id = local_tracking.create_local_run(ctx)
     ctx.model_output_path.parent.mkdir(parents=True, exist_ok=True)
     install_kernel_startup(kernel_home(ctx) / ".ipython")
-    isolation.prepare_work_dir(ctx.settings, ctx.work_dir)
+    sandbox.prepare_work_dir(ctx.settings, ctx.work_dir)
 
 
 def run(ctx: PhaseContext) -> None:
@@ -126,7 +127,7 @@ def sandboxed(ctx: PhaseContext, module: str, *args: str) -> list[str]:
     `json.py` committed beside the notebook must not run inside the platform's runner.
     """
     cwd = ctx.notebook_file.parent if ctx.notebook_file else ctx.work_dir
-    return isolation.wrap(
+    return sandbox.wrap(
         ctx.settings,
         [sys.executable, "-I", "-m", module, *args],
         work_dir=ctx.work_dir,
@@ -136,7 +137,7 @@ def sandboxed(ctx: PhaseContext, module: str, *args: str) -> list[str]:
 
 def read_executed(path: Path) -> nbformat.NotebookNode | None:
     """The executed notebook the sandbox wrote, if it is a plain file holding a notebook."""
-    stream = isolation.open_written(path)
+    stream = sandbox.open_written(path)
     if stream is None:
         return None
     with stream:
@@ -318,7 +319,7 @@ def describe_failure(ctx: PhaseContext, result: dict[str, Any]) -> str:
             )
     elif kind == "error":
         raised = str(result.get("message", ""))
-        limit = isolation.limit_exceeded(ctx.settings, raised)
+        limit = sandbox.limit_exceeded(ctx.settings, raised)
         message = (
             f"{limit}: {where} raised {raised}"
             if limit

@@ -1,6 +1,6 @@
 """Loads the model a notebook exported and saves it as an MLflow model folder.
 
-Run inside the kernel sandbox (worker/isolation.py) as `python -I -m worker.sandbox.model_child`
+Run inside the kernel sandbox (mlops_core/sandbox.py) as `python -I -m worker.sandbox.model_child`
 with the kernel's environment: unpickling a file the notebook wrote runs code the notebook
 chose, so it must happen where no platform secret and no platform service is in reach. The
 register phase starts it while the notebook is still running: it imports MLflow and

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops_core import sandbox
 from mlops_core.settings import Settings
-from worker import isolation
 from worker.local_tracking import remove_links
 
 PROBE = """
@@ -50,7 +50,7 @@ def sandbox_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 
 needs_sandbox = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(map(shutil.which, isolation.REQUIRED_PROGRAMS)),
+    os.geteuid() != 0 or not all(map(shutil.which, sandbox.REQUIRED_PROGRAMS)),
     reason="the sandbox needs root and bubblewrap",
 )
 
@@ -60,7 +60,7 @@ def test_a_sandboxed_process_runs_as_its_own_uid_seeing_only_its_folder(tmp_path
     settings = sandbox_settings(tmp_path)
     work = settings.mlops_home / "work" / "pipeline-1"
     work.mkdir(parents=True)
-    isolation.prepare_work_dir(settings, work)
+    sandbox.prepare_work_dir(settings, work)
     listener = socket.create_server(("127.0.0.1", 0))
     code = (
         f"KEY = {str(settings.mlops_home / 'secrets' / 'encryption.key')!r}\n"
@@ -68,7 +68,7 @@ def test_a_sandboxed_process_runs_as_its_own_uid_seeing_only_its_folder(tmp_path
     )
     try:
         done = subprocess.run(
-            isolation.wrap(settings, [sys.executable, "-c", code], work_dir=work, cwd=work),
+            sandbox.wrap(settings, [sys.executable, "-c", code], work_dir=work, cwd=work),
             env={"PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
@@ -78,7 +78,7 @@ def test_a_sandboxed_process_runs_as_its_own_uid_seeing_only_its_folder(tmp_path
     finally:
         listener.close()
     report = json.loads(done.stdout)
-    assert report["uid"] == report["gid"] == isolation.sandbox_uid(settings) != os.getuid()
+    assert report["uid"] == report["gid"] == sandbox.sandbox_uid(settings) != os.getuid()
     assert max(report["pids"]) < 10  # its own PID namespace: no worker, no other pipeline
     assert report["key"] == "FileNotFoundError"  # MLOPS_HOME is an empty tmpfs
     assert report["work"] == "allowed"
@@ -97,7 +97,7 @@ def test_egress_shares_the_host_network(tmp_path: Path) -> None:
     code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('ok')"
     try:
         done = subprocess.run(
-            isolation.wrap(settings, [sys.executable, "-c", code], work_dir=None, cwd=Path("/")),
+            sandbox.wrap(settings, [sys.executable, "-c", code], work_dir=None, cwd=Path("/")),
             env={"PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
@@ -110,19 +110,19 @@ def test_egress_shares_the_host_network(tmp_path: Path) -> None:
 
 def test_off_runs_the_command_unchanged(tmp_path: Path) -> None:
     settings = Settings(mlops_home=tmp_path, kernel_sandbox="off")
-    assert isolation.wrap(settings, ["python", "-V"], work_dir=tmp_path, cwd=tmp_path) == [
+    assert sandbox.wrap(settings, ["python", "-V"], work_dir=tmp_path, cwd=tmp_path) == [
         "python",
         "-V",
     ]
-    assert not isolation.check_available(settings).enabled
+    assert not sandbox.check_available(settings).enabled
 
 
 def test_without_bubblewrap_the_worker_refuses_naming_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(isolation.SandboxUnavailable, match="KERNEL_SANDBOX=off"):
-        isolation.check_available(Settings(mlops_home=tmp_path))
+    with pytest.raises(sandbox.SandboxUnavailable, match="KERNEL_SANDBOX=off"):
+        sandbox.check_available(Settings(mlops_home=tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -144,9 +144,9 @@ def test_errors_a_limit_causes_are_named_with_their_setting(raised: str, named: 
     settings = Settings(
         kernel_memory_limit="2GiB", kernel_max_processes=32, kernel_max_file_size="512MiB"
     )
-    assert isolation.limit_exceeded(settings, raised) == named
+    assert sandbox.limit_exceeded(settings, raised) == named
     assert (
-        isolation.limit_exceeded(settings.model_copy(update={"kernel_sandbox": "off"}), raised)
+        sandbox.limit_exceeded(settings.model_copy(update={"kernel_sandbox": "off"}), raised)
         is None
     )
 

@@ -179,22 +179,33 @@ def prepare_work_dir(settings: Settings, work_dir: Path) -> None:
 
 
 def wrap(
-    settings: Settings, command: Sequence[str], *, work_dir: Path | None, cwd: Path
+    settings: Settings,
+    command: Sequence[str],
+    *,
+    work_dir: Path | None,
+    cwd: Path,
+    long_lived: bool = False,
 ) -> list[str]:
     """`command` as run inside the sandbox (unchanged when KERNEL_SANDBOX=off).
 
     The caller starts the result with the kernel's allow-listed environment, which bubblewrap
     passes on; only file descriptors the caller passes explicitly are inherited.
+
+    `long_lived`: a model server's model process, which lives as long as its version serves.
+    It has no CPU-time limit (it would end a healthy server after an hour of predictions), no
+    network whatever KERNEL_NETWORK says (it needs none: the server downloads the model), and
+    its folder is read-only (it writes nothing).
     """
     if settings.kernel_sandbox == "off":
         return list(command)
     uid = str(sandbox_uid(settings))
     namespaces = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if settings.kernel_network == "none":
+    if settings.kernel_network == "none" or long_lived:
         namespaces.append("--unshare-net")
+    cpu = settings.kernel_cpu_seconds
     limits = [
         f"--as={int(settings.kernel_memory_limit)}",
-        f"--cpu={settings.kernel_cpu_seconds}:{settings.kernel_cpu_seconds + CPU_GRACE_SECONDS}",
+        *([] if long_lived else [f"--cpu={cpu}:{cpu + CPU_GRACE_SECONDS}"]),
         f"--nproc={settings.kernel_max_processes}",
         f"--fsize={int(settings.kernel_max_file_size)}",
     ]
@@ -203,7 +214,7 @@ def wrap(
         *("--ro-bind", "/", "/"),
         *("--dev", "/dev"),
         *("--proc", "/proc"),
-        *mount_plan(settings, work_dir),
+        *mount_plan(settings, work_dir, writable=not long_lived),
         *namespaces,
         "--die-with-parent",
         "--new-session",
@@ -224,7 +235,7 @@ def wrap(
     ]
 
 
-def mount_plan(settings: Settings, work_dir: Path | None) -> list[str]:
+def mount_plan(settings: Settings, work_dir: Path | None, *, writable: bool = True) -> list[str]:
     """bubblewrap mount options over the read-only root: what is hidden, what is bound.
 
     Mounts are applied shallowest first, so a path bound back inside a hidden one (the Python
@@ -240,8 +251,8 @@ def mount_plan(settings: Settings, work_dir: Path | None) -> list[str]:
         if hidden is not None and hidden.is_dir() and hidden.resolve() != Path("/"):
             mounts[hidden.resolve()] = "tmpfs"
     if work_dir is not None:
-        mounts[work_dir.resolve().parent] = "tmpfs"  # other pipelines' folders
-        mounts[work_dir.resolve()] = "bind"
+        mounts[work_dir.resolve().parent] = "tmpfs"  # other pipelines' (or models') folders
+        mounts[work_dir.resolve()] = "bind" if writable else "ro-bind"
     for needed in code_paths():
         if any(needed.is_relative_to(path) and path != needed for path in mounts):
             mounts.setdefault(needed, "ro-bind")

@@ -1,0 +1,160 @@
+"""A registered model version in memory: load, describe, warm up and predict.
+
+This runs only in a model process (model_server/model_child.py), inside the sandbox: loading
+unpickles code the notebook chose. It prefers the scikit-learn flavour (the estimator itself
+gives predict_proba, class labels and feature names) and falls back to pyfunc for anything else.
+A version is warmed with one prediction when loaded, so a broken artifact fails while the
+previous version is still serving, not on a user's request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+from mlflow.models import Model
+
+from model_server.feature_spec import NUMBER, STRING, FeatureSpec
+
+log = logging.getLogger(__name__)
+
+_STRING_TYPES = {"string", "str", "object"}
+
+
+@dataclass
+class Estimator:
+    """A loaded model and what the server needs to know about it."""
+
+    flavor: str
+    model: Any
+    features: FeatureSpec
+    classes: list[Any] | None
+
+    @property
+    def has_proba(self) -> bool:
+        return self.flavor == "sklearn" and hasattr(self.model, "predict_proba")
+
+    def model_input(self, rows: list[list[Any]]) -> pd.DataFrame | np.ndarray:
+        """Rows in the form the model was trained on: a DataFrame when it knows column names."""
+        if self.features.names is not None:
+            return pd.DataFrame(rows, columns=list(self.features.names))
+        if self.features.kinds and STRING in self.features.kinds:
+            return np.asarray(rows, dtype=object)
+        return np.asarray(rows, dtype=np.float64)
+
+    def outputs(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions and, for classifiers, probabilities, as plain Python values.
+
+        JSON has no NaN or infinity: outputs that are not finite (inputs far outside what the
+        model was trained on) raise ValueError, which the server answers as a client error.
+        """
+        predictions, probabilities = self.raw_outputs(rows)
+        if not _all_finite(predictions) or not _all_finite(probabilities or []):
+            raise ValueError("the model's output for these rows is not a finite number")
+        return predictions, probabilities
+
+    def raw_outputs(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
+        x = self.model_input(rows)
+        predictions = _to_list(self.model.predict(x))
+        probabilities = None
+        if self.has_proba:
+            probabilities = np.asarray(self.model.predict_proba(x)).tolist()
+        return predictions, probabilities
+
+
+def load(local: Path) -> Estimator:
+    """Load and warm the MLflow model folder `local`; raises on any failure."""
+    meta = Model.load(str(local))
+    if "sklearn" in meta.flavors:
+        model: Any = mlflow.sklearn.load_model(str(local))
+        flavor = "sklearn"
+    else:
+        model = mlflow.pyfunc.load_model(str(local))
+        flavor = "pyfunc"
+    features = _feature_spec(model, meta)
+    classes = np.asarray(model.classes_).tolist() if hasattr(model, "classes_") else None
+    try:
+        example = meta.load_input_example(str(local))
+    except Exception:  # an unreadable example only costs us the warm-up input
+        example = None
+    estimator = Estimator(flavor, model, features, classes)
+    try:
+        estimator.raw_outputs(_warm_rows(features, example))  # a NaN is the guess's fault
+    except Exception:
+        if features.count is not None or example is not None:
+            raise
+        # Nothing says how wide a row is (a custom first step with no feature count and no
+        # input example): the warm-up row was a guess, not a test of the artifact.
+        log.warning("warm-up skipped: the model's input shape is unknown")
+    return estimator
+
+
+def _all_finite(values: list[Any]) -> bool:
+    """Whether no float in `values` (lists and dicts nested in it included) is NaN or infinite."""
+    pending: list[Any] = [values]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+    return True
+
+
+def _to_list(raw: Any) -> list[Any]:
+    """numpy / pandas outputs → lists of Python scalars (class labels keep their type)."""
+    if isinstance(raw, pd.DataFrame):
+        if raw.shape[1] == 1:
+            return raw.iloc[:, 0].tolist()
+        return raw.to_dict(orient="records")
+    if isinstance(raw, pd.Series | np.ndarray):
+        return raw.tolist()
+    return list(raw)
+
+
+def _feature_spec(model: Any, meta: Model) -> FeatureSpec:
+    names: tuple[str, ...] | None = None
+    kinds: tuple[str, ...] | None = None
+    count: int | None = None
+    schema = meta.signature.inputs if meta.signature is not None else None
+    if schema is not None and not schema.is_tensor_spec() and schema.has_input_names():
+        names = tuple(schema.input_names())
+        kinds = tuple(
+            STRING if str(getattr(t, "name", t)).lower() in _STRING_TYPES else NUMBER
+            for t in schema.input_types()
+        )
+        count = len(names)
+    elif schema is not None and schema.is_tensor_spec():
+        shape = schema.inputs[0].shape
+        if shape and len(shape) == 2 and shape[-1] > 0:
+            count = int(shape[-1])
+    if hasattr(model, "feature_names_in_"):
+        model_names = tuple(str(n) for n in model.feature_names_in_)
+        if names != model_names:
+            names, kinds = model_names, None
+        count = len(names)
+    elif hasattr(model, "n_features_in_"):
+        count = int(model.n_features_in_)
+        if names is not None and len(names) != count:
+            names, kinds = None, None
+    return FeatureSpec(count=count, names=names, kinds=kinds)
+
+
+def _warm_rows(features: FeatureSpec, example: Any) -> list[list[Any]]:
+    if isinstance(example, pd.DataFrame) and len(example):
+        if features.names is not None and set(features.names) <= set(example.columns):
+            example = example[list(features.names)]
+        return example.head(1).to_numpy(dtype=object).tolist()
+    if isinstance(example, np.ndarray) and example.ndim == 2 and len(example):
+        return example[:1].tolist()
+    count = features.count or 1
+    return [["" if features.kind(i) == STRING else 0.0 for i in range(count)]]
