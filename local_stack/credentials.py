@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_core.mlflow_users import MLFLOW_AUTHORIZATION_FUNCTION
 from mlops_core.model_events import MODEL_SERVER_REDIS_ACL, MODEL_SERVER_REDIS_USER
 from mlops_core.secrets_box import stored_secret
 
@@ -96,11 +97,17 @@ def redis_config(port: int, bind: str, data_dir: Path, creds: StackSecrets) -> s
     )
 
 
-def mlflow_auth_config(database: Path, admin_password: str) -> str:
-    """MLflow's basic-auth ini (MLFLOW_AUTH_CONFIG_PATH): its user store and its admin.
+def mlflow_auth_config(
+    database: Path,
+    admin_password: str,
+    authorization_function: str = MLFLOW_AUTHORIZATION_FUNCTION,
+) -> str:
+    """MLflow's basic-auth ini (MLFLOW_AUTH_CONFIG_PATH): its user store, admin and sign-in check.
 
     The admin password only creates the admin on MLflow's first start; `up` then checks it and
     gives model servers their user. READ as the default permission makes that user read-only.
+    The sign-in check is the platform's (mlops_core/mlflow_basic_auth.py); bench/mlflow_auth.py
+    passes MLflow's own to compare.
     """
 
     def value(text: str) -> str:
@@ -114,7 +121,7 @@ def mlflow_auth_config(database: Path, admin_password: str) -> str:
             f"database_uri = {value(f'sqlite:///{database}')}",
             f"admin_username = {MLFLOW_ADMIN_USER}",
             f"admin_password = {value(admin_password)}",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            f"authorization_function = {authorization_function}",
             "",
         ]
     )

@@ -23,6 +23,11 @@ from mlops_core.settings import Settings
 
 MODEL_SERVER_MLFLOW_USER = "modelserver"
 
+# The sign-in check the platform's MLflow runs (`authorization_function` of its basic-auth ini):
+# MLflow's own, remembered per password (mlops_core/mlflow_basic_auth.py says why). A string, so
+# writing the ini does not import MLflow's server.
+MLFLOW_AUTHORIZATION_FUNCTION = "mlops_core.mlflow_basic_auth:authenticate_request_basic_auth"
+
 # The basic-auth app's REST API for users (mlflow/server/auth/routes.py).
 _USERS_API = "/api/2.0/mlflow/users"
 

@@ -8,10 +8,12 @@ restricted users, and the plan's handling of the generated passwords.
 from __future__ import annotations
 
 import os
+import sqlite3
+import statistics
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
+from werkzeug.security import generate_password_hash
 
 from backend.app import create_app
 from local_stack.commands import describe
@@ -204,6 +207,58 @@ def test_mlflow_refuses_an_api_call_without_credentials_and_keeps_health_open(
         assert http.get(SEARCH_EXPERIMENTS, auth=auth_mlflow.admin).status_code == 200
         # The stack's health checks and the backend's /ready probe it without credentials.
         assert http.get("/health").status_code == 200
+
+
+def test_mlflow_checks_a_password_once_yet_refuses_wrong_changed_and_deleted_ones(
+    auth_mlflow: MlflowServer,
+) -> None:
+    """The platform's sign-in check (mlops_core/mlflow_basic_auth.py) remembers a verified
+    password, so a signed-in call skips the scrypt check that each refused one still pays; any
+    change of the stored password, even behind MLflow's back (as another worker or replica would
+    make it), ends the old password at the next call."""
+    admin = auth_mlflow.admin
+    assert admin is not None
+    user, first, second = f"auth-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, uuid.uuid4().hex
+    assert ensure_user(auth_mlflow.uri, admin, user, first) == "created"
+    with httpx.Client(base_url=auth_mlflow.uri, trust_env=False, timeout=30) as http:
+
+        def call(username: str, password: str) -> tuple[int, float]:
+            """A signed-in search: its HTTP status and how long it took (s)."""
+            started = time.perf_counter()
+            status = http.get(SEARCH_EXPERIMENTS, auth=(username, password)).status_code
+            return status, time.perf_counter() - started
+
+        # Interleaved, so both see the same load on the machine.
+        signed_in_times, refused_times = [], []
+        for _ in range(8):
+            status, took = call(user, first)
+            assert status == 200
+            signed_in_times.append(took)
+            status, took = call(user, f"wrong-{first}")
+            assert status == 401
+            refused_times.append(took)
+        assert statistics.median(signed_in_times) < statistics.median(refused_times) / 2
+        assert call(f"nobody-{user}", first)[0] == 401
+
+        # Through MLflow's API: the old password is refused at once, the new one signs in.
+        assert ensure_user(auth_mlflow.uri, admin, user, second) == "password set"
+        assert call(user, first)[0] == 401
+        assert call(user, second)[0] == 200
+
+        # Straight into MLflow's user store: refused at once too, with no TTL to wait for.
+        with closing(sqlite3.connect(auth_mlflow.auth_database)) as store, store:  # commits
+            store.execute(
+                "UPDATE users SET password_hash = ? WHERE username = ?",
+                (generate_password_hash(first), user),
+            )
+        assert call(user, second)[0] == 401
+        assert call(user, first)[0] == 200
+
+        deleted = http.request(
+            "DELETE", "/api/2.0/mlflow/users/delete", json={"username": user}, auth=admin
+        )
+        assert deleted.is_success, deleted.text
+        assert call(user, first)[0] == 401
 
 
 def test_model_servers_mlflow_user_is_kept_in_step_and_reads_without_changing(

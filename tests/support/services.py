@@ -11,6 +11,7 @@ import redis
 
 from local_stack.credentials import MLFLOW_ADMIN_USER, mlflow_auth_config, redis_users
 from local_stack.supervisor import write_private
+from mlops_core.mlflow_users import MLFLOW_AUTHORIZATION_FUNCTION
 from mlops_core.model_events import MODEL_SERVER_REDIS_USER
 from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
 
@@ -74,13 +75,24 @@ class MlflowServer:
 
     With `auth`, it runs MLflow's basic-auth app as the local stack does; `admin` is then the
     (user, password) pair clients pass as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+    Its sign-in check is the platform's unless `authorization_function` names another (the
+    benchmark's MLflow default).
     """
 
-    def __init__(self, workdir: Path, *, auth: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        auth: bool = False,
+        authorization_function: str = MLFLOW_AUTHORIZATION_FUNCTION,
+    ) -> None:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         self.admin = (MLFLOW_ADMIN_USER, secrets.token_urlsafe(16)) if auth else None
+        self.authorization_function = authorization_function
+        # MLflow's user store (SQLite): a test may change a password behind MLflow's back.
+        self.auth_database = workdir / "auth.db"
         self.process: ManagedProcess | None = None
 
     def _auth_args(self) -> tuple[list[str], dict[str, str]]:
@@ -88,7 +100,10 @@ class MlflowServer:
         if self.admin is None:
             return [], {}
         config = self.workdir / "auth.ini"
-        write_private(config, mlflow_auth_config(self.workdir / "auth.db", self.admin[1]))
+        write_private(
+            config,
+            mlflow_auth_config(self.auth_database, self.admin[1], self.authorization_function),
+        )
         return ["--app-name", "basic-auth"], {
             "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(16),
