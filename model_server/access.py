@@ -14,6 +14,7 @@ from fastapi import HTTPException, Request, status
 
 from mlops_core.access_tokens import (
     CHALLENGE,
+    METRICS,
     PREDICT,
     Refusal,
     bearer_token,
@@ -34,6 +35,14 @@ def predict_refusal(request: Request) -> Refusal | None:
 def require_predict_token(request: Request) -> None:
     """FastAPI dependency: 401 naming the token to send, unless the request carries it."""
     refused = predict_refusal(request)
+    if refused is not None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, refused.http_detail, headers=CHALLENGE)
+
+
+def require_metrics_token(request: Request) -> None:
+    """FastAPI dependency for /metrics: METRICS_TOKEN (or API_TOKEN) when set, else open."""
+    presented = bearer_token(request.headers.get("authorization"))
+    refused = refusal(request.app.state.settings, METRICS, presented)
     if refused is not None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, refused.http_detail, headers=CHALLENGE)
 

@@ -21,15 +21,17 @@ from typing import Any
 
 import mlflow
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from mlops_core import sandbox
 from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
 from mlops_core.request_limits import JsonDepthLimit
+from mlops_core.service_metrics import RequestMetrics, exposition, exposition_registry
 from mlops_core.settings import Settings, get_settings
-from model_server.access import require_predict_token, warn_if_open
+from model_server.access import require_metrics_token, require_predict_token, warn_if_open
 from model_server.inference_protocol import router as inference_router
 from model_server.loaded_model import LoadedModel
+from model_server.metrics import ErrorReason, record_error, record_prediction
 from model_server.model_process import ModelProcessError
 from model_server.model_store import ModelStore, why_not_served
 from model_server.registry_sync import RegistrySync
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="notebook-mlops model server", version="0.1.0", lifespan=lifespan)
     app.add_middleware(JsonDepthLimit, max_depth=settings.json_max_depth)
+    app.add_middleware(RequestMetrics)
     app.state.settings = settings
     app.state.store = store
     app.state.replica_id = replica_id
@@ -95,6 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         )
 
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
+    async def metrics() -> Response:
+        body, content_type = exposition(exposition_registry())
+        return Response(body, media_type=content_type)
+
     @app.get("/models", dependencies=[Depends(require_predict_token)])
     async def models() -> dict[str, Any]:
         return {"replica": replica_id, "models": store.describe()}
@@ -110,8 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 body = await read_json_body(request, settings.predict_max_body_bytes)
                 rows = rows_from_body(body, model.features)
             except BodyError as exc:
+                record_error(name, ErrorReason.BAD_INPUT)
                 raise HTTPException(exc.status_code, exc.message) from None
             except InputError as exc:
+                record_error(name, ErrorReason.BAD_INPUT)
                 raise HTTPException(422, str(exc)) from None
             model.requests += 1
             started = time.perf_counter()
@@ -121,13 +131,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     request.app.state.predict_pool, model.predict, rows
                 )
             except ModelProcessError as exc:
+                record_error(name, ErrorReason.UNAVAILABLE)
                 raise HTTPException(
                     503, f"model {name} version {model.version} is unavailable: {exc}"
                 ) from None
             except Exception as exc:
+                record_error(name, ErrorReason.MODEL_ERROR)
                 raise HTTPException(
                     422, f"model {name} version {model.version} could not predict these rows: {exc}"
                 ) from None
+            record_prediction(name, model.version, time.perf_counter() - started)
         content: dict[str, Any] = {
             "predictions": result.predictions,
             "model_name": model.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from typing import Any
 
@@ -21,6 +22,7 @@ from mlops_core.prediction_schema import json_request_body
 from model_server.access import predict_refusal
 from model_server.feature_spec import STRING, FeatureSpec
 from model_server.loaded_model import LoadedModel
+from model_server.metrics import ErrorReason, record_error, record_prediction
 from model_server.model_process import ModelProcessError
 from model_server.model_store import ModelStore, why_not_served
 from model_server.request_body import BodyError, read_json_body
@@ -148,17 +150,23 @@ async def infer(request: Request, name: str, version: str | None = None) -> Any:
             body = await read_json_body(request, request.app.state.settings.predict_max_body_bytes)
             rows, wanted = parse_infer_request(body, model)
         except BodyError as exc:
+            record_error(model.name, ErrorReason.BAD_INPUT)
             return _error(exc.status_code, exc.message)
         except InputError as exc:
+            record_error(model.name, ErrorReason.BAD_INPUT)
             return _error(400, str(exc))
         model.requests += 1
+        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(request.app.state.predict_pool, model.predict, rows)
         except ModelProcessError as exc:
+            record_error(model.name, ErrorReason.UNAVAILABLE)
             return _error(503, f"model {name} version {model.version} is unavailable: {exc}")
         except Exception as exc:
+            record_error(model.name, ErrorReason.MODEL_ERROR)
             return _error(400, f"the model could not predict these inputs: {exc}")
+        record_prediction(model.name, model.version, time.perf_counter() - started)
     outputs = []
     if "predict" in wanted:
         outputs.append(_tensor("predict", result.predictions, [len(result.predictions)]))

@@ -30,6 +30,7 @@ from mlops_core.model_events import (
 from mlops_core.model_registry import all_served_versions, registry_client, served_version
 from mlops_core.settings import Settings
 from model_server.loaded_model import load_version
+from model_server.metrics import record_load, record_served
 from model_server.model_process import SpareProcesses
 from model_server.model_store import ModelStore
 
@@ -110,6 +111,7 @@ class RegistrySync:
                 if current is not None:
                     self.store.remove(name)
                     current.retire()
+                    record_served(name, None, current.version)
                     log.info("stopped serving %s (was version %s)", name, current.version)
                     await self._report(name, None, "unloaded")
                 return
@@ -130,10 +132,13 @@ class RegistrySync:
                 log.exception(
                     "failed to load %s version %s; keeping what was served", name, version
                 )
+                record_load(name, succeeded=False)
                 self.store.record_failure(name, version, error[:2000])
                 await self._report(name, version, "failed", error[:2000])
                 return
             previous = self.store.swap_in(model)
+            record_load(name, succeeded=True)
+            record_served(name, version, previous.version if previous else None)
             if previous is not None:
                 previous.retire()
             log.info(
