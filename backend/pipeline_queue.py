@@ -30,6 +30,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.metrics import ENQUEUE_FAILURES, PIPELINES_AWAITING_ENQUEUE
+from backend.pipeline_watch import pipeline_watch_service
 from mlops_core.database import engine_for, session_scope
 from mlops_core.schema import Pipeline, utcnow
 from mlops_core.settings import Settings
@@ -222,9 +223,14 @@ async def requeue_service(app: FastAPI) -> AsyncIterator[None]:
 
 
 def install_pipeline_queue(app: FastAPI) -> None:
-    """Give the app its queue and start the re-queue loop with the app."""
+    """Give the app its queue; start the re-queue loop and the pipeline watch with the app.
+
+    The watch (backend/pipeline_watch.py) queues again what lost its worker, through this
+    queue; it is listed after the loop, so it stops before the loop closes the queue.
+    """
     app.state.pipeline_queue = PipelineQueue(app.state.settings)
     app.state.background_services.append(requeue_service)
+    app.state.background_services.append(pipeline_watch_service)
 
 
 def get_pipeline_queue(request: Request) -> PipelineQueue:

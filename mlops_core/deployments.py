@@ -30,7 +30,7 @@ def record_deployment(
     pipeline_id: int | None = None,
     actor: str = "system",
 ) -> Deployment:
-    """Add a history row (the caller commits)."""
+    """Add a history row; the caller owns the transaction (`change_served_version` commits it)."""
     row = Deployment(
         model_name=model_name,
         action=action,
@@ -86,14 +86,20 @@ def change_served_version(
     actor: str,
     pipeline_id: int | None = None,
 ) -> tuple[str | None, bool]:
-    """Move the serving alias, record the change, commit, then announce it to the replicas.
+    """Move the serving alias, record the change and commit, then announce it to the replicas.
 
-    Returns (previous version, announced). The history row is flushed before the alias moves
-    so that a failing registry call leaves no row behind, and the announcement comes last so
-    that a replica acting on it reads the new alias. A Redis failure does not undo the change:
-    every replica picks it up at its next reconcile, so it is only logged.
+    Returns (previous version, announced). This function owns the transaction: it commits.
+    The alias moves before the history row is written, so that a failing registry call leaves
+    no row behind and no database lock is held while MLflow answers (or, in an outage, while
+    the worker's client retries). The announcement comes last so that a replica acting on it
+    reads the new alias. A Redis failure does not undo the change: every replica picks it up
+    at its next reconcile, so it is only logged.
     """
     previous = served_version(registry, model_name, alias)
+    if version is None:
+        clear_served_version(registry, model_name, alias)
+    else:
+        set_served_version(registry, model_name, version, alias)
     if pipeline_id is not None and session.get(Pipeline, pipeline_id) is None:
         pipeline_id = None  # the version came from elsewhere (another platform, a test)
     record_deployment(
@@ -105,10 +111,6 @@ def change_served_version(
         pipeline_id=pipeline_id,
         actor=actor,
     )
-    if version is None:
-        clear_served_version(registry, model_name, alias)
-    else:
-        set_served_version(registry, model_name, version, alias)
     session.commit()
     announced = False
     if redis_client is not None:

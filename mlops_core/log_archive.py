@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
 import redis
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from mlops_core.database import session_scope
 from mlops_core.log_events import FINISHED_STREAM, LogEvent, history_key
-from mlops_core.schema import LogLine
+from mlops_core.schema import LogLine, Pipeline, utcnow
+from mlops_core.states import PipelineStatus
+
+logger = logging.getLogger(__name__)
+FINISHED = tuple(status for status in PipelineStatus if status.finished)
 
 
 def archive_log(session: Session, client: redis.Redis, pipeline_id: int) -> int:
@@ -38,6 +46,53 @@ def archive_log(session: Session, client: redis.Redis, pipeline_id: int) -> int:
         for event in events
     )
     return len(events)
+
+
+def archive_pipeline_log(database_url: str, client: redis.Redis, pipeline_id: int) -> bool:
+    """Archive an ended pipeline's log once, in its own transaction; False if Redis failed.
+
+    Kept apart from the transaction that writes the pipeline's end state, so a Redis outage never
+    holds that state back: the worker tries right after the end, and the backend retries
+    (`pending_archives`) until it succeeds. Marking `log_archived_at` comes first in the same
+    transaction, conditional on it being unset: of a worker and several backends trying at once,
+    one copies the log and the others find it done.
+    """
+    try:
+        with session_scope(database_url) as session:
+            claimed = session.execute(
+                update(Pipeline)
+                .where(Pipeline.id == pipeline_id, Pipeline.log_archived_at.is_(None))
+                .values(log_archived_at=utcnow())
+            )
+            if claimed.rowcount:  # type: ignore[attr-defined]
+                archive_log(session, client, pipeline_id)
+    except redis.RedisError as exc:
+        logger.warning("log of pipeline %s not archived yet (Redis: %s)", pipeline_id, exc)
+        return False
+    return True
+
+
+def pending_archives(
+    session: Session, *, ended_before_seconds: float, limit: int = 100
+) -> list[int]:
+    """Ended pipelines whose log is still only in Redis, that ended over the given time ago.
+
+    The wait leaves the worker that ended the pipeline time to publish its last lines and
+    archive them itself.
+    """
+    cutoff = utcnow() - timedelta(seconds=ended_before_seconds)
+    return list(
+        session.scalars(
+            select(Pipeline.id)
+            .where(
+                Pipeline.log_archived_at.is_(None),
+                Pipeline.status.in_(FINISHED),
+                Pipeline.finished_at < cutoff,
+            )
+            .order_by(Pipeline.id)
+            .limit(limit)
+        )
+    )
 
 
 def stored_log(

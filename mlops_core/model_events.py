@@ -15,6 +15,7 @@ Two pub/sub channels and one hash per model:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from typing import Literal
 
 import redis
 from pydantic import BaseModel, Field
+
+from mlops_core.prediction_log import PREDICTION_LOG_STREAM
 
 MODEL_EVENTS_CHANNEL = "mlops:model-events"
 MODEL_LOADED_CHANNEL = "mlops:model-loaded"
@@ -32,13 +35,15 @@ ReportStatus = Literal["loaded", "failed", "unloaded"]
 
 # The Redis user model servers connect as where Redis has ACL users (the local stack, compose).
 MODEL_SERVER_REDIS_USER = "modelserver"
-# Its ACL rules: the two channels and the report hashes above, and only the commands this module
-# and model_server/registry_sync.py send (a pipeline is MULTI/EXEC). A model server faces the
+# Its ACL rules: the two channels and the report hashes above, the prediction log's stream
+# (append only), and only the commands this module, model_server/registry_sync.py and
+# model_server/prediction_log.py send (a pipeline is MULTI/EXEC). A model server faces the
 # network; its Redis password opens no queue, no pipeline log and no cancel channel. redis-py's
 # CLIENT SETINFO at connect is refused and ignored by the client. Valid on Redis 6.2 and 7.
 MODEL_SERVER_REDIS_ACL: tuple[str, ...] = (
     "resetkeys",
     f"~{_REPLICAS_PREFIX}*",
+    f"~{PREDICTION_LOG_STREAM}",
     "resetchannels",
     f"&{MODEL_EVENTS_CHANNEL}",
     f"&{MODEL_LOADED_CHANNEL}",
@@ -58,6 +63,7 @@ MODEL_SERVER_REDIS_ACL: tuple[str, ...] = (
             "multi",
             "exec",
             "discard",
+            "xadd",
         )
     ),
 )
@@ -158,6 +164,7 @@ def wait_until_loaded(
     stale_after_seconds: float,
     subscription: redis.client.PubSub | None = None,
     check: Callable[[], None] | None = None,
+    fallback: Callable[[], str | None] | None = None,
 ) -> str:
     """Block until a replica reports `version` of `model_name` loaded; return that replica's id.
 
@@ -166,32 +173,56 @@ def wait_until_loaded(
     replicas that loaded the version through their periodic reconcile. A replica reporting that
     the version failed to load ends the wait at once: every replica loads the same artifact.
     `check` is called about once a second and may raise to abandon the wait (a cancel).
+
+    Redis may fail mid-wait (or be down from the start: pass no subscription). The wait then
+    polls once a second: the reports hash whenever Redis answers, and `fallback` (the replicas
+    asked directly; it returns the id of one serving the version, or None) while it does not.
+    Replicas follow the registry alias on their own, so the version still gets loaded.
     """
-    own = subscription is None
-    pubsub = subscription or client.pubsub(ignore_subscribe_messages=True)
-    if own:
-        pubsub.subscribe(MODEL_LOADED_CHANNEL)
+    pubsub = subscription
+    owned = False
+    if pubsub is None:
+        try:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(MODEL_LOADED_CHANNEL)
+            owned = True
+        except redis.RedisError:
+            pubsub = None
     deadline = time.monotonic() + timeout_seconds
     try:
         while True:
             if check is not None:
                 check()
-            for replica, loaded in replica_versions(
-                client, alias, model_name, stale_after_seconds
-            ).items():
-                if loaded == version:
-                    return replica
+            try:
+                for replica, loaded in replica_versions(
+                    client, alias, model_name, stale_after_seconds
+                ).items():
+                    if loaded == version:
+                        return replica
+            except redis.RedisError:
+                found = fallback() if fallback is not None else None
+                if found is not None:
+                    return found
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeployWaitError(
                     f"no model server reported {model_name} version {version} loaded "
                     f"within {timeout_seconds:g}s"
                 )
-            message = pubsub.get_message(timeout=min(remaining, 1.0))
-            if not message or message.get("type") != "message":
-                continue
-            report = ReplicaReport.model_validate(json.loads(message["data"]))
-            if (report.alias, report.model, report.version) != (alias, model_name, version):
+            report = None
+            if pubsub is not None:
+                try:
+                    report = _next_report(pubsub, min(remaining, 1.0))
+                except redis.RedisError:
+                    _close_quietly(pubsub)
+                    pubsub, owned = None, False
+            else:
+                time.sleep(min(remaining, 1.0))
+            if report is None or (report.alias, report.model, report.version) != (
+                alias,
+                model_name,
+                version,
+            ):
                 continue
             if report.status == "loaded":
                 return report.replica
@@ -201,5 +232,18 @@ def wait_until_loaded(
                     f"{version}: {report.error}"
                 )
     finally:
-        if own:
-            pubsub.close()
+        if owned and pubsub is not None:
+            _close_quietly(pubsub)
+
+
+def _next_report(pubsub: redis.client.PubSub, timeout: float) -> ReplicaReport | None:
+    """The next replica report on the subscription within `timeout`, if one comes."""
+    message = pubsub.get_message(timeout=timeout)
+    if not message or message.get("type") != "message":
+        return None
+    return ReplicaReport.model_validate(json.loads(message["data"]))
+
+
+def _close_quietly(pubsub: redis.client.PubSub) -> None:
+    with contextlib.suppress(redis.RedisError, OSError):
+        pubsub.close()

@@ -56,6 +56,7 @@ class Pipeline(Base):
     __table_args__ = (
         Index("ix_pipelines_repo_created", "repo_id", "created_at"),
         Index("ix_pipelines_status_enqueued", "status", "enqueued_at"),
+        Index("ix_pipelines_log_archived", "log_archived_at", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -83,6 +84,13 @@ class Pipeline(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The running attempt's worker refreshes this (database clock) to say it is alive; the
+    # backend queues again or fails a running pipeline whose heartbeat went stale
+    # (mlops_core/pipeline_lease.py).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the log was copied from Redis into `log_lines`. NULL on a finished pipeline means the
+    # copy is still to be done (Redis was down when it ended); the backend retries it.
+    log_archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     repo: Mapped[Repo | None] = relationship(back_populates="pipelines")
     phases: Mapped[list[PipelinePhase]] = relationship(
@@ -184,4 +192,46 @@ class WebhookDelivery(Base):
     )
     outcome: Mapped[str] = mapped_column(String(20))  # accepted | ignored
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PredictionLogRow(Base):
+    """One answered prediction request, from the model servers' prediction log stream.
+
+    `stream_id` is the record's id in the Redis stream: a record read again after a backend
+    died before acknowledging it is recognised and not stored twice.
+    """
+
+    __tablename__ = "prediction_log"
+    __table_args__ = (
+        Index("ix_prediction_log_model_at", "model_name", "at"),
+        Index("ix_prediction_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(40), unique=True)
+    request_id: Mapped[str] = mapped_column(String(200), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model_name: Mapped[str] = mapped_column(String(255))
+    model_version: Mapped[str] = mapped_column(String(50))
+    commit_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    replica: Mapped[str] = mapped_column(String(255))
+    inputs: Mapped[list[Any]] = mapped_column(JSON)
+    predictions: Mapped[list[Any]] = mapped_column(JSON)
+    probabilities: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class PredictionFeedback(Base):
+    """The ground truth for a logged prediction request, sent later by whoever learns it.
+
+    One row per request id and model: feedback sent again for a request replaces its labels.
+    `labels` holds one label per row of the request.
+    """
+
+    __tablename__ = "prediction_feedback"
+
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    labels: Mapped[list[Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

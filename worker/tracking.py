@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 from mlflow.exceptions import MlflowException
 
@@ -76,12 +77,17 @@ def collect_metrics(ctx: PhaseContext) -> dict[str, float]:
 def end_run(
     ctx: PhaseContext, run_id: str, status: RunStatus | int, *, only_if_running: bool = False
 ) -> None:
-    """Set the run's final status (FINISHED, FAILED or KILLED) to match the pipeline."""
+    """Set the run's final status (FINISHED, FAILED or KILLED) to match the pipeline.
+
+    Tried once, with a plain client rather than the worker's retrying one: a run left RUNNING
+    is cosmetic, and the pipeline's end must not wait through an MLflow outage for it.
+    """
     name = RunStatus.to_string(status) if isinstance(status, int) else str(status)
+    client = MlflowClient(tracking_uri=ctx.settings.mlflow_tracking_uri)
     with contextlib.suppress(MlflowException):
-        if only_if_running and ctx.mlflow.get_run(run_id).info.status != "RUNNING":
+        if only_if_running and client.get_run(run_id).info.status != "RUNNING":
             return
-        ctx.mlflow.set_terminated(run_id, status=name)
+        client.set_terminated(run_id, status=name)
 
 
 def _param_value(value: Any) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import redis
 from mlflow import MlflowClient
 
 from mlops_core.database import session_scope
-from mlops_core.schema import Pipeline
+from mlops_core.schema import Pipeline, utcnow
 from mlops_core.states import PipelineStatus
 from tests.pipeline.conftest import (
     WorkerGroup,
@@ -47,7 +48,12 @@ def test_a_worker_killed_mid_run_is_redelivered_and_ends_with_one_version(
 ) -> None:
     queue_url = redis_db_url(redis_url, 13)
     settings = {"redis_url": queue_url, "database_url": database_url, "mlflow_uri": mlflow_uri}
-    env = {"AUTO_DEPLOY_ON_SUCCESS": "false", "PIPELINE_TIMEOUT_SECONDS": "120"}
+    env = {
+        "AUTO_DEPLOY_ON_SUCCESS": "false",
+        "PIPELINE_TIMEOUT_SECONDS": "120",
+        # The redelivered task takes over once the dead attempt's heartbeat is 2 s old.
+        "PIPELINE_RECOVERY_SECONDS": "4",
+    }
     name = unique_model_name("redelivered")
     repo = make_repo()
     notebook = small_notebook(
@@ -79,7 +85,7 @@ def test_a_worker_killed_mid_run_is_redelivered_and_ends_with_one_version(
     assert [v.version for v in versions] == ["1"]
     assert versions[0].run_id == state["mlflow_run_id"]
     texts = [e.text for e in log_events(queue_url, pipeline_id)]
-    assert any(t.startswith("attempt 2:") for t in texts)
+    assert any(t.startswith("attempt 2 of 3:") for t in texts)
     # Each attempt had its own MLflow run: the killed one is marked KILLED, not left running.
     client = MlflowClient(mlflow_uri)
     experiment = client.get_run(state["mlflow_run_id"]).info.experiment_id
@@ -103,9 +109,11 @@ def test_a_task_sent_again_after_registering_reuses_the_version(
     first = wait_finished(shared_worker.database_url, pipeline_id)
     assert first["status"] == "success", first
 
-    # As if the worker died after registering but before recording the outcome.
+    # As if the worker died long ago, after registering but before recording the outcome.
     with session_scope(shared_worker.database_url) as session:
-        session.get(Pipeline, pipeline_id).status = PipelineStatus.RUNNING
+        pipeline = session.get(Pipeline, pipeline_id)
+        pipeline.status = PipelineStatus.RUNNING
+        pipeline.heartbeat_at = utcnow() - timedelta(hours=1)
     shared_worker.send(pipeline_id)
     wait_log(shared_worker.redis_url, pipeline_id, "already registered by an earlier attempt")
     second = wait_finished(shared_worker.database_url, pipeline_id)

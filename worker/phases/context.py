@@ -29,6 +29,9 @@ from mlops_core.schema import Pipeline
 from mlops_core.settings import Settings
 
 logger = logging.getLogger(__name__)
+# After a log line failed to reach Redis, lines are dropped for this long instead of each one
+# waiting on a connection attempt (they would be lost anyway; the pipeline must not slow down).
+LOG_PAUSE_SECONDS = 5.0
 
 
 class PhaseFailed(Exception):
@@ -40,7 +43,7 @@ class PhaseSkipped(Exception):
 
 
 class PipelineCancelled(Exception):
-    """A cancel was requested; the runner marks the pipeline cancelled."""
+    """The attempt must stop now (`ctx.stop_reason` says why: a cancel, or it lost its pipeline)."""
 
 
 @dataclass
@@ -81,6 +84,10 @@ class PhaseContext:
     metrics: dict[str, float] = field(default_factory=dict)
     # The register phase's model-logging child, started early (see phases/register.py).
     model_logger: subprocess.Popen[str] | None = field(default=None, repr=False)
+    # Why `cancel_event` is set: a user's cancel, or this attempt lost its pipeline
+    # (worker/run_lock.py sets it before the event).
+    stop_reason: str = "cancelled by request"
+    _log_paused_until: float = field(default=0.0, repr=False)
 
     @property
     def model_output_path(self) -> Path:
@@ -121,12 +128,26 @@ class PhaseContext:
                 setattr(pipeline, name, value)
 
     def log(self, text: str, *, stream: str = "system", cell: int | None = None) -> None:
-        """Publish one log line for the current phase; a Redis hiccup never fails a pipeline."""
+        """Publish one log line for the current phase; a Redis outage never fails a pipeline.
+
+        While Redis is unreachable lines are dropped (see LOG_PAUSE_SECONDS), not queued: the
+        pipeline's own record (status, phases, errors) is in the database.
+        """
+        if time.monotonic() < self._log_paused_until:
+            return
         for line in text.splitlines() or [""]:
             try:
                 self.publisher.publish(line, phase=self.phase, cell=cell, stream=stream)
-            except redis.RedisError:
-                logger.warning("pipeline %s: log line lost (Redis): %s", self.pipeline_id, line)
+            except redis.RedisError as exc:
+                logger.warning(
+                    "pipeline %s: log lines dropped for %g s, Redis unreachable (%s): %s",
+                    self.pipeline_id,
+                    LOG_PAUSE_SECONDS,
+                    exc,
+                    line,
+                )
+                self._log_paused_until = time.monotonic() + LOG_PAUSE_SECONDS
+                return
 
     def redact(self, text: str) -> str:
         """Remove the repo token and GITHUB_TOKEN from text that might echo them (git errors)."""

@@ -5,10 +5,19 @@ until a model server reports the version loaded. If none does within DEPLOY_WAIT
 reports it cannot load it, the alias goes back to the previous version, so what was served keeps
 serving, and the phase fails. A version below its gate stays registered but unserved: the phase
 is skipped with the gate's verdict and the pipeline still succeeds.
+
+Redis only makes the wait prompt. When it is down, the alias still moves (the registry is the
+truth; replicas reconcile against it) and the wait asks the replicas of MODEL_SERVER_URL what
+they serve (`GET /models`) instead of reading their reports.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
+import httpx
+import redis
 from sqlalchemy import select
 
 from mlops_core.deploy_gate import default_gate, evaluate_gate
@@ -16,10 +25,14 @@ from mlops_core.deployments import change_served_version
 from mlops_core.model_events import MODEL_LOADED_CHANNEL, DeployWaitError, wait_until_loaded
 from mlops_core.model_registry import get_version, served_version
 from mlops_core.schema import Deployment
+from worker.mlflow_retry import MlflowUnreachable
 from worker.phases.context import PhaseContext, PhaseFailed, PhaseSkipped
 
+logger = logging.getLogger(__name__)
 AUTO_ACTION = "auto"
 RESTORE_ACTION = "restore"
+# Each replica asked directly while Redis is down gets this long to answer.
+REPLICA_TIMEOUT_SECONDS = 2.0
 
 
 def run(ctx: PhaseContext) -> None:
@@ -42,8 +55,7 @@ def run(ctx: PhaseContext) -> None:
 
     alias = settings.serving_alias
     timeout = max(1.0, min(settings.deploy_wait_seconds, ctx.remaining()))
-    subscription = ctx.redis.pubsub(ignore_subscribe_messages=True)
-    subscription.subscribe(MODEL_LOADED_CHANNEL)  # before the alias moves: no report is missed
+    subscription = _subscribe(ctx)  # before the alias moves: no report is missed
     try:
         previous = _point_alias(ctx, name, version, alias)
         ctx.log(
@@ -60,9 +72,15 @@ def run(ctx: PhaseContext) -> None:
                 stale_after_seconds=settings.model_heartbeat_interval_seconds * 3,
                 subscription=subscription,
                 check=ctx.check_cancel,
+                fallback=lambda: _replica_serving(ctx, name, version),
             )
         except DeployWaitError as exc:
-            _restore(ctx, name, version, previous, alias)
+            try:
+                _restore(ctx, name, version, previous, alias)
+            except MlflowUnreachable as down:
+                raise PhaseFailed(
+                    f"{exc}; {down}: the alias could not be moved back to version {previous}"
+                ) from None
             raise PhaseFailed(
                 f"{exc}; {name} stays on version {previous}"
                 if previous
@@ -72,9 +90,42 @@ def run(ctx: PhaseContext) -> None:
             _restore(ctx, name, version, previous, alias)
             raise
     finally:
-        subscription.close()
+        if subscription is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                subscription.close()
     ctx.update_pipeline(deployed=True)
     ctx.log(f"{name} version {version} is served (loaded by model server {replica})")
+
+
+def _subscribe(ctx: PhaseContext) -> redis.client.PubSub | None:
+    """A subscription to the replicas' reports, or None while Redis is down."""
+    subscription = ctx.redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        subscription.subscribe(MODEL_LOADED_CHANNEL)
+    except redis.RedisError as exc:
+        ctx.log(f"Redis unreachable ({exc}): asking the model servers directly")
+        with contextlib.suppress(redis.RedisError, OSError):
+            subscription.close()
+        return None
+    return subscription
+
+
+def _replica_serving(ctx: PhaseContext, name: str, version: str) -> str | None:
+    """A replica of MODEL_SERVER_URL that says it serves `version` of `name`, asked over HTTP."""
+    token = ctx.settings.predict_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    for url in ctx.settings.model_server_urls:
+        try:
+            answer = httpx.get(f"{url}/models", headers=headers, timeout=REPLICA_TIMEOUT_SECONDS)
+            answer.raise_for_status()
+            body = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.info("model server %s did not say what it serves: %s", url, exc)
+            continue
+        for model in body.get("models", []):
+            if model.get("name") == name and str(model.get("version")) == version:
+                return f"{body.get('replica', url)} (asked at {url}: Redis unreachable)"
+    return None
 
 
 def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str) -> str | None:

@@ -14,13 +14,21 @@ from pathlib import Path
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from mlops_core.model_registry import (
+    TAG_BRANCH,
+    TAG_COMMIT,
+    TAG_NOTEBOOK_VERSION,
+    TAG_PIPELINE_ID,
+    TAG_REPO,
+)
 from worker import local_tracking
 from worker.child_processes import start_child, stop_child, wait_child
 from worker.phases.context import PhaseContext, PhaseFailed
 from worker.phases.execute import sandbox_environment, sandboxed
+from worker.sandbox import model_requirements
 from worker.tracking import collect_metrics
 
-PIPELINE_TAG = "pipeline_id"
+TAG_NOTEBOOK_PATH = "notebook_path"
 
 
 def run(ctx: PhaseContext) -> None:
@@ -38,6 +46,7 @@ def run(ctx: PhaseContext) -> None:
         f"model logged: {logged['model_class']}"
         + ("" if logged.get("has_signature") else " (no signature: feature shape unknown)")
     )
+    ctx.log(model_requirements.describe(logged["requirements"], logged["unprovided_modules"]))
     _ensure_registered_model(ctx)
     version = ctx.mlflow.create_model_version(
         ctx.contract.model_name,
@@ -58,12 +67,12 @@ def version_tags(ctx: PhaseContext) -> dict[str, str]:
     """Where a version came from: repo, branch, commit, pipeline and the notebook's VERSION."""
     assert ctx.contract is not None
     return {
-        "repo": ctx.repo_url,
-        "branch": ctx.branch,
-        "commit": ctx.commit_sha or "",
-        PIPELINE_TAG: str(ctx.pipeline_id),
-        "version": ctx.contract.version,
-        "notebook_path": ctx.notebook_path,
+        TAG_REPO: ctx.repo_url,
+        TAG_BRANCH: ctx.branch,
+        TAG_COMMIT: ctx.commit_sha or "",
+        TAG_PIPELINE_ID: str(ctx.pipeline_id),
+        TAG_NOTEBOOK_VERSION: ctx.contract.version,
+        TAG_NOTEBOOK_PATH: ctx.notebook_path,
     }
 
 
@@ -72,11 +81,27 @@ def find_version(ctx: PhaseContext, model_name: str | None = None) -> ModelVersi
     name = model_name or (ctx.contract.model_name if ctx.contract else None)
     if not name:
         return None
-    query = f"name = '{name}' and tags.{PIPELINE_TAG} = '{ctx.pipeline_id}'"
+    query = f"name = '{name}' and tags.{TAG_PIPELINE_ID} = '{ctx.pipeline_id}'"
     found = [
-        v for v in ctx.mlflow.search_model_versions(query) if v.tags.get("repo") == ctx.repo_url
+        v for v in ctx.mlflow.search_model_versions(query) if v.tags.get(TAG_REPO) == ctx.repo_url
     ]
     return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def reuse_earlier_version(ctx: PhaseContext) -> bool:
+    """From the second attempt on: adopt the version an earlier attempt registered, if any.
+
+    Execute and register then count as done: a pipeline never registers two versions.
+    """
+    if ctx.model_version is not None:
+        return True
+    if ctx.attempt < 2:
+        return False
+    version = find_version(ctx)
+    if version is None:
+        return False
+    adopt(ctx, version)
+    return True
 
 
 def adopt(ctx: PhaseContext, version: ModelVersion) -> None:
