@@ -1,6 +1,7 @@
 # notebook-mlops — every target bootstraps .venv first (needs only Python 3.11+).
 #   make demo   the whole main job on this machine    make test   the test suite
 #   make up / down / status / logs   the local stack  make lint   ruff check + format check
+#   make up MONITORING=1   the local stack plus a Prometheus scraping it (Debian's prometheus)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -28,12 +29,16 @@ $(STAMP): pyproject.toml uv.lock
 	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS)
 	@touch $@
 
-# The kernel sandbox needs bubblewrap (installed when root or sudo allows; see README).
-SANDBOX_TOOLS := bubblewrap:bwrap
+# The kernel sandbox needs bubblewrap, and LightGBM in the kernel needs the system's OpenMP
+# runtime (installed when root or sudo allows; see README).
+SANDBOX_TOOLS := bubblewrap:bwrap libgomp1:libgomp.so.1
+
+# MONITORING=1 (or yes/true) adds Debian's Prometheus with the shipped scrape config and alerts.
+MONITORING_ON := $(filter 1 yes true,$(MONITORING))
 
 up: $(STAMP)
-	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS)
-	@$(BIN)/python -m local_stack up
+	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS) $(if $(MONITORING_ON),prometheus:prometheus)
+	@$(BIN)/python -m local_stack up $(if $(MONITORING_ON),--monitoring)
 
 down: $(STAMP)
 	@$(BIN)/python -m local_stack down
@@ -50,7 +55,8 @@ lint: $(STAMP)
 
 # TEST_DATABASE_URL passes through from the caller's environment when set (PostgreSQL tests).
 test: $(STAMP)
-	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS) chromium:/usr/bin/chromium git:git
+	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS) chromium:/usr/bin/chromium git:git \
+	  prometheus:prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

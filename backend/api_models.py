@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from backend.watch_paths import MAX_WATCH_PATHS, validate_glob
+from mlops_core.run_parameters import validate_commit_sha, validate_parameters
 from mlops_core.states import PipelineStatus
 
 
@@ -77,6 +79,15 @@ class RepoCreate(BaseModel):
     notebook_path: str = Field(default="notebooks/train.ipynb", max_length=500)
     github_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    # Globs of paths whose change retrains (null: the notebook, its requirements.txt, its folder).
+    watch_paths: list[str] | None = Field(default=None, max_length=MAX_WATCH_PATHS)
+    # Create the push webhook through GitHub's API (when a token applies to the repo).
+    create_webhook: bool = True
+
+    @field_validator("watch_paths")
+    @classmethod
+    def _watch_paths(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [validate_glob(glob) for glob in value]
 
     @field_validator("branch")
     @classmethod
@@ -94,6 +105,41 @@ class RepoCreate(BaseModel):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be blank; omit the field instead")
         return value
+
+
+class RepoUpdate(BaseModel):
+    """PATCH /repos/{id}: what may change after registration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # null goes back to the default globs.
+    watch_paths: list[str] | None = Field(max_length=MAX_WATCH_PATHS)
+
+    @field_validator("watch_paths")
+    @classmethod
+    def _watch_paths(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [validate_glob(glob) for glob in value]
+
+
+class TriggerRequest(BaseModel):
+    """POST /repos/{id}/trigger: which commit (default: the branch head) and which parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    commit: str | None = Field(default=None, max_length=64)
+    # Papermill parameters: injected after the notebook's `parameters` cell, so they override
+    # its defaults (mlops_core/run_parameters.py says what is accepted).
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, value: str | None) -> str | None:
+        return None if value is None else validate_commit_sha(value)
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return validate_parameters(value)
 
 
 class PipelineBrief(BaseModel):
@@ -115,6 +161,10 @@ class RepoOut(BaseModel):
     created_at: UtcDatetime
     has_token: bool
     webhook_url: str
+    # The push webhook's id on GitHub, when POST /repos created it.
+    webhook_id: int | None = None
+    # What a push must change to retrain (the notebook always counts).
+    watch_paths: list[str]
     last_pipeline: PipelineBrief | None = None
 
 
@@ -124,6 +174,14 @@ class WebhookSecretSource(StrEnum):
     GENERATED = "generated"
     GIVEN = "given"
     SHARED = "shared GITHUB_WEBHOOK_SECRET"
+
+
+class WebhookSetup(BaseModel):
+    """Whether POST /repos created the push webhook through GitHub's API, and if not, why."""
+
+    created: bool
+    id: int | None = None
+    reason: str | None = None
 
 
 class RepoCreated(RepoOut):
@@ -136,6 +194,7 @@ class RepoCreated(RepoOut):
 
     webhook_secret: str | None
     webhook_secret_source: WebhookSecretSource
+    webhook: WebhookSetup
 
 
 class PipelineAccepted(BaseModel):
@@ -143,6 +202,8 @@ class PipelineAccepted(BaseModel):
 
     pipeline_id: int
     status: PipelineStatus
+    # For a push: the changed path that made it run (or why every path counted).
+    matched: str | None = None
 
 
 class WebhookIgnored(BaseModel):
@@ -181,7 +242,9 @@ class PipelineSummary(BaseModel):
     notebook_path: str
     status: PipelineStatus
     trigger: str
+    trigger_detail: str | None
     commit_sha: str | None
+    parameters: dict[str, Any]
     metrics: dict[str, Any]
     model_name: str | None
     model_version: str | None
@@ -196,11 +259,31 @@ class PipelineSummary(BaseModel):
     duration_seconds: float | None
 
 
+class CommitStatusOut(BaseModel):
+    """A commit status the pipeline reported to GitHub, and how its delivery went.
+
+    `delivery`: waiting (to be posted, `next_attempt_at`), posted, superseded (a newer one was
+    wanted before it could be posted) or failed (GitHub refused it, `last_error` says why).
+    """
+
+    context: str
+    state: str
+    description: str
+    target_url: str
+    delivery: str
+    attempts: int
+    last_error: str | None
+    wanted_at: UtcDatetime
+    next_attempt_at: UtcDatetime
+    posted_at: UtcDatetime | None
+
+
 class PipelineDetail(PipelineSummary):
-    """A pipeline with its phases and parameters."""
+    """A pipeline with its phases, parameters and commit statuses."""
 
     params: dict[str, Any]
     phases: list[PhaseOut]
+    commit_statuses: list[CommitStatusOut] = Field(default_factory=list)
 
 
 class PipelinePage(BaseModel):

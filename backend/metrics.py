@@ -27,6 +27,14 @@ PIPELINES_AWAITING_ENQUEUE = Gauge(
     "mlops_pipelines_awaiting_enqueue",
     "Queued pipelines not yet on the broker, as seen by the last re-queue pass.",
 )
+PIPELINE_QUEUE_DEPTH = Gauge(
+    "mlops_pipeline_queue_depth",
+    "Pipelines on the broker that no worker has taken yet (the length of the pipelines queue "
+    "in Redis), read by the re-queue loop every REQUEUE_INTERVAL_SECONDS; NaN while Redis does "
+    "not answer.",
+    # Every backend process reads the same queue: one series, the latest reading.
+    multiprocess_mode="mostrecent",
+)
 PIPELINES_LOST = Counter(
     "mlops_pipelines_lost",
     "Running pipelines whose worker was lost, by what the backend did "

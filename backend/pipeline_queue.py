@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.metrics import ENQUEUE_FAILURES, PIPELINES_AWAITING_ENQUEUE
+from backend.metrics import ENQUEUE_FAILURES, PIPELINE_QUEUE_DEPTH, PIPELINES_AWAITING_ENQUEUE
 from backend.pipeline_watch import pipeline_watch_service
 from mlops_core.database import engine_for, session_scope
 from mlops_core.schema import Pipeline, utcnow
@@ -173,6 +174,20 @@ class PipelineQueue:
             logger.info("re-queued %d pipeline(s) that had not reached the broker", sent)
         return sent
 
+    def measure_depth(self) -> None:
+        """Record how many pipelines wait on the broker for a worker (PIPELINE_QUEUE_DEPTH).
+
+        Celery's Redis transport keeps a queue's waiting messages in a list named after the
+        queue (a message a worker took moves to its `unacked` hash), so the list's length is
+        the backlog. Read here, off the request path, rather than at each scrape.
+        """
+        try:
+            depth = self.redis.llen(PIPELINE_QUEUE)
+        except redis.RedisError:
+            PIPELINE_QUEUE_DEPTH.set(math.nan)
+            return
+        PIPELINE_QUEUE_DEPTH.set(depth)
+
     def request_cancel(self, pipeline_id: int) -> bool:
         """Tell the worker running the pipeline to stop now; False if Redis is unreachable.
 
@@ -200,7 +215,8 @@ class PipelineQueue:
 
 @asynccontextmanager
 async def requeue_service(app: FastAPI) -> AsyncIterator[None]:
-    """Run a re-queue pass at start and then every REQUEUE_INTERVAL_SECONDS."""
+    """Run a re-queue pass and read the queue's depth at start, then every
+    REQUEUE_INTERVAL_SECONDS."""
     queue: PipelineQueue = app.state.pipeline_queue
     interval = app.state.settings.requeue_interval_seconds
 
@@ -210,6 +226,7 @@ async def requeue_service(app: FastAPI) -> AsyncIterator[None]:
                 await anyio.to_thread.run_sync(queue.requeue_pending)
             except Exception:  # a DB hiccup must not end the loop
                 logger.exception("re-queue pass failed; retrying in %.1fs", interval)
+            await anyio.to_thread.run_sync(queue.measure_depth)
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(loop(), name="pipeline-requeue")

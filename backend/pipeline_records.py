@@ -7,15 +7,23 @@ edited or deleted afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from backend.api_models import PhaseOut, PipelineDetail, PipelineSummary, as_utc
-from mlops_core.schema import Pipeline, Repo
+from backend.api_models import CommitStatusOut, PhaseOut, PipelineDetail, PipelineSummary, as_utc
+from mlops_core.schema import CommitStatus, Pipeline, Repo
 from mlops_core.states import PHASE_ORDER, PhaseStatus, PipelineStatus
 
 
 def new_pipeline(
-    repo: Repo, *, trigger: str, commit_sha: str | None = None, delivery_id: str | None = None
+    repo: Repo,
+    *,
+    trigger: str,
+    commit_sha: str | None = None,
+    delivery_id: str | None = None,
+    trigger_detail: str | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> Pipeline:
     """A queued pipeline for `repo` (not yet added to a session)."""
     return Pipeline(
@@ -27,6 +35,8 @@ def new_pipeline(
         trigger=trigger,
         commit_sha=commit_sha,
         delivery_id=delivery_id,
+        trigger_detail=trigger_detail,
+        parameters=parameters or None,
         attempts=0,
         cancel_requested=False,
         metrics={},
@@ -52,7 +62,9 @@ def pipeline_summary(pipeline: Pipeline) -> PipelineSummary:
         notebook_path=pipeline.notebook_path,
         status=PipelineStatus(pipeline.status),
         trigger=pipeline.trigger,
+        trigger_detail=pipeline.trigger_detail,
         commit_sha=pipeline.commit_sha,
+        parameters=pipeline.parameters or {},
         metrics=pipeline.metrics or {},
         model_name=pipeline.model_name,
         model_version=pipeline.model_version,
@@ -68,8 +80,9 @@ def pipeline_summary(pipeline: Pipeline) -> PipelineSummary:
     )
 
 
-def pipeline_detail(pipeline: Pipeline) -> PipelineDetail:
-    """The full form of a pipeline; before the worker records phases, they are listed pending."""
+def pipeline_detail(pipeline: Pipeline, statuses: Sequence[CommitStatus] = ()) -> PipelineDetail:
+    """The full form of a pipeline, with the commit statuses it reported (oldest first); before
+    the worker records phases, they are listed pending."""
     if pipeline.phases:
         phases = [
             PhaseOut(
@@ -103,4 +116,19 @@ def pipeline_detail(pipeline: Pipeline) -> PipelineDetail:
         **pipeline_summary(pipeline).model_dump(),
         params=pipeline.params or {},
         phases=phases,
+        commit_statuses=[
+            CommitStatusOut(
+                context=row.context,
+                state=row.state,
+                description=row.description,
+                target_url=row.target_url,
+                delivery=row.delivery,
+                attempts=row.attempts,
+                last_error=row.last_error,
+                wanted_at=row.wanted_at,
+                next_attempt_at=row.next_attempt_at,
+                posted_at=row.posted_at,
+            )
+            for row in statuses
+        ],
     )

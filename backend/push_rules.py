@@ -1,18 +1,21 @@
 """Which GitHub push events start a pipeline, following GitHub's documented push payload.
 
-A push runs the repo's notebook when it updates the repo's branch and may have changed the
-notebook. "May have": GitHub lists at most 20 commits, may list none (a force-push, a branch
-created at an existing commit), and some senders omit the per-commit file lists. When the list
-cannot be trusted to be complete, the push runs: an extra run costs minutes, a skipped one
-leaves a stale model.
+A push runs the repo's notebook when it updates the repo's branch and may have changed a watched
+path (backend/watch_paths.py: the notebook, the files beside it...). "May have": GitHub lists at
+most 20 commits, may list none (a force-push, a branch created at an existing commit), and some
+senders omit the per-commit file lists. When the list cannot be trusted to be complete, the push
+runs: an extra run costs minutes, a skipped one leaves a stale model. The verdict says why it
+runs (`matched`): the changed path and the glob it matched, or why the list was not trusted.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from backend.watch_paths import first_match
 
 # GitHub lists at most this many commits; a full list may have been cut.
 MAX_LISTED_COMMITS: Final = 20
@@ -26,18 +29,21 @@ class MalformedPush(ValueError):
 
 @dataclass(frozen=True)
 class PushVerdict:
-    """Run the pipeline at `commit_sha`, or ignore the push for `reason`."""
+    """Run the pipeline at `commit_sha` because of `matched`, or ignore the push for `reason`."""
 
     commit_sha: str
     ignore_reason: str | None
+    matched: str | None = None
 
     @property
     def runs(self) -> bool:
         return self.ignore_reason is None
 
 
-def judge_push(payload: Mapping[str, Any], *, branch: str, notebook_path: str) -> PushVerdict:
-    """Decide whether a push runs the notebook at `notebook_path` on `branch`."""
+def judge_push(
+    payload: Mapping[str, Any], *, branch: str, watch_paths: Sequence[str]
+) -> PushVerdict:
+    """Decide whether a push to `branch` runs the notebook (a path of `watch_paths` changed)."""
     ref = payload.get("ref")
     if not isinstance(ref, str) or not ref:
         raise MalformedPush("push payload has no 'ref'")
@@ -54,25 +60,31 @@ def judge_push(payload: Mapping[str, Any], *, branch: str, notebook_path: str) -
         )
     if payload.get("deleted") is True or set(after) == {"0"}:
         return PushVerdict(after, f"branch '{branch}' was deleted")
-    if _may_touch(payload, notebook_path):
-        return PushVerdict(after, None)
-    return PushVerdict(after, f"no pushed commit touches {notebook_path}")
+    matched = _may_touch(payload, watch_paths)
+    if matched is not None:
+        return PushVerdict(after, None, matched)
+    return PushVerdict(after, f"no pushed commit touches a watched path ({', '.join(watch_paths)})")
 
 
-def _may_touch(payload: Mapping[str, Any], notebook_path: str) -> bool:
-    """Whether the push changed, or might have changed, the notebook."""
+def _may_touch(payload: Mapping[str, Any], watch_paths: Sequence[str]) -> str | None:
+    """Why the push changed, or might have changed, a watched path; None if it did not."""
     commits = payload.get("commits")
     if payload.get("forced") is True:
-        return True  # history was rewritten: the notebook may differ from what last ran
-    if not isinstance(commits, list) or not commits or len(commits) >= MAX_LISTED_COMMITS:
-        return True
+        # History was rewritten: the watched files may differ from what last ran.
+        return "a forced push: any path may have changed"
+    if not isinstance(commits, list) or not commits:
+        return "the push lists no commits: any path may have changed"
+    if len(commits) >= MAX_LISTED_COMMITS:
+        return f"the push lists {len(commits)} commits (GitHub cuts the list at 20)"
     for commit in commits:
         if not isinstance(commit, Mapping):
-            return True
+            return "a listed commit is not an object: cannot tell which paths changed"
         for key in _FILE_LISTS:
             files = commit.get(key)
             if not isinstance(files, list):
-                return True  # file lists missing: cannot tell
-            if notebook_path in files:
-                return True
-    return False
+                return "a commit lists no changed files: cannot tell which paths changed"
+            found = first_match(watch_paths, (path for path in files if isinstance(path, str)))
+            if found is not None:
+                path, glob = found
+                return path if path == glob else f"{path} (watched: {glob})"
+    return None

@@ -11,7 +11,10 @@ Order of work, and why:
 3. A redelivery (same X-GitHub-Delivery) answers with the pipeline it created the first time.
    The delivery row's primary key decides, also under concurrency: a second insert fails and
    its transaction (pipeline included) rolls back; no look-up first, which would only cost a
-   round trip in the common case and still leave the race.
+   round trip in the common case and still leave the race. A sender that sets no
+   X-GitHub-Delivery (a hand-written script) is identified by a hash of the body instead: the
+   same body sent twice is one delivery, and two pushes never share a body (their `after`
+   commits differ).
 4. The pipeline row is committed before it is sent to the broker; if the send fails the
    re-queue loop sends it later.
 """
@@ -37,6 +40,7 @@ from backend.metrics import PIPELINES_CREATED, WEBHOOK_DELIVERIES
 from backend.pipeline_queue import PipelineQueue
 from backend.pipeline_records import new_pipeline
 from backend.push_rules import MalformedPush, judge_push
+from backend.watch_paths import effective_watch_paths
 from mlops_core import secrets_box
 from mlops_core.database import session_factory
 from mlops_core.repo_urls import payload_full_name, payload_repo_urls
@@ -52,6 +56,13 @@ SIGNATURE_HEADER: Final = "x-hub-signature-256"
 EVENT_HEADER: Final = "x-github-event"
 DELIVERY_HEADER: Final = "x-github-delivery"
 _MAX_DELIVERY_ID: Final = 100
+# Prefix of the delivery id made from the body when X-GitHub-Delivery is missing.
+BODY_HASH_PREFIX: Final = "body-sha256:"
+
+
+def delivery_key(header: str, body: bytes) -> str:
+    """The delivery's id: X-GitHub-Delivery, else a hash of the exact body bytes."""
+    return header or BODY_HASH_PREFIX + hashlib.sha256(body).hexdigest()
 
 
 def _reject(code: int, outcome: str, message: str) -> HTTPException:
@@ -148,7 +159,7 @@ class WebhookIntake:
                 "bad_request",
                 "missing X-GitHub-Event header: this is not a GitHub webhook delivery",
             )
-        delivery_id = (headers.get(DELIVERY_HEADER) or "").strip()
+        delivery_id = delivery_key((headers.get(DELIVERY_HEADER) or "").strip(), body)
         if len(delivery_id) > _MAX_DELIVERY_ID:
             raise _reject(
                 status.HTTP_400_BAD_REQUEST, "bad_request", "X-GitHub-Delivery header is too long"
@@ -170,7 +181,7 @@ class WebhookIntake:
                 )
             if event != "push":
                 reason = f"event '{event}' is not handled; only push events start pipelines"
-                if repo is not None and delivery_id:
+                if repo is not None:
                     self._record_ignored(session, delivery_id, event, repo, reason)
                 WEBHOOK_DELIVERIES.labels(outcome="ignored").inc()
                 return 200, WebhookIgnored(reason=reason)
@@ -187,20 +198,17 @@ class WebhookIntake:
                     "unknown_repo",
                     f"repository {name} is not registered; register it with POST /repos",
                 )
-            if not delivery_id:
-                raise _reject(
-                    status.HTTP_400_BAD_REQUEST,
-                    "bad_request",
-                    "missing X-GitHub-Delivery header: it identifies the delivery for "
-                    "redelivery detection",
-                )
             return self._push(session, repo, delivery_id, payload)
 
     def _push(
         self, session: Session, repo: Repo, delivery_id: str, payload: Mapping[str, Any]
     ) -> tuple[int, BaseModel]:
         try:
-            verdict = judge_push(payload, branch=repo.branch, notebook_path=repo.notebook_path)
+            verdict = judge_push(
+                payload,
+                branch=repo.branch,
+                watch_paths=effective_watch_paths(repo.notebook_path, repo.watch_paths),
+            )
         except MalformedPush as exc:
             raise _reject(status.HTTP_400_BAD_REQUEST, "bad_request", str(exc)) from exc
         if not verdict.runs:
@@ -214,7 +222,11 @@ class WebhookIntake:
             return 200, WebhookIgnored(reason=verdict.ignore_reason)
 
         pipeline = new_pipeline(
-            repo, trigger="push", commit_sha=verdict.commit_sha, delivery_id=delivery_id
+            repo,
+            trigger="push",
+            commit_sha=verdict.commit_sha,
+            delivery_id=delivery_id,
+            trigger_detail=verdict.matched,
         )
         session.add(pipeline)
         try:
@@ -238,14 +250,17 @@ class WebhookIntake:
         PIPELINES_CREATED.labels(trigger="push").inc()
         WEBHOOK_DELIVERIES.labels(outcome="accepted").inc()
         logger.info(
-            "delivery %s: pipeline %s queued for repo %s at %s",
+            "delivery %s: pipeline %s queued for repo %s at %s (%s)",
             delivery_id,
             pipeline.id,
             repo.id,
             verdict.commit_sha,
+            verdict.matched,
         )
         self._queue.enqueue(pipeline.id)
-        return 202, PipelineAccepted(pipeline_id=pipeline.id, status=PipelineStatus.QUEUED)
+        return 202, PipelineAccepted(
+            pipeline_id=pipeline.id, status=PipelineStatus.QUEUED, matched=verdict.matched
+        )
 
     def _answer_redelivery(
         self, session: Session, earlier: WebhookDelivery

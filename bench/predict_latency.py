@@ -211,8 +211,9 @@ def main() -> None:
             for label, fig in results.items():
                 print(f"{label:<44}{fig['rps']:>10.0f}{fig['p50_ms']:>10.2f}{fig['p95_ms']:>10.2f}")
             print(
-                "(the model server answers predictions and probabilities: two passes over the "
-                "forest; mlflow models serve answers predictions only)\n"
+                "(the model server answers labels and probabilities, from one pass over the "
+                "forest, in a sandboxed model process, batching concurrent requests; mlflow "
+                "models serve answers predictions only, in-process)\n"
                 "run: .venv/bin/python -m bench.predict_latency [--requests N] [--concurrency C]"
             )
             for batch in (1, 100):

@@ -19,15 +19,24 @@ def main(argv: list[str] | None = None) -> int:
         help="replace a taken default port by a free one (ports set explicitly never move)",
     )
     up_cmd.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
+    up_cmd.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run a Prometheus scraping the stack (Debian's prometheus package)",
+    )
     sub.add_parser("down", help="stop every process of the stack and supervisord")
     sub.add_parser("status", help="show the services, their URLs and states")
     logs_cmd = sub.add_parser("logs", help="follow the services' logs")
-    logs_cmd.add_argument("programs", nargs="*", help="redis mlflow backend worker model-server")
+    logs_cmd.add_argument(
+        "programs", nargs="*", help="redis mlflow backend worker model-server prometheus"
+    )
     args = parser.parse_args(argv)
 
     try:
         if args.command == "up":
-            result = up(free_ports=args.free_ports, timeout=args.timeout)
+            result = up(
+                free_ports=args.free_ports, timeout=args.timeout, monitoring=args.monitoring
+            )
             if result.already_up:
                 print(f"notebook-mlops stack is already up:\n{describe(result.plan)}")
             else:

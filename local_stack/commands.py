@@ -15,10 +15,12 @@ from dotenv import dotenv_values
 from local_stack.credentials import password_file
 from local_stack.health import Failure, checks_for, wait_healthy
 from local_stack.plan import (
+    LOOPBACK,
     PORT_SETTINGS,
     Layout,
     StackPlan,
     build_plan,
+    port_services,
     port_setting_name,
     setting_env_names,
     without_password,
@@ -31,6 +33,7 @@ from local_stack.processes import (
     wait_gone,
     with_descendants,
 )
+from local_stack.prometheus import prometheus_binary
 from local_stack.supervisor import Supervisor, supervisord_environment, write_files
 from mlops_core.database import upgrade_database
 from mlops_core.mlflow_users import MlflowUsersError, ensure_user
@@ -43,6 +46,7 @@ SERVICE_TITLES = {
     "mlflow": "MLflow",
     "backend": "backend",
     "model-server": "model server",
+    "prometheus": "Prometheus",
 }
 
 
@@ -75,11 +79,13 @@ def up(
     free_ports: bool = False,
     timeout: float = 300.0,
     say: Say = print,
+    monitoring: bool = False,
 ) -> UpResult:
     """Start the stack (or confirm it is up) and wait until every service answers.
 
     With `free_ports`, a default port that is taken is replaced by a free one (and said so);
-    a port the user chose explicitly is never replaced.
+    a port the user chose explicitly is never replaced. `monitoring` adds a local Prometheus
+    (Debian's `prometheus` package) scraping the stack.
     """
     started = time.monotonic()
     environ = dict(os.environ if environ is None else environ)
@@ -89,12 +95,17 @@ def up(
     layout = Layout(settings.mlops_home.resolve())
     supervisor = Supervisor(layout)
     if supervisor.running():
-        plan = _confirm_running(settings, with_dotenv, layout, supervisor, timeout)
+        plan = _confirm_running(settings, with_dotenv, layout, supervisor, timeout, monitoring)
         return UpResult(plan, True, time.monotonic() - started)
 
+    if monitoring and prometheus_binary() is None:
+        raise StackError(
+            "MONITORING=1 runs Debian's Prometheus, which is not installed: `apt-get install "
+            "prometheus` (`make up MONITORING=1` installs it when root or sudo allows)."
+        )
     external_redis = "redis_url" in settings.model_fields_set
-    ports = choose_ports(settings, external_redis, free_ports, say)
-    plan = build_plan(settings, with_dotenv, ports=ports)
+    ports = choose_ports(settings, external_redis, free_ports, say, monitoring=monitoring)
+    plan = build_plan(settings, with_dotenv, ports=ports, monitoring=monitoring)
     if plan.external_redis and (reason := checks_for(plan)["redis"]()) is not None:
         raise StackError(f"REDIS_URL is set but that Redis does not answer ({reason}).")
     write_files(plan)
@@ -127,9 +138,17 @@ def dotenv_settings(path: Path = Path(".env")) -> dict[str, str]:
 
 
 def choose_ports(
-    settings: Settings, external_redis: bool, free_ports: bool, say: Say
+    settings: Settings,
+    external_redis: bool,
+    free_ports: bool,
+    say: Say,
+    *,
+    monitoring: bool = False,
 ) -> dict[str, int]:
-    ports = {svc: int(getattr(settings, name)) for svc, name in PORT_SETTINGS.items()}
+    ports = {
+        svc: int(getattr(settings, PORT_SETTINGS[svc]))
+        for svc in port_services(monitoring=monitoring)
+    }
     services = [svc for svc in ports if not (svc == "redis" and external_redis)]
     problems: list[str] = []
     seen: dict[int, str] = {}
@@ -166,16 +185,23 @@ def _confirm_running(
     layout: Layout,
     supervisor: Supervisor,
     timeout: float,
+    monitoring: bool,
 ) -> StackPlan:
     """The stack is up: check it runs with the settings asked for now, and is healthy."""
     state = json.loads(layout.state.read_text()) if layout.state.exists() else {}
+    if monitoring != state.get("monitoring", False):
+        now = "with" if state.get("monitoring", False) else "without"
+        raise StackError(
+            f"the stack in {layout.home} is already up {now} monitoring (MONITORING=1): "
+            "run `make down` first to change that."
+        )
     recorded = state.get("ports", {})
     ports = {
         svc: int(recorded[svc])
         for svc, name in PORT_SETTINGS.items()
         if svc in recorded and name not in settings.model_fields_set
     }
-    plan = build_plan(settings, environ, ports=ports)
+    plan = build_plan(settings, environ, ports=ports, monitoring=monitoring)
     current = json.loads(layout.platform_env.read_text()) if layout.platform_env.exists() else {}
     # Settings asked for now must match; ones the running stack has beyond them (ALLOW_LOCAL_REPOS
     # from `make demo`, say) do not make a plain `make up` fail.
@@ -231,7 +257,12 @@ def _write_state(plan: StackPlan, supervisor: Supervisor) -> None:
         for name, info in supervisor.infos().items()
         if info["pid"]
     }
-    state = {"ports": plan.ports, "external_redis": plan.external_redis, "programs": programs}
+    state = {
+        "ports": plan.ports,
+        "external_redis": plan.external_redis,
+        "monitoring": plan.monitoring,
+        "programs": programs,
+    }
     plan.layout.state.write_text(json.dumps(state, indent=1))
 
 
@@ -302,6 +333,11 @@ def describe(plan: StackPlan, infos: dict[str, dict[str, object]] | None = None)
         if plan.external_redis
         else f"  (password: {password_file(home, 'redis-platform')})"
     )
+    worker_metrics = (
+        f", metrics http://{LOOPBACK}:{plan.worker_metrics_port}/metrics"
+        if plan.worker_metrics_port
+        else ""
+    )
     lines = [
         f"  backend       {plan.backend_url}  (API docs {plan.backend_url}/docs){state('backend')}",
         f"  model server  {plan.model_server_url}{state('model-server')}",
@@ -309,9 +345,14 @@ def describe(plan: StackPlan, infos: dict[str, dict[str, object]] | None = None)
         f" password: {password_file(home, 'mlflow-admin')}){state('mlflow')}",
         f"  Redis         {without_password(plan.redis_url)}{redis_note}{state('redis')}",
         f"  worker        {plan.worker_hostname}, queue pipelines, "
-        f"concurrency {plan.worker_concurrency}{state('worker')}",
-        f"  data          {plan.layout.home}  (logs: make logs)",
+        f"concurrency {plan.worker_concurrency}{worker_metrics}{state('worker')}",
     ]
+    if plan.monitoring:
+        lines.append(
+            f"  Prometheus    {plan.prometheus_url}  (alerts {plan.prometheus_url}/alerts)"
+            f"{state('prometheus')}"
+        )
+    lines.append(f"  data          {plan.layout.home}  (logs: make logs)")
     return "\n".join(lines)
 
 
@@ -324,7 +365,12 @@ def status(say: Say = print) -> bool:
         say(f"the stack in {layout.home} is not running (make up)")
         return False
     state = json.loads(layout.state.read_text()) if layout.state.exists() else {}
-    plan = build_plan(settings, dotenv_settings() | dict(os.environ), ports=state.get("ports"))
+    plan = build_plan(
+        settings,
+        dotenv_settings() | dict(os.environ),
+        ports=state.get("ports"),
+        monitoring=state.get("monitoring", False),
+    )
     say(f"the stack in {layout.home} is running:\n{describe(plan, supervisor.infos())}")
     return True
 

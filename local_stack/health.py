@@ -74,6 +74,8 @@ def checks_for(plan: StackPlan) -> dict[str, Check]:
         "model-server": http_check(f"{plan.model_server_url}/health"),
         "worker": worker_check(plan),
     }
+    if plan.monitoring:
+        checks["prometheus"] = http_check(f"{plan.prometheus_url}/-/ready")
     return checks
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 
+from local_stack import prometheus
 from local_stack.credentials import (
     MLFLOW_ADMIN_USER,
     StackSecrets,
@@ -54,7 +55,16 @@ PORT_SETTINGS = {
     "mlflow": "mlflow_port",
     "backend": "backend_port",
     "model-server": "model_server_port",
+    "prometheus": "prometheus_port",
 }
+# Services that run only with `make up MONITORING=1` (their ports are neither checked nor
+# given to the platform's processes otherwise).
+MONITORING_SERVICES = frozenset({"prometheus"})
+
+
+def port_services(*, monitoring: bool) -> list[str]:
+    """The services whose ports the stack uses."""
+    return [svc for svc in PORT_SETTINGS if monitoring or svc not in MONITORING_SERVICES]
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,15 @@ class Layout:
     def state(self) -> Path:
         return self.run / "stack.json"
 
+    @property
+    def prometheus_config(self) -> Path:
+        return self.run / "prometheus.yml"
+
+    @property
+    def metrics_token(self) -> Path:
+        """METRICS_TOKEN, for the local Prometheus to send (when the stack sets one)."""
+        return self.secrets / "metrics-token"
+
     def log(self, program: str) -> Path:
         return self.logs / f"{program}.log"
 
@@ -158,6 +177,10 @@ class StackPlan:
     # Files written 0600 before anything starts: env files and the configs holding passwords.
     private_files: dict[Path, str]
     worker_concurrency: int
+    # `make up MONITORING=1`: a local Prometheus scrapes the stack.
+    monitoring: bool = False
+    # 0: the worker serves no metrics (WORKER_METRICS_PORT).
+    worker_metrics_port: int = 0
 
     @property
     def backend_url(self) -> str:
@@ -174,6 +197,10 @@ class StackPlan:
     @property
     def worker_hostname(self) -> str:
         return f"{WORKER_NAME}@{socket.gethostname()}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports['prometheus']}"
 
     def program(self, name: str) -> Program:
         return next(p for p in self.programs if p.name == name)
@@ -237,10 +264,17 @@ def build_plan(
     environ: dict[str, str],
     *,
     ports: dict[str, int] | None = None,
+    monitoring: bool = False,
 ) -> StackPlan:
-    """Resolve the stack from the settings; `ports` overrides the ports settings give."""
+    """Resolve the stack from the settings; `ports` overrides the ports settings give.
+
+    `monitoring` adds a Prometheus scraping the stack with the shipped scrape config.
+    """
     layout = Layout(settings.mlops_home.resolve())
-    resolved_ports = {svc: int(getattr(settings, name)) for svc, name in PORT_SETTINGS.items()}
+    resolved_ports = {
+        svc: int(getattr(settings, PORT_SETTINGS[svc]))
+        for svc in port_services(monitoring=monitoring)
+    }
     resolved_ports.update(ports or {})
     explicit = frozenset(
         svc for svc, name in PORT_SETTINGS.items() if name in settings.model_fields_set
@@ -273,7 +307,11 @@ def build_plan(
                 else backend_url
             ),
         }
-        | {port_setting_name(svc): str(port) for svc, port in resolved_ports.items()}
+        | {
+            port_setting_name(svc): str(port)
+            for svc, port in resolved_ports.items()
+            if svc not in MONITORING_SERVICES
+        }
     )
     key = encryption_key(settings, layout)
     if key is not None:
@@ -289,6 +327,17 @@ def build_plan(
             f"redis://{MODEL_SERVER_REDIS_USER}:{creds.redis_model_server}@{redis_address}"
         )
 
+    files = _private_files(
+        layout,
+        None if external_redis else resolved_ports["redis"],
+        creds,
+        env,
+        model_server_env,
+    )
+    programs = _programs(layout, resolved_ports, external_redis, settings.worker_concurrency)
+    if monitoring:
+        files |= _prometheus_files(layout, resolved_ports, settings)
+        programs.append(_prometheus_program(layout, resolved_ports["prometheus"]))
     return StackPlan(
         layout=layout,
         ports=resolved_ports,
@@ -297,15 +346,11 @@ def build_plan(
         redis_url=redis_url,
         platform_env=env,
         model_server_env=model_server_env,
-        programs=_programs(layout, resolved_ports, external_redis, settings.worker_concurrency),
+        programs=programs,
         worker_concurrency=settings.worker_concurrency,
-        private_files=_private_files(
-            layout,
-            None if external_redis else resolved_ports["redis"],
-            creds,
-            env,
-            model_server_env,
-        ),
+        private_files=files,
+        monitoring=monitoring,
+        worker_metrics_port=settings.worker_metrics_port,
     )
 
 
@@ -410,3 +455,34 @@ def _programs(
         ),
     ]
     return programs
+
+
+def _prometheus_files(layout: Layout, ports: dict[str, int], settings: Settings) -> dict[Path, str]:
+    """The local Prometheus's scrape config, and METRICS_TOKEN for it to send when set."""
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    worker_port = settings.worker_metrics_port
+    targets: dict[str, str | None] = {
+        "backend": f"{LOOPBACK}:{ports['backend']}",
+        "model-server": f"{LOOPBACK}:{ports['model-server']}",
+        "worker": f"{LOOPBACK}:{worker_port}" if worker_port else None,
+    }
+    config = prometheus.local_config(targets, layout.metrics_token if token else None)
+    files = {layout.prometheus_config: prometheus.render(config)}
+    if token:
+        files[layout.metrics_token] = token
+    return files
+
+
+def _prometheus_program(layout: Layout, port: int) -> Program:
+    return Program(
+        name="prometheus",
+        title="Prometheus",
+        # It retries unanswered scrapes by itself: nothing needs to be up before it.
+        phase=2,
+        command=[
+            prometheus.prometheus_binary() or "prometheus",
+            f"--config.file={layout.prometheus_config}",
+            f"--storage.tsdb.path={layout.home / 'prometheus'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+        ],
+    )

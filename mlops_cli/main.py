@@ -3,6 +3,7 @@
     mlops logs <pipeline-id> [--follow] [--json]   print a pipeline's log (live with --follow)
     mlops pipelines [--repo-id N] [--status S]     list pipelines, newest first
     mlops trigger <repo-id> [--follow]             run a repo's notebook now (and watch it)
+          [--commit SHA] [--param NAME=VALUE ...]  at that commit, with papermill parameters
 
 Options before or after the command: --api URL (default $MLOPS_API_URL, else
 http://127.0.0.1:8000) and --token TOKEN (default $API_TOKEN), sent as a bearer token on every
@@ -21,6 +22,7 @@ Exit status, so that scripts and CI can act on a run's outcome:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -96,7 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--follow", action="store_true", help="then follow its log to the end"
     )
     trigger.add_argument("--json", action="store_true", help="print log events as JSON lines")
+    trigger.add_argument("--commit", help="the full sha of the commit to run (default: the head)")
+    trigger.add_argument(
+        "--param",
+        action="append",
+        type=parse_param,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a papermill parameter; VALUE is read as JSON (300, 0.5, true, [1,2]) or else "
+        "taken as a string",
+    )
     return parser
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """`NAME=VALUE` with VALUE as JSON when it is JSON (`N=300` is a number), else a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,7 +182,10 @@ def _pipelines(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def _trigger(client: ApiClient, api_url: str, token: str | None, args: argparse.Namespace) -> int:
-    queued = client.post_json(f"/repos/{args.repo_id}/trigger")
+    body: dict[str, Any] = {"parameters": dict(args.param)}
+    if args.commit:
+        body["commit"] = args.commit
+    queued = client.post_json(f"/repos/{args.repo_id}/trigger", body)
     pipeline_id = int(queued["pipeline_id"])
     # Following keeps stdout for the log itself (`--json` output stays parseable).
     out = sys.stderr if args.follow else sys.stdout

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mlflow.artifacts
+import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import Model
@@ -41,6 +42,20 @@ def _not_found(exc: MlflowException) -> bool:
     return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or (
         isinstance(exc, RestException) and "not found" in str(exc).lower()
     )
+
+
+def mlflow_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the tracking server gave no answer (refused, reset, timed out, 5xx).
+
+    An answer that refuses the request (unknown name, bad argument) is a RestException: MLflow
+    is up. A call that got no answer is a plain MlflowException whose cause or context is the
+    `requests` error (MLflow's client wraps it so), or that error itself from artifact downloads.
+    """
+    if isinstance(exc, requests.RequestException):
+        return True
+    if not isinstance(exc, MlflowException) or isinstance(exc, RestException):
+        return False
+    return isinstance(exc.__cause__ or exc.__context__, requests.RequestException)
 
 
 @dataclass

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import nbformat
 from nbformat import NotebookNode
 
+from mlops_core.notebook_requirements import REQUIREMENTS_FILE, installs_in_cell
+
 CONFIG_TAG = "mlops:config"
 DATA_TAG = "mlops:data"
 PREPROCESSING_TAG = "mlops:preprocessing"
@@ -35,7 +37,9 @@ OPTIONAL_TAGS: tuple[str, ...] = (DATA_TAG, EVALUATION_TAG, PARAMETERS_TAG)
 RUN_TAGS: frozenset[str] = frozenset(REQUIRED_TAGS + OPTIONAL_TAGS)
 
 # Names papermill injects into every run; a `parameters` cell's defaults for them are not params.
-INJECTED_PARAMETERS = frozenset({"MODEL_OUTPUT_PATH", "PIPELINE_ID", "MLFLOW_TRACKING_URI"})
+INJECTED_PARAMETERS = frozenset(
+    {"MODEL_OUTPUT_PATH", "REFERENCE_DATA_PATH", "PIPELINE_ID", "MLFLOW_TRACKING_URI"}
+)
 # Private tag put on every code cell that must not run; nbclient skips cells carrying it.
 SKIP_TAG = "mlops-internal:skip"
 # Cell metadata key holding the cell's index in the pushed notebook (papermill inserts a cell).
@@ -153,6 +157,17 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
             if tag.startswith("mlops:") and tag not in RUN_TAGS:
                 known = ", ".join(sorted(t for t in RUN_TAGS if t.startswith("mlops:")))
                 violations.append(f"unknown tag {tag} on cell {i + 1} (known: {known})")
+
+    for i, cell in enumerate(cells):
+        installs = installs_in_cell(cell.source) if runs(cell) else []
+        if installs:
+            violations.append(
+                f"cell {i + 1} installs packages itself ({'; '.join(f'`{x}`' for x in installs)}):"
+                " a pipeline's kernel cannot (its environment is read-only, with no network); "
+                f"list the packages in {REQUIREMENTS_FILE} beside the notebook, one per line, "
+                "and remove the line (packages the kernel already has need no entry: see the "
+                "README, 'What a notebook can import')"
+            )
 
     config_cells = [i for i, tags in code_tags if CONFIG_TAG in tags]
     if len(config_cells) > 1:

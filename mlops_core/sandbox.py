@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from pydantic import ByteSize
 
@@ -185,6 +185,7 @@ def wrap(
     work_dir: Path | None,
     cwd: Path,
     long_lived: bool = False,
+    network: Literal["none", "egress"] | None = None,
 ) -> list[str]:
     """`command` as run inside the sandbox (unchanged when KERNEL_SANDBOX=off).
 
@@ -195,12 +196,15 @@ def wrap(
     It has no CPU-time limit (it would end a healthy server after an hour of predictions), no
     network whatever KERNEL_NETWORK says (it needs none: the server downloads the model), and
     its folder is read-only (it writes nothing).
+
+    `network`: overrides KERNEL_NETWORK for one command that runs only the platform's code with
+    arguments the platform chose (pip installing a notebook's requirements needs the index).
     """
     if settings.kernel_sandbox == "off":
         return list(command)
     uid = str(sandbox_uid(settings))
     namespaces = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if settings.kernel_network == "none" or long_lived:
+    if (network or settings.kernel_network) == "none" or long_lived:
         namespaces.append("--unshare-net")
     cpu = settings.kernel_cpu_seconds
     limits = [

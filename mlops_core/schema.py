@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -45,6 +46,10 @@ class Repo(Base):
     token_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_secret_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The push webhook POST /repos created through GitHub's API (deleted with the repo).
+    webhook_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Globs of paths whose change retrains (backend/watch_paths.py); NULL: the default ones.
+    watch_paths: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     pipelines: Mapped[list[Pipeline]] = relationship(back_populates="repo", passive_deletes=True)
 
@@ -70,6 +75,15 @@ class Pipeline(Base):
     trigger: Mapped[str] = mapped_column(String(20), default="push")
     commit_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
     delivery_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Why it started, beyond `trigger`: the changed path a push matched, for instance.
+    trigger_detail: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # Papermill parameters given by the trigger; they override the notebook's defaults.
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Set once GitHub has the pipeline's final commit status, or none applies (backend/
+    # commit_statuses.py): the backend's status sync looks only at rows where it is NULL.
+    commit_status_settled_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
     # Set once the Celery message is on the broker; NULL rows are re-queued by the backend.
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -235,3 +249,59 @@ class PredictionFeedback(Base):
     request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     labels: Mapped[list[Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelReference(Base):
+    """The training rows a notebook saved to REFERENCE_DATA_PATH, kept with its version.
+
+    The drift check compares live inputs with them (a sample of at most REFERENCE_MAX_ROWS
+    rows, keyed like logged inputs: by column name). The same file is an artifact of the run.
+    """
+
+    __tablename__ = "model_references"
+
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(50), primary_key=True)
+    rows: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CommitStatus(Base):
+    """A commit status a pipeline wants GitHub to show, and how its delivery went.
+
+    One row per change of what the pipeline reports (state and description), numbered per
+    pipeline by `position`; GitHub shows the latest one, so a row not yet posted when a newer
+    one is wanted is superseded rather than posted late.
+    """
+
+    __tablename__ = "commit_statuses"
+    __table_args__ = (Index("ix_commit_statuses_pipeline", "pipeline_id", "position", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    context: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(20))  # pending | success | failure | error
+    description: Mapped[str] = mapped_column(String(140))
+    target_url: Mapped[str] = mapped_column(String(1000))
+    delivery: Mapped[str] = mapped_column(String(20))  # waiting | posted | superseded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    wanted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ServiceLease(Base):
+    """Which backend process does a job that must run in one place at a time.
+
+    Held until `expires_at` (the database's clock) and renewed by its holder; once it expires,
+    any other backend may take it (mlops_core/service_lease.py).
+    """
+
+    __tablename__ = "service_leases"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

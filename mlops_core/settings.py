@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # localhost-like names (a backend inside a private network with its own git server).
     allow_private_repo_hosts: bool = False
     public_base_url: str = "http://127.0.0.1:8000"
+    # GitHub's REST API (GitHub Enterprise: https://<host>/api/v3). It serves the repositories of
+    # one host: github.com for api.github.com, else its own host (backend/github_api.py). Used
+    # to create webhooks and to post commit statuses, with a token only over https.
+    github_api_url: str = "https://api.github.com"
+    # How often the backend brings GitHub's commit statuses up to date with its pipelines.
+    commit_status_interval_seconds: float = Field(default=2.0, gt=0)
 
     # Infrastructure
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -71,6 +77,9 @@ class Settings(BaseSettings):
     cell_timeout_seconds: int = 600
     pipeline_timeout_seconds: int = 3600
     worker_concurrency: int = 1
+    # The worker's Prometheus metrics (worker/metrics_server.py) on this address; port 0: none.
+    worker_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     deploy_wait_seconds: float = 60.0
     # Recovery (mlops_core/pipeline_lease.py): a pipeline whose worker died is queued again
     # within PIPELINE_RECOVERY_SECONDS, and failed once MAX_PIPELINE_ATTEMPTS attempts were lost.
@@ -92,6 +101,10 @@ class Settings(BaseSettings):
     # "none": no network at all in the sandbox; "egress": the host's network (weaker: the
     # notebook can then reach anything the worker can, the platform's own services included).
     kernel_network: Literal["none", "egress"] = "none"
+    # The package index a notebook's requirements.txt is installed from (worker/
+    # requirements_install.py: pip in the sandbox, wheels only, with network for that step
+    # alone). Empty: requirements.txt is refused, and only the kernel's own packages exist.
+    requirements_index_url: str = "https://pypi.org/simple"
     kernel_memory_limit: ByteSize = ByteSize(4 * 1024**3)
     kernel_cpu_seconds: int = Field(default=3600, gt=0)
     kernel_max_processes: int = Field(default=256, gt=0)
@@ -115,12 +128,33 @@ class Settings(BaseSettings):
     # Model server
     model_reconcile_interval_seconds: float = 30.0
     predict_max_body_bytes: int = 10 * 1024 * 1024
-    predict_threads: int = 4
     # Each served version runs in a sandboxed model process (model_server/model_process.py):
     # a prediction it does not answer in PREDICT_TIMEOUT_SECONDS fails (503) and the process is
     # restarted; loading (unpickling and warming) a version may take MODEL_LOAD_TIMEOUT_SECONDS.
     predict_timeout_seconds: float = Field(default=30.0, gt=0)
     model_load_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Adaptive batching (model_server/batching.py): concurrent requests for one version share
+    # one call of its model process, up to MAX_BATCH_SIZE rows, waiting at most
+    # MAX_BATCH_DELAY_MS for more (0: no added wait; batches form while a call runs).
+    max_batch_size: int = Field(default=64, gt=0)
+    max_batch_delay_ms: float = Field(default=0.0, ge=0)
+    # Prediction log (mlops_core/prediction_log.py): the share of answered predictions recorded
+    # (1.0: all), the records a model server buffers while Redis is slow (more are dropped and
+    # counted), the stream's length cap, and how long (and how many) the backend keeps.
+    prediction_log_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    prediction_log_buffer: int = Field(default=10_000, gt=0)
+    prediction_log_stream_max: int = Field(default=100_000, gt=0)
+    prediction_log_retention_days: int = Field(default=30, gt=0)
+    prediction_log_max_rows: int = Field(default=1_000_000, gt=0)
+    # Drift (backend/drift.py): the latest DRIFT_WINDOW logged input rows of a version against
+    # its reference (the notebook's training rows, else its first REFERENCE_WINDOW logged rows),
+    # each side needing DRIFT_MIN_ROWS; re-checked every DRIFT_CHECK_INTERVAL_SECONDS.
+    drift_window: int = Field(default=500, gt=0)
+    reference_window: int = Field(default=500, gt=0)
+    drift_min_rows: int = Field(default=30, gt=0)
+    drift_check_interval_seconds: float = Field(default=300.0, gt=0)
+    # Rows of a notebook's REFERENCE_DATA_PATH file kept for the drift check (a seeded sample).
+    reference_max_rows: int = Field(default=5000, gt=0)
     # Replicas refresh their "loaded" report this often; reports older than 3x are ignored.
     model_heartbeat_interval_seconds: float = 5.0
     # Stable id of a model-server replica in its reports; empty means hostname:pid.
@@ -144,6 +178,9 @@ class Settings(BaseSettings):
     model_server_port: int = 8001
     mlflow_port: int = 5000
     redis_port: int = 6379
+    # Prometheus of `make up MONITORING=1` (not 9090: Debian's prometheus package starts a
+    # system Prometheus there).
+    prometheus_port: int = 9190
 
     extra_secret_env: list[str] = Field(default_factory=list)
 

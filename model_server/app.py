@@ -14,7 +14,6 @@ import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from mlops_core import sandbox
+from mlops_core.prediction_log import REQUEST_ID_HEADER
+from mlops_core.prediction_log import request_id as new_request_id
 from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
 from mlops_core.request_limits import JsonDepthLimit
 from mlops_core.service_metrics import RequestMetrics, exposition, exposition_registry
@@ -34,6 +35,7 @@ from model_server.loaded_model import LoadedModel
 from model_server.metrics import ErrorReason, record_error, record_prediction
 from model_server.model_process import ModelProcessError
 from model_server.model_store import ModelStore, why_not_served
+from model_server.prediction_log import PredictionLog
 from model_server.registry_sync import RegistrySync
 from model_server.request_body import BodyError, read_json_body
 from model_server.request_rows import InputError, rows_from_body
@@ -56,10 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
         mlflow.set_registry_uri(settings.mlflow_tracking_uri)
         cache_dir = Path(tempfile.mkdtemp(prefix="mlops-model-cache-"))
-        pool = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
         sync = RegistrySync(settings, store, replica_id, cache_dir)
-        app.state.predict_pool = pool
+        prediction_log = PredictionLog(settings, replica_id)
         app.state.sync = sync
+        app.state.prediction_log = prediction_log
+        await prediction_log.start()
         app.state.isolation = await asyncio.to_thread(_report_isolation, settings)
         await sync.start()
         log.info("model server replica %s following alias %r", replica_id, settings.serving_alias)
@@ -68,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await sync.stop()
-            pool.shutdown(wait=True)
+            await prediction_log.stop()
             shutil.rmtree(cache_dir, ignore_errors=True)
 
     app = FastAPI(title="notebook-mlops model server", version="0.1.0", lifespan=lifespan)
@@ -125,11 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise HTTPException(422, str(exc)) from None
             model.requests += 1
             started = time.perf_counter()
-            loop = asyncio.get_running_loop()
             try:
-                result = await loop.run_in_executor(
-                    request.app.state.predict_pool, model.predict, rows
-                )
+                result = await model.predict_batched(rows)
             except ModelProcessError as exc:
                 record_error(name, ErrorReason.UNAVAILABLE)
                 raise HTTPException(
@@ -140,17 +140,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise HTTPException(
                     422, f"model {name} version {model.version} could not predict these rows: {exc}"
                 ) from None
-            record_prediction(name, model.version, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            record_prediction(name, model.version, seconds)
+        request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request.app.state.prediction_log.record(
+            request_id,
+            name,
+            model.version,
+            model.features.names,
+            rows,
+            result.predictions,
+            result.probabilities,
+            round(seconds * 1000, 3),
+        )
         content: dict[str, Any] = {
             "predictions": result.predictions,
             "model_name": model.name,
             "model_version": model.version,
             "processing_time_ms": round((time.perf_counter() - started) * 1000, 3),
+            "request_id": request_id,
         }
         if result.probabilities is not None:
             content["probabilities"] = result.probabilities
             content["classes"] = result.classes
-        return JSONResponse(content)
+        return JSONResponse(content, headers={REQUEST_ID_HEADER: request_id})
 
     return app
 

@@ -4,7 +4,8 @@ This runs only in a model process (model_server/model_child.py), inside the sand
 unpickles code the notebook chose. It prefers the scikit-learn flavour (the estimator itself
 gives predict_proba, class labels and feature names) and falls back to pyfunc for anything else.
 A version is warmed with one prediction when loaded, so a broken artifact fails while the
-previous version is still serving, not on a user's request.
+previous version is still serving, not on a user's request; a version needing a package this
+server lacks fails before unpickling, naming the package.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 from mlflow.models import Model
+from packaging.requirements import InvalidRequirement, Requirement
 
+from mlops_core.notebook_requirements import distribution_for_import, installed_provider
 from model_server.feature_spec import NUMBER, STRING, FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class Estimator:
     model: Any
     features: FeatureSpec
     classes: list[Any] | None
+    # Labels are classes_[argmax(predict_proba)] for this model: one pass instead of two.
+    labels_from_proba: bool = False
 
     @property
     def has_proba(self) -> bool:
@@ -62,22 +67,76 @@ class Estimator:
 
     def raw_outputs(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
         x = self.model_input(rows)
-        predictions = _to_list(self.model.predict(x))
-        probabilities = None
-        if self.has_proba:
-            probabilities = np.asarray(self.model.predict_proba(x)).tolist()
-        return predictions, probabilities
+        if not self.has_proba:
+            return _to_list(self.model.predict(x)), None
+        proba = np.asarray(self.model.predict_proba(x))
+        if self.labels_from_proba:
+            labels = np.asarray(self.model.classes_)[proba.argmax(axis=1)].tolist()
+        else:
+            labels = _to_list(self.model.predict(x))
+        return labels, proba.tolist()
+
+
+class MissingPackages(Exception):
+    """The version needs packages this model server's environment does not have."""
+
+
+def missing_requirements(local: Path) -> list[str]:
+    """The requirements of the model folder `local` that no installed package satisfies by name.
+
+    The worker writes the packages the model refers to (worker/sandbox/model_requirements.py);
+    a package this server lacks would fail the load somewhere inside unpickling, so it is
+    named first. A different version of a package is not refused here: the warm-up tells
+    whether the model works with it.
+    """
+    path = local / "requirements.txt"
+    if not path.is_file():
+        return []
+    missing: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        applies = requirement.marker is None or requirement.marker.evaluate()
+        if applies and installed_provider(requirement.name) is None:
+            missing.append(str(requirement))
+    return missing
+
+
+def _missing_packages_error(packages: list[str]) -> MissingPackages:
+    named = ", ".join(f"`{p}`" for p in packages)
+    one = len(packages) == 1
+    return MissingPackages(
+        f"the version needs {named}, which this model server's environment does not have: "
+        f"install {'it' if one else 'them'} where the model server runs (the model records the "
+        f"packages it was trained with in its requirements.txt)"
+    )
+
+
+def _unpickled(local: Path, flavor: str) -> Any:
+    """The model object; a module missing while unpickling is named with its package."""
+    try:
+        if flavor == "sklearn":
+            return mlflow.sklearn.load_model(str(local))
+        return mlflow.pyfunc.load_model(str(local))
+    except ModuleNotFoundError as exc:
+        if exc.name is None:
+            raise
+        raise _missing_packages_error([distribution_for_import(exc.name)]) from exc
 
 
 def load(local: Path) -> Estimator:
     """Load and warm the MLflow model folder `local`; raises on any failure."""
     meta = Model.load(str(local))
-    if "sklearn" in meta.flavors:
-        model: Any = mlflow.sklearn.load_model(str(local))
-        flavor = "sklearn"
-    else:
-        model = mlflow.pyfunc.load_model(str(local))
-        flavor = "pyfunc"
+    missing = missing_requirements(local)
+    if missing:
+        raise _missing_packages_error(missing)
+    flavor = "sklearn" if "sklearn" in meta.flavors else "pyfunc"
+    model = _unpickled(local, flavor)
     features = _feature_spec(model, meta)
     classes = np.asarray(model.classes_).tolist() if hasattr(model, "classes_") else None
     try:
@@ -86,7 +145,9 @@ def load(local: Path) -> Estimator:
         example = None
     estimator = Estimator(flavor, model, features, classes)
     try:
-        estimator.raw_outputs(_warm_rows(features, example))  # a NaN is the guess's fault
+        warm = _warm_rows(features, example)
+        estimator.raw_outputs(warm)  # a NaN is the guess's fault
+        estimator.labels_from_proba = _argmax_is_predict(estimator, warm)
     except Exception:
         if features.count is not None or example is not None:
             raise
@@ -94,6 +155,46 @@ def load(local: Path) -> Estimator:
         # input example): the warm-up row was a guess, not a test of the artifact.
         log.warning("warm-up skipped: the model's input shape is unknown")
     return estimator
+
+
+# Classifiers whose `predict` is, by construction, the class of highest `predict_proba`.
+# Others (an SVC's Platt scaling, calibrated or custom classifiers) keep both passes.
+_ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "LogisticRegression",
+        "LogisticRegressionCV",
+        "KNeighborsClassifier",
+        "GaussianNB",
+        "MultinomialNB",
+        "BernoulliNB",
+    }
+)
+
+
+def _argmax_is_predict(estimator: Estimator, warm: list[list[Any]]) -> bool:
+    """Whether labels may come from the probabilities alone: a listed final estimator, and
+    the two agree on the warm-up rows (a last check against a subclass that changes predict)."""
+    if not estimator.has_proba or not hasattr(estimator.model, "classes_"):
+        return False
+    final = estimator.model
+    while hasattr(final, "steps"):  # a Pipeline: its last step decides
+        final = final.steps[-1][1]
+    if (
+        type(final).__name__ not in _ARGMAX_CLASSIFIERS
+        or type(final).__module__.split(".")[0] != "sklearn"
+    ):
+        return False
+    x = estimator.model_input(warm)
+    by_argmax = np.asarray(estimator.model.classes_)[
+        np.asarray(estimator.model.predict_proba(x)).argmax(axis=1)
+    ]
+    return bool(np.array_equal(by_argmax, np.asarray(estimator.model.predict(x))))
 
 
 def _all_finite(values: list[Any]) -> bool:

@@ -8,16 +8,16 @@ Outputs are `predict` and, for classifiers, `predict_proba`. Errors follow the p
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from mlops_core.access_tokens import CHALLENGE
+from mlops_core.prediction_log import REQUEST_ID_HEADER
+from mlops_core.prediction_log import request_id as new_request_id
 from mlops_core.prediction_schema import json_request_body
 from model_server.access import predict_refusal
 from model_server.feature_spec import STRING, FeatureSpec
@@ -97,6 +97,10 @@ def _resolve(request: Request, name: str, version: str | None) -> LoadedModel | 
         loading = not request.app.state.sync.ready.is_set()
         return _error(*why_not_served(_store(request), name, loading=loading))
     if version is not None and version != model.version:
+        failure = _store(request).failure(name)
+        if failure is not None and failure.version == version:
+            # The registry serves it, this replica could not load it: unavailable, not unknown.
+            return _error(503, f"model '{name}' version {version} is not loadable: {failure.error}")
         return _error(
             404, f"model '{name}' version {version} is not served here (serving {model.version})"
         )
@@ -157,16 +161,28 @@ async def infer(request: Request, name: str, version: str | None = None) -> Any:
             return _error(400, str(exc))
         model.requests += 1
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(request.app.state.predict_pool, model.predict, rows)
+            result = await model.predict_batched(rows)
         except ModelProcessError as exc:
             record_error(model.name, ErrorReason.UNAVAILABLE)
             return _error(503, f"model {name} version {model.version} is unavailable: {exc}")
         except Exception as exc:
             record_error(model.name, ErrorReason.MODEL_ERROR)
             return _error(400, f"the model could not predict these inputs: {exc}")
-        record_prediction(model.name, model.version, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        record_prediction(model.name, model.version, seconds)
+    body_id = body.get("id") if isinstance(body.get("id"), str) else None
+    request_id = new_request_id(body_id or request.headers.get(REQUEST_ID_HEADER))
+    request.app.state.prediction_log.record(
+        request_id,
+        model.name,
+        model.version,
+        model.features.names,
+        rows,
+        result.predictions,
+        result.probabilities,
+        round(seconds * 1000, 3),
+    )
     outputs = []
     if "predict" in wanted:
         outputs.append(_tensor("predict", result.predictions, [len(result.predictions)]))
@@ -174,7 +190,6 @@ async def infer(request: Request, name: str, version: str | None = None) -> Any:
         flat = [p for row in result.probabilities for p in row]
         shape = [len(result.probabilities), len(result.probabilities[0])]
         outputs.append(_tensor("predict_proba", flat, shape, "FP64"))
-    request_id = body.get("id") if isinstance(body.get("id"), str) else str(uuid.uuid4())
     return JSONResponse(
         {
             "model_name": model.name,
@@ -182,7 +197,8 @@ async def infer(request: Request, name: str, version: str | None = None) -> Any:
             "id": request_id,
             "parameters": {},
             "outputs": outputs,
-        }
+        },
+        headers={REQUEST_ID_HEADER: request_id},
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import mlflow
 
 from mlops_core.settings import Settings, get_settings
+from model_server.batching import Batcher
 from model_server.feature_spec import FeatureSpec
 from model_server.model_process import ModelProcess, ModelProcessError, SpareProcesses
 
@@ -102,6 +103,18 @@ class LoadedModel:
         self._channel = threading.Lock()
         self._holds = 0
         self._retired = False
+        self._batcher = Batcher(
+            self.predict,
+            _rows_of,
+            max_rows=settings.max_batch_size,
+            max_delay_seconds=settings.max_batch_delay_ms / 1000,
+            name=f"{name}-{version}",
+        )
+
+    async def predict_batched(self, rows: list[list[Any]]) -> Prediction:
+        """Predict on the event loop's side: batched with concurrent requests (batching.py)."""
+        prediction: Prediction = await self._batcher.predict(rows)
+        return prediction
 
     def predict(self, rows: list[list[Any]]) -> Prediction:
         """Predict validated rows (blocking: runs in a worker thread, never on the event loop).
@@ -166,6 +179,7 @@ class LoadedModel:
     def close(self) -> None:
         """Stop the process now and remove the artifacts (blocking)."""
         self._retired = True
+        self._batcher.close()
         with self._channel:
             if self._process is not None:
                 self._process.stop()
@@ -174,6 +188,16 @@ class LoadedModel:
 
     def _stop_in_background(self) -> None:
         threading.Thread(target=self.close, name=f"stop-{self.name}", daemon=True).start()
+
+
+def _rows_of(prediction: Prediction, start: int, end: int) -> Prediction:
+    """One request's share of a batched prediction."""
+    probabilities = prediction.probabilities
+    return Prediction(
+        prediction.predictions[start:end],
+        probabilities[start:end] if probabilities is not None else None,
+        prediction.classes,
+    )
 
 
 def _load_in(process: ModelProcess, local: Path, settings: Settings) -> ModelDescription:

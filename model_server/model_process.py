@@ -70,6 +70,11 @@ class ModelProcess:
             env=environment,
             cwd=folder,
             close_fds=True,
+            # Out of the server's process group: a SIGTERM sent to the group (supervisord's
+            # stopasgroup, Ctrl-C) must not end it while the server drains the predictions in
+            # flight; the server stops it after (and a dead server takes it along: bubblewrap's
+            # --die-with-parent, else the end of its input).
+            start_new_session=True,
         )
 
     @property

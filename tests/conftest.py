@@ -20,6 +20,9 @@ from mlops_core.settings import Settings, get_settings
 from tests.support.services import MlflowServer, RedisServer
 
 TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
+# Workers the tests start serve no metrics unless a test gives them a port: many run at once,
+# and WORKER_METRICS_PORT's default (9102) would go to whichever started first.
+os.environ.setdefault("WORKER_METRICS_PORT", "0")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ second one.
 
 Each phase is a `Step`: its work, what it needs around it, and whether an earlier attempt
 already did it; the runner is one loop over the steps with one table of outcomes (`_run_step`).
+Each phase's duration and each pipeline's end state are counted for Prometheus (worker/metrics.py).
 The end state is written to the database first and alone (`RunLock.record_end`): the log
 archive (Redis) and the MLflow run's status come after it, each on its own, so neither an
 outage of Redis nor of MLflow can hold it back.
@@ -35,7 +36,7 @@ from mlops_core.schema import PipelinePhase, utcnow
 from mlops_core.secrets_box import SecretsBoxError, decrypt
 from mlops_core.settings import Settings, get_settings
 from mlops_core.states import Phase, PhaseStatus, PipelineStatus
-from worker import local_tracking, tracking
+from worker import local_tracking, metrics, tracking
 from worker.cancel_watch import CancelWatcher
 from worker.mlflow_retry import PatientMlflow, configure_http
 from worker.phases import deploy, execute, fetch, register, validate
@@ -161,6 +162,7 @@ def _run_claimed(
             branch=claimed.branch,
             notebook_path=claimed.notebook_path,
             commit_sha=claimed.commit_sha,
+            parameters=claimed.parameters,
             mlflow_run_id=claimed.previous_run_id,
         )
         with RunLock(ctx) as lock:
@@ -232,9 +234,11 @@ def _run_step(ctx: PhaseContext, step: Step) -> tuple[PhaseStatus, str | None]:
     finally:
         if step.teardown is not None:
             step.teardown(ctx)
+    seconds = time.monotonic() - started
+    metrics.record_phase(phase, seconds)
     _set_phase(ctx, phase, status, error=error)
     ctx.log(
-        f"phase {phase.value}: {status.value} in {time.monotonic() - started:.2f} s"
+        f"phase {phase.value}: {status.value} in {seconds:.2f} s"
         + (f" ({error})" if error else ""),
         stream="error" if status is PhaseStatus.FAILED else "system",
     )
@@ -290,6 +294,7 @@ def _finish(ctx: PhaseContext, lock: RunLock, status: PipelineStatus, error: str
             "pipeline %s: attempt %s lost it before its end", ctx.pipeline_id, ctx.attempt
         )
         return
+    metrics.record_finished(status)  # counted once: only the attempt that wrote the end
     archive_pipeline_log(ctx.settings.database_url, ctx.redis, ctx.pipeline_id)
 
 

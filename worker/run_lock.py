@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, func, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -46,6 +46,7 @@ class Claim:
     commit_sha: str | None
     token_encrypted: str | None
     previous_run_id: str | None
+    parameters: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def _try_claim(
         commit_sha=pipeline.commit_sha,
         token_encrypted=pipeline.repo.token_encrypted if pipeline.repo else None,
         previous_run_id=pipeline.mlflow_run_id,
+        parameters=dict(pipeline.parameters or {}),
     )
 
 

@@ -8,6 +8,7 @@ its latest attempt.
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 from mlflow import MlflowClient
@@ -17,6 +18,8 @@ from mlflow.exceptions import MlflowException
 from worker.phases.context import PhaseContext
 
 MAX_PARAM_LENGTH = 6000
+# Tag of the run and of the model version holding the trigger's parameters.
+TAG_TRIGGER_PARAMETERS = "mlops.parameters"
 
 
 def experiment_id(ctx: PhaseContext, name: str) -> str:
@@ -51,10 +54,11 @@ def start_run(ctx: PhaseContext) -> str:
             "mlflow.source.git.commit": ctx.commit_sha or "",
             "mlflow.source.git.repoURL": ctx.repo_url,
             "mlflow.source.name": ctx.notebook_path,
+            **trigger_parameters_tag(ctx),
         },
     )
     run_id = run.info.run_id
-    params = {**ctx.contract.params}
+    params = {**ctx.contract.params, **ctx.parameters}  # the trigger's values are what ran
     params.update({f"mlops.gate_{k}": v for k, v in ctx.contract.gate.as_dict().items()})
     ctx.mlflow.log_batch(
         run_id, params=[Param(key, _param_value(value)) for key, value in params.items()]
@@ -62,6 +66,14 @@ def start_run(ctx: PhaseContext) -> str:
     ctx.mlflow_run_id = run_id
     ctx.update_pipeline(mlflow_run_id=run_id)
     return run_id
+
+
+def trigger_parameters_tag(ctx: PhaseContext) -> dict[str, str]:
+    """The trigger's parameters as one JSON tag (the run's params mix them with the notebook's
+    defaults; the tag says which values the trigger set); none when it set none."""
+    if not ctx.parameters:
+        return {}
+    return {TAG_TRIGGER_PARAMETERS: _param_value(json.dumps(ctx.parameters, sort_keys=True))}
 
 
 def collect_metrics(ctx: PhaseContext) -> dict[str, float]:

@@ -18,7 +18,6 @@ import httpx
 import redis
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +25,7 @@ import backend.metrics  # noqa: F401  (registers the backend's metrics before th
 from backend.api_models import ReadyReport, WorkerReport
 from backend.auth import require_metrics_token
 from mlops_core.database import engine_for
+from mlops_core.service_metrics import exposition, exposition_registry
 from mlops_core.task_queue import KERNEL_ISOLATION_KEY, PIPELINE_QUEUE, SANDBOX_OFF_STATE
 
 router = APIRouter(tags=["health"])
@@ -55,6 +55,22 @@ async def _http_ok(url: str) -> None:
         raise RuntimeError(f"{url} answered HTTP {response.status_code}")
 
 
+async def _any_replica_ok(urls: list[str]) -> None:
+    """Predictions can be forwarded while one replica of MODEL_SERVER_URL answers (the
+    forwarder skips the others), so the backend is ready then; else say why each is not."""
+    results = await asyncio.gather(
+        *(_http_ok(f"{url}/health") for url in urls), return_exceptions=True
+    )
+    if all(isinstance(result, BaseException) for result in results):
+        raise RuntimeError(
+            "; ".join(
+                f"{url}: {_describe(result)}"
+                for url, result in zip(urls, results, strict=True)
+                if isinstance(result, BaseException)
+            )
+        )
+
+
 async def _mlflow_ok(uri: str) -> None:
     """A tracking server must answer; a local store (file:, sqlite:) has no server to be down."""
     if uri.startswith(("http://", "https://")):
@@ -79,7 +95,7 @@ async def ready(request: Request) -> JSONResponse:
         "database": lambda: run_in_threadpool(database),
         "redis": lambda: run_in_threadpool(queue.redis.ping),
         "mlflow": lambda: _mlflow_ok(settings.mlflow_tracking_uri),
-        "model_server": lambda: _http_ok(settings.model_server_url.rstrip("/") + "/health"),
+        "model_server": lambda: _any_replica_ok(settings.model_server_urls),
     }
 
     async def run(check: Callable[[], Awaitable[object]]) -> str:
@@ -147,4 +163,5 @@ async def _workers(ask: Callable[[], list[str]]) -> tuple[str, list[str]]:
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
 def metrics() -> Response:
     """Prometheus exposition of this process's metrics."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = exposition(exposition_registry())
+    return Response(body, media_type=content_type)

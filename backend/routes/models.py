@@ -2,23 +2,22 @@
 
 The registry alias is the truth for what is served; each change goes through
 `change_served_version`, which records the deployment history and announces the change so that
-model servers act at once. Registry and database work runs in plain `def` handlers (FastAPI's
-thread pool); the prediction proxy is async and streams nothing it has not size-checked.
+model servers act at once. Registry and database work runs on the registry gate's own threads
+(backend/registry_gate.py: bounded, behind a circuit breaker), never on the thread pool that
+webhook intake and pipeline reads use; the prediction proxy is async (backend/model_forwarder.py)
+and streams nothing it has not size-checked.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import redis
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, field_validator
@@ -28,6 +27,8 @@ from backend.api_models import as_utc
 from backend.api_params import INT64_MAX, ModelName, RowId
 from backend.auth import require_api_token, require_predict_token, require_read_token
 from backend.dependencies import get_app_settings, get_session
+from backend.model_forwarder import ModelForwarder
+from backend.registry_gate import RegistryGate, registry_gate
 from mlops_core.access_tokens import PREDICT, configured
 from mlops_core.deployments import (
     change_served_version,
@@ -90,16 +91,8 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
-def registry(settings: Settings = Depends(get_app_settings)) -> MlflowClient:
+async def registry(settings: Settings = Depends(get_app_settings)) -> MlflowClient:
     return _registry(settings.mlflow_tracking_uri)
-
-
-@asynccontextmanager
-async def model_server_client(app: FastAPI) -> AsyncIterator[None]:
-    """Background service: one pooled HTTP client to the model server for the app's lifetime."""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
-        app.state.model_server_client = client
-        yield
 
 
 def _require_model(client: MlflowClient, name: str) -> None:
@@ -182,28 +175,39 @@ def _replicas(settings: Settings, name: str) -> dict[str, str] | None:
 
 
 @router.get("", dependencies=[Depends(require_read_token)])
-def list_models(
-    settings: Settings = Depends(get_app_settings), client: MlflowClient = Depends(registry)
+async def list_models(
+    settings: Settings = Depends(get_app_settings),
+    client: MlflowClient = Depends(registry),
+    gate: RegistryGate = Depends(registry_gate),
 ) -> list[dict[str, Any]]:
     """Every registered model with its served version and its versions."""
-    return [_model_view(client, name, settings)[0] for name in registered_model_names(client)]
+
+    def read() -> list[dict[str, Any]]:
+        return [_model_view(client, name, settings)[0] for name in registered_model_names(client)]
+
+    return await gate.run(read)
 
 
 @router.get("/{name}", dependencies=[Depends(require_read_token)])
-def get_model(
+async def get_model(
     name: ModelName,
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
     client: MlflowClient = Depends(registry),
+    gate: RegistryGate = Depends(registry_gate),
 ) -> dict[str, Any]:
     """One model, plus which version each live model-server replica has loaded, the
     feature names of the served (else newest) version and the repository owning the name."""
-    _require_model(client, name)
-    view, current = _model_view(client, name, settings)
-    view["owner"] = _owner_view(get_ownership(session, name))
-    view["replicas"] = _replicas(settings, name)
-    view.update(_features_view(settings, name, current))
-    return view
+
+    def read() -> dict[str, Any]:
+        _require_model(client, name)
+        view, current = _model_view(client, name, settings)
+        view["owner"] = _owner_view(get_ownership(session, name))
+        view["replicas"] = _replicas(settings, name)
+        view.update(_features_view(settings, name, current))
+        return view
+
+    return await gate.run(read)
 
 
 class OwnerChoice(BaseModel):
@@ -225,60 +229,70 @@ def _owner_view(ownership: Ownership | None) -> dict[str, Any] | None:
 
 
 @router.post("/{name}/owner", dependencies=[Depends(require_api_token)])
-def transfer_owner(
+async def transfer_owner(
     name: ModelName,
     choice: OwnerChoice,
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
     client: MlflowClient = Depends(registry),
+    gate: RegistryGate = Depends(registry_gate),
 ) -> dict[str, Any]:
     """Give the model name to a repository and its notebook: from then on only that repo's
     pipelines may publish versions of it (the previous owner's fail their validate phase)."""
-    repo = session.get(Repo, choice.repo_id)
-    if repo is None:
-        raise HTTPException(404, f"repo {choice.repo_id} not found")
-    previous = get_ownership(session, name)
-    if previous is None:
-        _require_model(client, name)  # a model registered before it had an owner
-    new_owner = ModelSource(repo.github_url, repo.notebook_path, repo.id)
-    session.close()  # the transfer is its own transaction (mlops_core.model_owners)
-    ownership = transfer_model(settings.database_url, name, new_owner)
-    logger.info(
-        "model %s transferred from %s to %s",
-        name,
-        previous.owner.describe() if previous else "no owner",
-        new_owner.describe(),
-    )
-    return {
-        "name": name,
-        "owner": _owner_view(ownership),
-        "previous_owner": _owner_view(previous),
-    }
+
+    def transfer() -> dict[str, Any]:
+        repo = session.get(Repo, choice.repo_id)
+        if repo is None:
+            raise HTTPException(404, f"repo {choice.repo_id} not found")
+        previous = get_ownership(session, name)
+        if previous is None:
+            _require_model(client, name)  # a model registered before it had an owner
+        new_owner = ModelSource(repo.github_url, repo.notebook_path, repo.id)
+        session.close()  # the transfer is its own transaction (mlops_core.model_owners)
+        ownership = transfer_model(settings.database_url, name, new_owner)
+        logger.info(
+            "model %s transferred from %s to %s",
+            name,
+            previous.owner.describe() if previous else "no owner",
+            new_owner.describe(),
+        )
+        return {
+            "name": name,
+            "owner": _owner_view(ownership),
+            "previous_owner": _owner_view(previous),
+        }
+
+    return await gate.run(transfer)
 
 
 @router.get("/{name}/history", dependencies=[Depends(require_read_token)])
-def model_history(
+async def model_history(
     name: ModelName,
     limit: int = Query(100, ge=1, le=1000),
     session: Session = Depends(get_session),
     client: MlflowClient = Depends(registry),
+    gate: RegistryGate = Depends(registry_gate),
 ) -> list[dict[str, Any]]:
     """Every change of the served version, newest first (kept even after a purge)."""
-    rows = deployment_history(session, name, limit)
-    if not rows and not model_exists(client, name):
-        raise HTTPException(404, f"model {name!r} is not registered and has no history")
-    return [
-        {
-            "id": row.id,
-            "action": row.action,
-            "version": row.version,
-            "previous_version": row.previous_version,
-            "pipeline_id": row.pipeline_id,
-            "actor": row.actor,
-            "created_at": _iso(row.created_at),
-        }
-        for row in rows
-    ]
+
+    def read() -> list[dict[str, Any]]:
+        rows = deployment_history(session, name, limit)
+        if not rows and not model_exists(client, name):
+            raise HTTPException(404, f"model {name!r} is not registered and has no history")
+        return [
+            {
+                "id": row.id,
+                "action": row.action,
+                "version": row.version,
+                "previous_version": row.previous_version,
+                "pipeline_id": row.pipeline_id,
+                "actor": row.actor,
+                "created_at": _iso(row.created_at),
+            }
+            for row in rows
+        ]
+
+    return await gate.run(read)
 
 
 def _iso(value: datetime) -> str:
@@ -319,62 +333,78 @@ def _change(
 
 
 @router.post("/{name}/deploy", dependencies=[Depends(require_api_token)])
-def deploy(
+async def deploy(
     name: ModelName,
     choice: VersionChoice,
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
     client: MlflowClient = Depends(registry),
+    gate: RegistryGate = Depends(registry_gate),
 ) -> dict[str, Any]:
     """Serve any registered version of the model."""
-    if choice.version is None:
+    version = choice.version
+    if version is None:
         raise HTTPException(422, "version is required: the registered version to serve")
-    _require_version(client, name, choice.version)
-    return _change(session, client, settings, name=name, version=choice.version, action="deploy")
+
+    def change() -> dict[str, Any]:
+        _require_version(client, name, version)
+        return _change(session, client, settings, name=name, version=version, action="deploy")
+
+    return await gate.run(change)
 
 
 @router.post("/{name}/rollback", dependencies=[Depends(require_api_token)])
-def rollback(
+async def rollback(
     name: ModelName,
     choice: VersionChoice | None = None,
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
     client: MlflowClient = Depends(registry),
+    gate: RegistryGate = Depends(registry_gate),
 ) -> dict[str, Any]:
     """Serve `version`, or without one the version served before the current one."""
-    _require_model(client, name)
-    target = choice.version if choice else None
-    if target is None:
-        current = served_version(client, name, settings.serving_alias)
-        target = previously_served_version(session, name, current)
+
+    def change() -> dict[str, Any]:
+        _require_model(client, name)
+        target = choice.version if choice else None
         if target is None:
-            raise HTTPException(
-                409, f"model {name!r} has no previously served version to roll back to"
-            )
-    _require_version(client, name, target)
-    return _change(session, client, settings, name=name, version=target, action="rollback")
+            current = served_version(client, name, settings.serving_alias)
+            target = previously_served_version(session, name, current)
+            if target is None:
+                raise HTTPException(
+                    409, f"model {name!r} has no previously served version to roll back to"
+                )
+        _require_version(client, name, target)
+        return _change(session, client, settings, name=name, version=target, action="rollback")
+
+    return await gate.run(change)
 
 
 @router.delete("/{name}", dependencies=[Depends(require_api_token)])
-def delete(
+async def delete(
     name: ModelName,
     purge: bool = Query(False, description="also delete the registered model and its versions"),
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
     client: MlflowClient = Depends(registry),
+    gate: RegistryGate = Depends(registry_gate),
 ) -> dict[str, Any]:
     """Stop serving the model; with `purge=true` also remove it from the registry."""
-    _require_model(client, name)
-    result = _change(session, client, settings, name=name, version=None, action="delete")
-    if purge:
-        try:
-            delete_model(client, name)
-        except MlflowException as exc:
-            raise HTTPException(
-                502, f"model {name!r} stopped serving but purge failed: {exc}"
-            ) from None
-    result["purged"] = purge
-    return result
+
+    def change() -> dict[str, Any]:
+        _require_model(client, name)
+        result = _change(session, client, settings, name=name, version=None, action="delete")
+        if purge:
+            try:
+                delete_model(client, name)
+            except MlflowException as exc:
+                raise HTTPException(
+                    502, f"model {name!r} stopped serving but purge failed: {exc}"
+                ) from None
+        result["purged"] = purge
+        return result
+
+    return await gate.run(change)
 
 
 @router.post(
@@ -383,30 +413,19 @@ def delete(
     openapi_extra=PREDICT_REQUEST_BODY,
 )
 async def predict(name: ModelName, request: Request) -> Response:
-    """Forward a prediction to the model server, same body in, same status and body out."""
+    """Forward a prediction to a model-server replica, same body in, same status and body out."""
     settings: Settings = request.app.state.settings
     body = await _limited_body(request, settings.predict_max_body_bytes)
-    client: httpx.AsyncClient | None = getattr(request.app.state, "model_server_client", None)
-    url = f"{settings.model_server_url.rstrip('/')}/predict/{quote(name, safe='')}"
-    headers = _forward_headers(settings)
-    try:
-        if client is None:
-            async with httpx.AsyncClient(timeout=30.0) as own:
-                upstream = await own.post(url, content=body, headers=headers)
-        else:
-            upstream = await client.post(url, content=body, headers=headers)
-    except httpx.TimeoutException:
-        raise HTTPException(504, f"model server at {settings.model_server_url} timed out") from None
-    except httpx.HTTPError as exc:
-        raise HTTPException(
-            503, f"model server at {settings.model_server_url} is unreachable: {exc}"
-        ) from None
+    forwarder: ModelForwarder = request.app.state.model_forwarder
+    path = f"/predict/{quote(name, safe='')}"
+    upstream = await forwarder.post(path, body, _forward_headers(settings))
     if upstream.status_code == 401:
         # The caller passed this backend's guard; the backend's own token is what is wrong.
+        replica = str(upstream.request.url).removesuffix(path)
         raise HTTPException(
             502,
-            f"the model server at {settings.model_server_url} refused the backend's prediction "
-            "call: give the backend and the model server the same PREDICT_TOKEN",
+            f"the model server at {replica} refused the backend's prediction "
+            "call: give the backend and the model servers the same PREDICT_TOKEN",
         )
     return Response(
         content=upstream.content,

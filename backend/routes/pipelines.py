@@ -1,8 +1,10 @@
 """Pipelines API: trigger, list, inspect, cancel and retry pipelines.
 
-A manual trigger leaves `commit_sha` empty and the worker resolves the branch head when it
-fetches: the backend then needs neither git, nor network access to the repo, nor the repo's
-token, and a run queued behind others builds the head as it is when the run starts.
+A manual trigger without a commit leaves `commit_sha` empty and the worker resolves the branch
+head when it fetches: the backend then needs neither git, nor network access to the repo, nor
+the repo's token, and a run queued behind others builds the head as it is when the run starts.
+A trigger naming a commit runs exactly that one (a commit the repository lacks fails fetch,
+saying so); its parameters reach the notebook as papermill parameters, and a retry keeps both.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from backend.api_models import CancelOutcome, PipelineAccepted, PipelineDetail, PipelinePage
+from backend.api_models import (
+    CancelOutcome,
+    PipelineAccepted,
+    PipelineDetail,
+    PipelinePage,
+    TriggerRequest,
+)
 from backend.api_params import INT64_MAX, RowId
 from backend.auth import require_api_token, require_read_token
 from backend.dependencies import get_session
@@ -23,7 +31,7 @@ from backend.metrics import PIPELINES_CREATED
 from backend.pipeline_queue import PipelineQueue, get_pipeline_queue
 from backend.pipeline_records import new_pipeline, pipeline_detail, pipeline_summary
 from backend.routes.repos import load_repo
-from mlops_core.schema import Pipeline, Repo, utcnow
+from mlops_core.schema import CommitStatus, Pipeline, Repo, utcnow
 from mlops_core.states import PipelineStatus
 
 logger = logging.getLogger(__name__)
@@ -56,12 +64,18 @@ def _queue_new(
 )
 def trigger_repo(
     repo_id: RowId,
+    body: TriggerRequest | None = None,
     session: Session = Depends(get_session),
     queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:
-    """Run the repo's notebook at the head of its branch (the "retrain" button)."""
+    """Run the repo's notebook now (the "retrain" button): at the head of its branch, or at
+    `commit`, with `parameters` overriding the notebook's defaults."""
+    request = body or TriggerRequest()
     repo = load_repo(session, repo_id)
-    return _queue_new(session, queue, new_pipeline(repo, trigger="manual"), trigger="manual")
+    pipeline = new_pipeline(
+        repo, trigger="manual", commit_sha=request.commit, parameters=request.parameters
+    )
+    return _queue_new(session, queue, pipeline, trigger="manual")
 
 
 @router.get("/pipelines", response_model=PipelinePage, dependencies=[Depends(require_read_token)])
@@ -106,8 +120,13 @@ def _load(session: Session, pipeline_id: int) -> Pipeline:
     dependencies=[Depends(require_read_token)],
 )
 def get_pipeline(pipeline_id: RowId, session: Session = Depends(get_session)) -> PipelineDetail:
-    """One pipeline with its phases, metrics and model version."""
-    return pipeline_detail(_load(session, pipeline_id))
+    """One pipeline with its phases, metrics, model version and commit statuses."""
+    statuses = session.scalars(
+        select(CommitStatus)
+        .where(CommitStatus.pipeline_id == pipeline_id)
+        .order_by(CommitStatus.position)
+    ).all()
+    return pipeline_detail(_load(session, pipeline_id), statuses)
 
 
 @router.post(
@@ -191,5 +210,10 @@ def retry_pipeline(
             status.HTTP_409_CONFLICT,
             f"pipeline {pipeline_id}'s repo has been deleted; register it again to run it",
         )
-    retry = new_pipeline(repo, trigger="retry", commit_sha=original.commit_sha)
+    retry = new_pipeline(
+        repo,
+        trigger="retry",
+        commit_sha=original.commit_sha,
+        parameters=original.parameters,
+    )
     return _queue_new(session, queue, retry, trigger="retry")

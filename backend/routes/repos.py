@@ -1,7 +1,11 @@
 """Repos API: register the git repositories whose pushes run a notebook.
 
-Handlers are plain `def`s: FastAPI runs them in its thread pool, so their database work never
-blocks the event loop.
+Handlers are plain `def`s: FastAPI runs them in its thread pool, so their database work (and
+their calls to GitHub's API) never block the event loop.
+
+Registering a repo on GitHub (GITHUB_API_URL) with a token that applies also creates its push
+webhook there, after the repo row is committed: a refusal (no admin right, GitHub down) leaves
+the repo registered and says why, and the user can still add the hook by hand.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from backend.api_models import (
     RepoCreate,
     RepoCreated,
     RepoOut,
+    RepoUpdate,
     WebhookSecretSource,
+    WebhookSetup,
 )
 from backend.api_params import RowId
 from backend.auth import require_api_token, require_read_token
 from backend.dependencies import get_app_settings, get_session
+from backend.github_api import GitHubApi, GitHubError, github_repo
 from backend.validation_errors import field_error
+from backend.watch_paths import effective_watch_paths
 from mlops_core import secrets_box
 from mlops_core.repo_urls import RepoUrlError, normalize_repo_url
 from mlops_core.schema import Pipeline, Repo
@@ -52,6 +60,8 @@ def _repo_out(repo: Repo, settings: Settings, last: Pipeline | None = None) -> R
         created_at=repo.created_at,
         has_token=repo.token_encrypted is not None,
         webhook_url=webhook_url(settings),
+        webhook_id=repo.webhook_id,
+        watch_paths=effective_watch_paths(repo.notebook_path, repo.watch_paths),
         last_pipeline=(
             PipelineBrief(
                 id=last.id,
@@ -124,6 +134,7 @@ def create_repo(
             else None
         ),
         webhook_secret_encrypted=secrets_box.encrypt(settings, secret),
+        watch_paths=body.watch_paths,
     )
     session.add(repo)
     try:
@@ -133,10 +144,74 @@ def create_repo(
         raced = session.scalar(select(Repo.id).where(Repo.github_url == url))
         raise _duplicate(url, raced) from exc
     logger.info("registered repo %s: %s (branch %s)", repo.id, url, repo.branch)
+    token = body.github_token.get_secret_value() if body.github_token else None
+    setup = (
+        _create_webhook(settings, repo, token, secret)
+        if body.create_webhook
+        else WebhookSetup(created=False, reason="not asked for (create_webhook: false)")
+    )
+    if setup.id is not None:
+        repo.webhook_id = setup.id
+        session.commit()
     return RepoCreated(
         **_repo_out(repo, settings).model_dump(),
         webhook_secret=None if source == WebhookSecretSource.SHARED else secret,
         webhook_secret_source=source,
+        webhook=setup,
+    )
+
+
+def _create_webhook(settings: Settings, repo: Repo, token: str | None, secret: str) -> WebhookSetup:
+    """Create the repo's push webhook on GitHub, or say why it was not created."""
+    target = github_repo(repo.github_url, repo_token=token, settings=settings)
+    if isinstance(target, str):
+        return WebhookSetup(created=False, reason=target)
+    api = GitHubApi()
+    try:
+        hook_id = api.create_push_hook(target, url=webhook_url(settings), secret=secret)
+    except GitHubError as exc:
+        reason = (
+            f"GitHub answered 404: {target.token_source} needs admin:repo_hook on "
+            f"{target.full_name} (or cannot see the repository)"
+            if exc.status == 404
+            else str(exc)
+        )
+        logger.warning("repo %s: webhook not created: %s", repo.id, reason)
+        return WebhookSetup(created=False, reason=reason)
+    finally:
+        api.close()
+    logger.info("repo %s: push webhook %s created on %s", repo.id, hook_id, target.full_name)
+    return WebhookSetup(created=True, id=hook_id)
+
+
+def _delete_webhook(settings: Settings, repo: Repo) -> None:
+    """Delete the webhook POST /repos created; a failure is logged, never blocks the delete."""
+    if repo.webhook_id is None:
+        return
+    try:
+        token = (
+            secrets_box.decrypt(settings, repo.token_encrypted) if repo.token_encrypted else None
+        )
+    except secrets_box.SecretsBoxError as exc:
+        logger.warning("repo %s: webhook %s left on GitHub: %s", repo.id, repo.webhook_id, exc)
+        return
+    target = github_repo(repo.github_url, repo_token=token, settings=settings)
+    if isinstance(target, str):
+        logger.warning("repo %s: webhook %s left on GitHub: %s", repo.id, repo.webhook_id, target)
+        return
+    api = GitHubApi()
+    try:
+        deleted = api.delete_hook(target, repo.webhook_id)
+    except GitHubError as exc:
+        logger.warning("repo %s: webhook %s left on GitHub: %s", repo.id, repo.webhook_id, exc)
+        return
+    finally:
+        api.close()
+    logger.info(
+        "repo %s: webhook %s %s",
+        repo.id,
+        repo.webhook_id,
+        "deleted on GitHub" if deleted else "was already gone from GitHub",
     )
 
 
@@ -181,10 +256,30 @@ def get_repo(
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[Depends(require_api_token)],
 )
-def delete_repo(repo_id: RowId, session: Session = Depends(get_session)) -> Response:
-    """Forget a repo; its pipelines stay as history (they copied what they need)."""
+def delete_repo(
+    repo_id: RowId,
+    settings: Settings = Depends(get_app_settings),
+    session: Session = Depends(get_session),
+) -> Response:
+    """Forget a repo and delete the webhook POST /repos created; its pipelines stay as history
+    (they copied what they need)."""
     repo = load_repo(session, repo_id)
+    _delete_webhook(settings, repo)
     session.delete(repo)
     session.commit()
     logger.info("deleted repo %s: %s", repo_id, repo.github_url)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch("/repos/{repo_id}", response_model=RepoOut, dependencies=[Depends(require_api_token)])
+def update_repo(
+    repo_id: RowId,
+    body: RepoUpdate,
+    settings: Settings = Depends(get_app_settings),
+    session: Session = Depends(get_session),
+) -> RepoOut:
+    """Change what a push must touch to retrain (`watch_paths`; null: the default globs)."""
+    repo = load_repo(session, repo_id)
+    repo.watch_paths = body.watch_paths
+    session.commit()
+    return _repo_out(repo, settings, _latest_pipelines(session, [repo.id]).get(repo.id))

@@ -27,7 +27,9 @@ from mlops_core.schema import Pipeline
 from mlops_core.settings import Settings
 from mlops_core.task_queue import PIPELINE_QUEUE
 from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.pipeline.git_http_server import TlsCertificate
 from tests.support.github import Delivery
+from tests.support.github_api import FakeGitHub, fake_github_tokens
 from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
 from tests.support.services import RedisServer
 
@@ -89,6 +91,8 @@ def make_settings(
             "requeue_interval_seconds": 0.3,
             "mlflow_tracking_uri": dead_url(),
             "model_server_url": dead_url(),
+            # A GitHub serving no repository the tests register: nothing calls github.com.
+            "github_api_url": dead_url().replace("http://", "https://") + "/api/v3",
             "api_token": None,
             "github_webhook_secret": None,
         }
@@ -225,3 +229,18 @@ def wait_until_picked_up(database_url: str, ids: list[int], timeout: float) -> l
         return rows if all(row.status != "queued" for row in rows) else None
 
     return wait_for(done, timeout, 0.2, f"{len(ids)} pipelines to leave 'queued'")
+
+
+@pytest.fixture(scope="package")
+def github_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsCertificate:
+    return TlsCertificate.create(tmp_path_factory.mktemp("github-tls"))
+
+
+@pytest.fixture
+def github(
+    tmp_path: Path, github_tls: TlsCertificate, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeGitHub]:
+    """A fake GitHub (REST API and git), trusted by the backend's HTTP client (SSL_CERT_FILE)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(github_tls.cert_path))
+    with FakeGitHub(tmp_path / "github", github_tls, tokens=fake_github_tokens()) as fake:
+        yield fake

@@ -118,7 +118,7 @@ def assert_refused(response: httpx.Response, problem: str) -> None:
 
 
 # Which guard each route of the app meets (the open ones stay open with every token set).
-GUARD_OF = {"GET": "read", "POST": "API", "DELETE": "API"}
+GUARD_OF = {"GET": "read", "POST": "API", "PATCH": "API", "DELETE": "API"}
 SPECIAL = {
     ("GET", "/metrics"): "metrics",
     ("POST", "/models/{name}/predict"): "predict",

@@ -113,3 +113,22 @@ def test_metrics_endpoint_speaks_prometheus(api: Api) -> None:
         "mlops_pipelines_awaiting_enqueue",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in response.text
+
+
+def test_requests_are_counted_by_route_template(api: Api) -> None:
+    """`endpoint` is the route template: ids in paths never make new series."""
+    series = 'api_requests_total{endpoint="/pipelines/{pipeline_id}",method="GET",status="404"}'
+
+    def counted() -> float:
+        for line in api.client.get("/metrics").text.splitlines():
+            if line.startswith(series):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = counted()  # the registry is per process: other tests here count too
+    for pipeline_id in (900001, 900002, 900003):
+        assert api.client.get(f"/pipelines/{pipeline_id}").status_code == 404
+    assert counted() == before + 3
+    text = api.client.get("/metrics").text
+    assert "900001" not in text
+    assert "process_memory_rss_bytes" in text and "process_cpu_percent" in text

@@ -12,7 +12,7 @@ NOTEBOOK = "notebooks/train.ipynb"
 
 
 def judge(**kwargs):  # type: ignore[no-untyped-def]
-    return judge_push(push_payload(URL, **kwargs), branch="main", notebook_path=NOTEBOOK)
+    return judge_push(push_payload(URL, **kwargs), branch="main", watch_paths=[NOTEBOOK])
 
 
 def test_run_is_at_the_pushed_commit_not_the_branch_name() -> None:
@@ -54,4 +54,4 @@ def test_a_new_branch_at_an_existing_commit_lists_none_and_runs() -> None:
 def test_payloads_missing_what_github_always_sends_are_malformed(changes: dict, field: str) -> None:  # type: ignore[type-arg]
     payload = push_payload(URL, modified=[NOTEBOOK]) | changes
     with pytest.raises(MalformedPush, match=field):
-        judge_push(payload, branch="main", notebook_path=NOTEBOOK)
+        judge_push(payload, branch="main", watch_paths=[NOTEBOOK])

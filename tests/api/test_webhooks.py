@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -201,8 +202,8 @@ def test_repo_is_matched_by_any_repository_field(
         ({"ref": "refs/tags/v1.0"}, "refs/tags/v1.0 is not a branch"),
         ({"deleted": True}, "branch 'main' was deleted"),
         (
-            {"modified": ["README.md"], "added": ["notebooks/other.ipynb"]},
-            "no pushed commit touches",
+            {"modified": ["README.md"], "added": ["docs/notebooks/train.ipynb"]},
+            "no pushed commit touches a watched path",
         ),
     ],
 )
@@ -281,3 +282,25 @@ def test_metrics_count_deliveries_by_outcome(api: Api, repo: dict) -> None:  # t
         "unauthorized": 1,
     }
     assert "mlops_pipelines_created_total" in api.client.get("/metrics").text
+
+
+def test_a_delivery_without_an_id_is_accepted_once_per_body(api: Api, repo: dict) -> None:  # type: ignore[type-arg]
+    """A hand-written sender (curl) sets no X-GitHub-Delivery: the body's hash stands in."""
+    sent = delivery(push(repo), repo["webhook_secret"])
+    headers = {k: v for k, v in sent.headers.items() if k != "X-GitHub-Delivery"}
+    first = api.client.post("/webhook/github", content=sent.body, headers=headers)
+    again = api.client.post("/webhook/github", content=sent.body, headers=headers)
+    assert first.status_code == again.status_code == 202, first.text
+    assert again.json()["pipeline_id"] == first.json()["pipeline_id"]
+    row = api.pipeline(first.json()["pipeline_id"])
+    assert row.delivery_id == "body-sha256:" + hashlib.sha256(sent.body).hexdigest()
+    assert queued_messages(api.settings.redis_url) == 1
+
+    other = delivery(push(repo), repo["webhook_secret"])  # another push: another body
+    response = api.client.post(
+        "/webhook/github",
+        content=other.body,
+        headers={k: v for k, v in other.headers.items() if k != "X-GitHub-Delivery"},
+    )
+    assert response.status_code == 202
+    assert response.json()["pipeline_id"] != first.json()["pipeline_id"]

@@ -148,6 +148,12 @@ def test_register_push_watch_predict_and_roll_back(
     ).json()
     expect(page.locator("#prediction-value")).to_have_text(str(direct["predictions"][0]))
     expect(page.locator(".proba li")).to_have_count(len(direct["classes"]))
+    # Monitoring, from the prediction log: both predictions (page and direct) by v2, the direct
+    # one under its request id; traffic and latency per version.
+    expect(
+        page.locator(f'#latest-body tr[data-request-id="{direct["request_id"]}"]')
+    ).to_contain_text("v2", timeout=30_000)
+    expect(page.locator('#traffic-body tr[data-version="2"] td').first).to_have_text("2")
     page.get_by_role("button", name="Roll back to version 1").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#confirm-dialog")).to_be_visible()

@@ -101,6 +101,43 @@ class AccessLogEntry:
         return self.headers.get("Authorization")
 
 
+def serve_git(handler: BaseHTTPRequestHandler, root: Path) -> None:
+    """Answer one smart-HTTP request with `git http-backend` for the repositories under `root`."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    body = handler.rfile.read(length) if length else b""
+    parts = urlsplit(handler.path)
+    env = {
+        "GIT_PROJECT_ROOT": str(root),
+        "GIT_HTTP_EXPORT_ALL": "1",
+        "PATH_INFO": parts.path,
+        "QUERY_STRING": parts.query,
+        "REQUEST_METHOD": handler.command,
+        "CONTENT_TYPE": handler.headers.get("Content-Type", ""),
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_CONTENT_ENCODING": handler.headers.get("Content-Encoding", ""),
+        "GIT_PROTOCOL": handler.headers.get("Git-Protocol", ""),
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        ["git", "http-backend"], input=body, capture_output=True, env=env, check=False
+    ).stdout
+    head, _, payload = out.partition(b"\r\n\r\n")
+    status = 200
+    headers = []
+    for line in head.decode().split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "status":
+            status = int(value.strip().split()[0])
+        elif name:
+            headers.append((name, value.strip()))
+    handler.send_response(status)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 class GitHttpServer:
     """Serves the bare repositories under `root` at <scheme>://127.0.0.1:<port>/<name>."""
 
@@ -144,39 +181,7 @@ class GitHttpServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                parts = urlsplit(self.path)
-                env = {
-                    "GIT_PROJECT_ROOT": str(server.root),
-                    "GIT_HTTP_EXPORT_ALL": "1",
-                    "PATH_INFO": parts.path,
-                    "QUERY_STRING": parts.query,
-                    "REQUEST_METHOD": self.command,
-                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                    "CONTENT_LENGTH": str(len(body)),
-                    "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-                    "PATH": "/usr/bin:/bin",
-                }
-                out = subprocess.run(
-                    ["git", "http-backend"], input=body, capture_output=True, env=env, check=False
-                ).stdout
-                head, _, payload = out.partition(b"\r\n\r\n")
-                status = 200
-                headers = []
-                for line in head.decode().split("\r\n"):
-                    name, _, value = line.partition(":")
-                    if name.lower() == "status":
-                        status = int(value.strip().split()[0])
-                    elif name:
-                        headers.append((name, value.strip()))
-                self.send_response(status)
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                serve_git(self, server.root)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.scheme = "https" if tls else "http"

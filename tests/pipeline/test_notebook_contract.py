@@ -255,3 +255,16 @@ def test_the_untagged_cells_defining_a_name_are_found() -> None:
     assert skipped_cells_defining(nb, "load") == [5]
     assert skipped_cells_defining(nb, "row_id") == [5]
     assert skipped_cells_defining(nb, "pd") == []  # defined in a tagged cell: it runs
+
+
+def test_a_tagged_cell_that_installs_packages_is_refused_pointing_at_requirements_txt() -> None:
+    """It could never work (the kernel's environment is read-only, with no network) and would
+    fail late and obscurely; an untagged cell doing it (Colab's first cell) is skipped anyway."""
+    nb = notebook(
+        CONFIG,
+        ((), "!pip install xgboost"),
+        (("mlops:data",), "%pip install -q seaborn tabulate\nimport seaborn"),
+    )
+    [problem] = violations(nb)
+    assert problem.startswith("cell 6 installs packages itself (`%pip install -q seaborn tabulate`")
+    assert "list the packages in requirements.txt beside the notebook" in problem

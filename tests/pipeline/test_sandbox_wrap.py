@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -106,6 +107,42 @@ def test_egress_shares_the_host_network(tmp_path: Path) -> None:
     finally:
         listener.close()
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@needs_sandbox
+def test_one_command_gets_the_network_with_kernel_network_none_but_a_model_process_never(
+    tmp_path: Path,
+) -> None:
+    """pip installing a notebook's requirements needs the index; nothing else gets a network."""
+    settings = sandbox_settings(tmp_path)  # KERNEL_NETWORK=none
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('ok')"
+
+    def connects(network: Literal["egress"] | None = None, long_lived: bool = False) -> bool:
+        command = sandbox.wrap(
+            settings,
+            [sys.executable, "-c", code],
+            work_dir=None,
+            cwd=Path("/"),
+            network=network,
+            long_lived=long_lived,
+        )
+        done = subprocess.run(
+            command,
+            env={"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.strip() == "ok"
+
+    try:
+        assert connects(network="egress")
+        assert not connects()
+        assert not connects(network="egress", long_lived=True)
+    finally:
+        listener.close()
 
 
 def test_off_runs_the_command_unchanged(tmp_path: Path) -> None:

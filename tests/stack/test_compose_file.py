@@ -150,3 +150,66 @@ def test_dockerfile_copies_paths_that_exist() -> None:
     for sources in copied:
         for source in sources.split():
             assert (ROOT / source).exists(), f"deploy/Dockerfile copies missing {source}"
+
+
+def test_monitoring_profile_runs_prometheus_and_grafana_on_the_shipped_files(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    # Only these two are in a profile: a plain `docker compose up` runs the platform alone.
+    assert {name for name, service in services.items() if "profiles" in service} == {
+        "prometheus",
+        "grafana",
+    }
+    assert prometheus["profiles"] == grafana["profiles"] == ["monitoring"]
+    # Compose interpolates services of inactive profiles too: a `:?` here would stop every `up`.
+    assert ":?" not in yaml.safe_dump(prometheus) + yaml.safe_dump(grafana)
+
+    def mounts(service: dict[str, Any]) -> dict[str, str]:
+        """Container path → host source of the service's bind mounts (all must exist)."""
+        found = {}
+        for volume in service["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{volume}: {source} is missing"
+                found[target] = source
+        return found
+
+    monitoring = "./deploy/monitoring"
+    assert mounts(prometheus) == {
+        "/etc/prometheus/prometheus.yml": f"{monitoring}/prometheus.yml",
+        "/etc/prometheus/alerts.yml": f"{monitoring}/alerts.yml",
+    }
+    scrape = yaml.safe_load((ROOT / "deploy" / "monitoring" / "prometheus.yml").read_text())
+    assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    # Every job sends METRICS_TOKEN from the file the container writes before Prometheus starts.
+    token_files = {job["authorization"]["credentials_file"] for job in scrape["scrape_configs"]}
+    assert token_files == {"/etc/prometheus/metrics-token"}
+    assert "> /etc/prometheus/metrics-token" in " ".join(prometheus["command"])
+    assert prometheus["environment"]["METRICS_TOKEN"] == "${METRICS_TOKEN:-}"
+    assert services["model-server"]["environment"]["METRICS_TOKEN"] == "${METRICS_TOKEN:-}"
+    # Jobs reach the services by their compose names; the worker listens beyond its loopback.
+    discovered = {
+        job["job_name"]: config
+        for job in scrape["scrape_configs"]
+        for config in job.get("dns_sd_configs", [])
+    }
+    assert discovered["worker"] == {
+        "names": ["worker"],
+        "type": "A",
+        "port": Settings.model_fields["worker_metrics_port"].default,
+    }
+    assert services["worker"]["environment"]["WORKER_METRICS_HOST"] == "0.0.0.0"
+    assert discovered["model-server"]["names"] == ["model-server"]
+    assert all(published.startswith("127.0.0.1:") for published in prometheus["ports"])
+
+    provisioning = ROOT / "deploy" / "monitoring" / "grafana" / "provisioning"
+    provider = yaml.safe_load((provisioning / "dashboards" / "platform.yml").read_text())
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert mounts(grafana) == {
+        "/etc/grafana/provisioning": f"{monitoring}/grafana/provisioning",
+        provider["providers"][0]["options"]["path"]: f"{monitoring}/grafana/dashboards",
+    }
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "GRAFANA_ADMIN_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]

@@ -6,6 +6,7 @@ One expensive test carries the whole life cycle; the port checks are cheap.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -27,7 +28,13 @@ from mlops_core.settings import Settings
 from tests.support.processes import wait_for
 
 SECRET = "webhook-secret-" + os.urandom(8).hex()
-PORT_NAMES = ("BACKEND_PORT", "MODEL_SERVER_PORT", "MLFLOW_PORT", "REDIS_PORT")
+PORT_NAMES = (
+    "BACKEND_PORT",
+    "MODEL_SERVER_PORT",
+    "MLFLOW_PORT",
+    "REDIS_PORT",
+    "WORKER_METRICS_PORT",
+)
 
 
 @pytest.fixture
@@ -86,6 +93,10 @@ def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_noth
         assert f"http://127.0.0.1:{port[name]}" in env["_up_output"]
     celery = Celery(broker=f"redis://:{redis_password}@127.0.0.1:{port['REDIS_PORT']}/0")
     assert celery.control.ping(timeout=5.0), "no Celery worker answered"
+    worker_metrics = f"http://127.0.0.1:{port['WORKER_METRICS_PORT']}/metrics"
+    assert worker_metrics in env["_up_output"]
+    scrape = httpx.get(worker_metrics, timeout=5, trust_env=False)
+    assert "mlops_pipelines_finished_total" in scrape.text, scrape.text
     # MLflow runs its basic-auth app: the API wants the generated admin password.
     mlflow = f"http://127.0.0.1:{port['MLFLOW_PORT']}"
     search = f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1"
@@ -174,3 +185,41 @@ def test_free_ports_moves_a_taken_default_port_and_says_so(tmp_path: Path) -> No
 
         with pytest.raises(StackError, match=f"port {taken} for backend .* set BACKEND_PORT"):
             choose_ports(defaults, False, False, said.append)
+
+
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None,
+    reason="needs Debian's prometheus package (make test installs it)",
+)
+@pytest.mark.timeout(600)
+def test_up_with_monitoring_runs_a_prometheus_that_scrapes_the_stack(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**stack_env, "PROMETHEUS_PORT": str(free_port()), "METRICS_TOKEN": "metrics-4242"}
+    result = stack(env, tmp_path, "up", "--monitoring")
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        prometheus = f"http://127.0.0.1:{env['PROMETHEUS_PORT']}"
+        assert prometheus in result.stdout
+
+        def scraped_jobs() -> set[str]:
+            answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": "up == 1"})
+            return {series["metric"]["job"] for series in answer.json()["data"]["result"]}
+
+        # The shipped jobs, each with the token (every service refuses a scrape without it).
+        wait_for(lambda: scraped_jobs() == {"backend", "model-server", "worker"}, 90, 0.5)
+        rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
+        assert {rule["name"] for group in rules for rule in group["rules"]} >= {
+            "WorkerDown",
+            "PipelineFailuresHigh",
+            "PipelineQueueBacklog",
+        }
+        token = Path(env["MLOPS_HOME"]) / "secrets" / "metrics-token"
+        assert token.stat().st_mode & 0o077 == 0
+
+        # Monitoring is chosen at the first `up`: a later one without it says how to change.
+        again = stack(env, tmp_path, "up")
+        assert again.returncode == 1 and "make down" in again.stderr, again.stderr
+    finally:
+        stack(env, tmp_path, "down")
+    assert not port_taken(int(env["PROMETHEUS_PORT"]))

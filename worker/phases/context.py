@@ -68,6 +68,8 @@ class PhaseContext:
     branch: str = ""
     notebook_path: str = ""
     commit_sha: str | None = None
+    # Papermill parameters the trigger gave (worker/phases/execute.py injects them).
+    parameters: dict[str, Any] = field(default_factory=dict)
     # The repo's own token (GITHUB_TOKEN stays in `settings`; fetch decides where each goes).
     repo_token: str | None = field(default=None, repr=False)
     # Filled in by the phases.
@@ -93,6 +95,11 @@ class PhaseContext:
     def model_output_path(self) -> Path:
         """Where the notebook's export cell must write the model (injected as MODEL_OUTPUT_PATH)."""
         return self.work_dir / "output" / "model.joblib"
+
+    @property
+    def reference_data_path(self) -> Path:
+        """Where a notebook may save its training rows, as CSV (injected as REFERENCE_DATA_PATH)."""
+        return self.work_dir / "output" / "reference.csv"
 
     @property
     def gate(self) -> GateSettings | None:

@@ -38,7 +38,8 @@ from mlops_core.notebook_contract import (
     skipped_cells_defining,
     strip_execution_marks,
 )
-from worker import local_tracking
+from mlops_core.notebook_requirements import REQUIREMENTS_PATH_VARIABLE, import_error_hint
+from worker import local_tracking, metrics, requirements_install
 from worker.child_processes import kill_tree
 from worker.kernel_env import kernel_environment
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
@@ -57,7 +58,8 @@ RUNNER_NOISE = (
 
 
 def prepare(ctx: PhaseContext) -> None:
-    """Make the work folder ready for the sandbox: local MLflow run, kernel profile, owner.
+    """Make the work folder ready for the sandbox: local MLflow run, kernel profile, owner,
+    and the packages of a requirements.txt beside the notebook.
 
     Runs before the kernel and the model-logging child start; refuses (PhaseFailed) when the
     sandbox is required but cannot run here.
@@ -70,6 +72,7 @@ def prepare(ctx: PhaseContext) -> None:
     ctx.model_output_path.parent.mkdir(parents=True, exist_ok=True)
     install_kernel_startup(kernel_home(ctx) / ".ipython")
     sandbox.prepare_work_dir(ctx.settings, ctx.work_dir)
+    requirements_install.install(ctx, kernel_home(ctx))
 
 
 def run(ctx: PhaseContext) -> None:
@@ -116,6 +119,7 @@ def run(ctx: PhaseContext) -> None:
         ctx.executed_notebook = output_path
     if result is None:
         raise PhaseFailed(f"the notebook runner stopped unexpectedly (exit code {proc.returncode})")
+    metrics.record_kernel_peak(result.get("kernel_peak_rss_bytes"))
     if not result.get("ok"):
         raise PhaseFailed(describe_failure(ctx, result))
 
@@ -148,9 +152,12 @@ def read_executed(path: Path) -> nbformat.NotebookNode | None:
 
 
 def injected_parameters(ctx: PhaseContext) -> dict[str, Any]:
-    """Papermill parameters every notebook gets."""
+    """Papermill parameters: the trigger's (validated by the API), then those every notebook
+    gets, which no trigger can replace."""
     return {
+        **ctx.parameters,
         "MODEL_OUTPUT_PATH": str(ctx.model_output_path),
+        "REFERENCE_DATA_PATH": str(ctx.reference_data_path),
         "PIPELINE_ID": ctx.pipeline_id,
         "MLFLOW_TRACKING_URI": local_tracking.store_uri(ctx.work_dir),
     }
@@ -178,6 +185,7 @@ def sandbox_environment(ctx: PhaseContext) -> dict[str, str]:
     """The kernel's environment: allow-listed, plus the local MLflow run and ids."""
     home = kernel_home(ctx)
     home.mkdir(parents=True, exist_ok=True)
+    requirements = requirements_install.import_paths(ctx.work_dir)
     return kernel_environment(
         ctx.settings,
         home=home,
@@ -187,8 +195,11 @@ def sandbox_environment(ctx: PhaseContext) -> dict[str, str]:
             "MLFLOW_ALLOW_FILE_STORE": "true",
             "PIPELINE_ID": str(ctx.pipeline_id),
             "MODEL_OUTPUT_PATH": str(ctx.model_output_path),
+            "REFERENCE_DATA_PATH": str(ctx.reference_data_path),
             "IPYTHONDIR": str(home / ".ipython"),
             "MLOPS_KERNEL_CPU_SECONDS": str(ctx.settings.kernel_cpu_seconds),
+            # Appended to sys.path by the kernel's startup file and by the model logger.
+            **({REQUIREMENTS_PATH_VARIABLE: os.pathsep.join(requirements)} if requirements else {}),
             # The worker's TMPDIR is not in the sandbox, whose /tmp is its own.
             **({"TMPDIR": "/tmp"} if ctx.settings.kernel_sandbox == "on" else {}),
         },
@@ -299,6 +310,14 @@ def _skipped_definition_hint(ctx: PhaseContext, message: str) -> str:
     )
 
 
+def _import_hint(ctx: PhaseContext, message: str) -> str:
+    """For an ImportError: the package to declare in requirements.txt, or why it lacks a name."""
+    hint = import_error_hint(
+        message, lambda package: requirements_install.installed_version(package, ctx.work_dir)
+    )
+    return f" ({hint})" if hint else ""
+
+
 def describe_failure(ctx: PhaseContext, result: dict[str, Any]) -> str:
     """The error shown for a failed run: which cell, what happened, the error's last lines."""
     index = result.get("index")
@@ -323,7 +342,9 @@ def describe_failure(ctx: PhaseContext, result: dict[str, Any]) -> str:
         message = (
             f"{limit}: {where} raised {raised}"
             if limit
-            else f"{where} raised {raised}" + _skipped_definition_hint(ctx, raised)
+            else f"{where} raised {raised}"
+            + _skipped_definition_hint(ctx, raised)
+            + _import_hint(ctx, raised)
         )
     else:
         message = f"running the notebook failed at {where}: {result.get('message')}"

@@ -21,12 +21,12 @@ from mlops_core.model_registry import (
     TAG_PIPELINE_ID,
     TAG_REPO,
 )
-from worker import local_tracking
+from worker import local_tracking, training_reference
 from worker.child_processes import start_child, stop_child, wait_child
 from worker.phases.context import PhaseContext, PhaseFailed
 from worker.phases.execute import sandbox_environment, sandboxed
 from worker.sandbox import model_requirements
-from worker.tracking import collect_metrics
+from worker.tracking import collect_metrics, trigger_parameters_tag
 
 TAG_NOTEBOOK_PATH = "notebook_path"
 
@@ -61,10 +61,12 @@ def run(ctx: PhaseContext) -> None:
     metrics = collect_metrics(ctx)
     ctx.update_pipeline(model_version=ctx.model_version)
     ctx.log(f"registered {ctx.contract.model_name} version {ctx.model_version}; metrics {metrics}")
+    training_reference.keep(ctx)
 
 
 def version_tags(ctx: PhaseContext) -> dict[str, str]:
-    """Where a version came from: repo, branch, commit, pipeline and the notebook's VERSION."""
+    """Where a version came from: repo, branch, commit, pipeline, the notebook's VERSION and
+    the trigger's parameters (when it gave some)."""
     assert ctx.contract is not None
     return {
         TAG_REPO: ctx.repo_url,
@@ -73,6 +75,7 @@ def version_tags(ctx: PhaseContext) -> dict[str, str]:
         TAG_PIPELINE_ID: str(ctx.pipeline_id),
         TAG_NOTEBOOK_VERSION: ctx.contract.version,
         TAG_NOTEBOOK_PATH: ctx.notebook_path,
+        **trigger_parameters_tag(ctx),
     }
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nbformat import NotebookNode
+
 from mlops_core.deploy_gate import apply_floor, describe_gates
 from mlops_core.model_owners import ModelSource, claim_model, ownership_conflict
 from mlops_core.notebook_contract import ContractViolation, check_notebook, read_notebook
+from mlops_core.run_parameters import overridden_by_later_cells
 from mlops_core.schema import Pipeline
 from worker.phases.context import PhaseContext, PhaseFailed
 
@@ -22,6 +25,8 @@ def run(ctx: PhaseContext) -> None:
         for violation in exc.violations:
             ctx.log(f"contract: {violation}", stream="error")
         raise PhaseFailed(str(exc)) from exc
+    if ctx.parameters:
+        _check_parameters(ctx, notebook)
     floor = ctx.settings.accuracy_floor
     if floor is not None:
         gate, note = apply_floor(contract.gate, floor)
@@ -40,6 +45,17 @@ def run(ctx: PhaseContext) -> None:
         f"{len(contract.run_cells)} tagged cells will run; "
         f"gate: {describe_gates(contract.gate, floor)}"
     )
+
+
+def _check_parameters(ctx: PhaseContext, notebook: NotebookNode) -> None:
+    """Fail when a trigger's parameter would be reset by a later cell (see run_parameters)."""
+    problems = overridden_by_later_cells(notebook, ctx.parameters)
+    for problem in problems:
+        ctx.log(problem, stream="error")
+    if problems:
+        raise PhaseFailed("; ".join(problems))
+    shown = ", ".join(f"{name}={value!r}" for name, value in ctx.parameters.items())
+    ctx.log(f"parameters given by the trigger: {shown}")
 
 
 def _claim_model_name(ctx: PhaseContext, name: str) -> None:

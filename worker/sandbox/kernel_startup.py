@@ -8,6 +8,9 @@ for `fit`) the next `mlflow.log_metric(...)` silently starts a new run elsewhere
 never sees the metric its gate needs. This keeps the pipeline's run id for every top-level
 `start_run` (nested runs still get runs of their own), without importing MLflow early: a one-shot
 import hook patches `mlflow.tracking.fluent` when the notebook imports MLflow.
+
+It also puts the packages of the notebook's requirements.txt, installed for this pipeline
+(worker/requirements_install.py), on the kernel's import path.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib.machinery
 import importlib.util
 import os
 import signal
+import site
 import sys
 from types import ModuleType
 from typing import Any
@@ -100,6 +104,19 @@ def name_cpu_limit(seconds: str | None) -> None:
     signal.signal(signal.SIGXCPU, exceeded)
 
 
+def add_requirements(paths: str | None) -> None:
+    """Make the packages of the notebook's requirements.txt importable, after the kernel's own.
+
+    Appended, not prepended (PYTHONPATH would put them first): nothing installed there can
+    shadow a package of the kernel's. `site.addsitedir` also reads their `.pth` files, and
+    joblib's and multiprocessing's workers (GridSearchCV with n_jobs=-1) inherit the path.
+    """
+    for path in (paths or "").split(os.pathsep):
+        if path:
+            site.addsitedir(path)
+
+
 if __name__ == "__main__":
     install(os.environ.get(_VARIABLE))
+    add_requirements(os.environ.get("MLOPS_REQUIREMENTS_PATH"))
     name_cpu_limit(os.environ.get("MLOPS_KERNEL_CPU_SECONDS"))

@@ -12,13 +12,17 @@ result) as its last stdout line.
 The model is saved with cloudpickle, deliberately: skops (MLflow's default) refuses tree
 models unless their types are listed as trusted, and listing whatever the notebook produced
 would trust it anyway. The pickle is only ever loaded by model servers, which load what the
-registry serves, and by this sandboxed child.
+registry serves, and by this sandboxed child. Its requirements are the packages the model
+refers to, at the versions the kernel has (worker/sandbox/model_requirements.py), the
+packages of the notebook's requirements.txt included.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import site
 import sys
 import traceback
 from pathlib import Path
@@ -29,8 +33,11 @@ import joblib
 import mlflow.sklearn
 import numpy
 import pandas
-import sklearn
+import sklearn  # noqa: F401 -- imported while the notebook runs, not when its model is ready
 from mlflow.models import infer_signature
+
+from mlops_core.notebook_requirements import REQUIREMENTS_PATH_VARIABLE
+from worker.sandbox.model_requirements import model_requirements
 
 MODEL_SUFFIXES = {".joblib", ".pkl", ".pickle", ".sav", ".model"}
 
@@ -161,12 +168,7 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
             # The model does not take numbers of that shape (strings, say): a signature
             # built from zeros would reject its real inputs, so log none.
             example = None
-    requirements = [
-        f"scikit-learn=={sklearn.__version__}",
-        f"cloudpickle=={cloudpickle.__version__}",
-        f"numpy=={numpy.__version__}",
-        f"pandas=={pandas.__version__}",
-    ]
+    requirements, unprovided = model_requirements(model)
     mlflow.sklearn.save_model(
         sk_model=model,
         path=spec["export_dir"],
@@ -179,10 +181,17 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
         "ok": True,
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "has_signature": signature is not None,
+        "requirements": requirements,
+        "unprovided_modules": unprovided,
     }
 
 
 def main() -> None:
+    # The packages of the notebook's requirements.txt, where the kernel found them too (after
+    # the platform's own; see worker/sandbox/kernel_startup.py).
+    for folder in os.environ.get(REQUIREMENTS_PATH_VARIABLE, "").split(os.pathsep):
+        if folder:
+            site.addsitedir(folder)
     line = sys.stdin.readline()
     if not line.strip():
         return  # the pipeline ended before a model was exported

@@ -14,6 +14,7 @@ import ctypes
 import json
 import os
 import re
+import resource
 import sys
 import threading
 import time
@@ -115,7 +116,8 @@ def watch_parent(parent_pid: int) -> None:
     os._exit(70)
 
 
-def run(spec: dict[str, Any], events: EventWriter) -> None:
+def run(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
+    """Execute the notebook, sending cell and output events; return the result event's fields."""
     tracker = CellTracker(events)
     try:
         papermill.execute_notebook(
@@ -135,34 +137,47 @@ def run(spec: dict[str, Any], events: EventWriter) -> None:
             on_cell_executed=tracker.on_cell_executed,
         )
     except PapermillExecutionError as exc:
-        events.emit(
-            "result",
-            ok=False,
-            kind="error",
-            index=tracker.current,
-            tag=tracker.current_tag,
-            message=f"{exc.ename}: {exc.evalue}",
-            traceback=_tail(exc.traceback),
-        )
+        return {
+            "ok": False,
+            "kind": "error",
+            "index": tracker.current,
+            "tag": tracker.current_tag,
+            "message": f"{exc.ename}: {exc.evalue}",
+            "traceback": _tail(exc.traceback),
+        }
     except CellTimeoutError:
-        events.emit(
-            "result", ok=False, kind="timeout", index=tracker.current, tag=tracker.current_tag
-        )
+        return {
+            "ok": False,
+            "kind": "timeout",
+            "index": tracker.current,
+            "tag": tracker.current_tag,
+        }
     except DeadKernelError:
-        events.emit(
-            "result", ok=False, kind="dead_kernel", index=tracker.current, tag=tracker.current_tag
-        )
+        return {
+            "ok": False,
+            "kind": "dead_kernel",
+            "index": tracker.current,
+            "tag": tracker.current_tag,
+        }
     except Exception as exc:  # any other failure of papermill/nbclient, reported to the worker
-        events.emit(
-            "result",
-            ok=False,
-            kind="failure",
-            index=tracker.current,
-            tag=tracker.current_tag,
-            message=f"{type(exc).__name__}: {exc}",
-        )
-    else:
-        events.emit("result", ok=True)
+        return {
+            "ok": False,
+            "kind": "failure",
+            "index": tracker.current,
+            "tag": tracker.current_tag,
+            "message": f"{type(exc).__name__}: {exc}",
+        }
+    return {"ok": True}
+
+
+def kernel_peak_rss_bytes() -> int:
+    """Peak resident memory of the largest process this one started and waited for: the kernel
+    (papermill has shut it down and reaped it by now), or a process the kernel itself reaped.
+
+    Linux keeps that maximum for waited-for children (`getrusage(RUSAGE_CHILDREN)`, in KiB):
+    no sampling, so no spike is missed however short.
+    """
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def _tail(traceback: list[str]) -> list[str]:
@@ -181,7 +196,9 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     with os.fdopen(spec["events_fd"], "w", encoding="utf-8") as stream:
-        run(spec, EventWriter(stream))
+        events = EventWriter(stream)
+        result = run(spec, events)
+        events.emit("result", **result, kernel_peak_rss_bytes=kernel_peak_rss_bytes())
 
 
 if __name__ == "__main__":

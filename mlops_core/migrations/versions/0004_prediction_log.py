@@ -1,4 +1,4 @@
-"""prediction log and feedback
+"""prediction log, feedback and training references
 
 Revision ID: 0004
 Revises: 0003
@@ -42,8 +42,16 @@ def upgrade() -> None:
         sa.Column("labels", sa.JSON(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "model_references",
+        sa.Column("model_name", sa.String(255), primary_key=True),
+        sa.Column("model_version", sa.String(50), primary_key=True),
+        sa.Column("rows", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("model_references")
     op.drop_table("prediction_feedback")
     op.drop_table("prediction_log")

@@ -1,5 +1,5 @@
-// One model: served version, versions with Deploy / Roll back, metric chart, prediction form
-// and deployment history.
+// One model: served version, versions with Deploy / Roll back, metric chart, prediction form,
+// deployment history and monitoring (model_monitoring.js).
 
 import { api, ApiError } from "./api.js";
 import { itemsOf } from "./common.js";
@@ -8,6 +8,7 @@ import { metricList, pipelineLink } from "./components.js";
 import { $, confirmDialog, h, poll, show, toast } from "./dom.js";
 import { absoluteTime, number, shortSha, since } from "./format.js";
 import { chartPoints, metricNames, normalizeModel } from "./model_data.js";
+import { renderMonitoring } from "./model_monitoring.js";
 
 const root = $("#model-root");
 const name = root.dataset.modelName;
@@ -140,6 +141,11 @@ async function refresh() {
   show($("#model-body"), true);
   render();
   await refreshHistory();
+  try {
+    await renderMonitoring(base, model.versions);
+  } catch (err) {
+    $("#drift-summary").textContent = `monitoring unavailable: ${err.message}`;
+  }
 }
 
 // ---- deploy / roll back / stop --------------------------------------------------------------

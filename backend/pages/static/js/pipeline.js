@@ -66,7 +66,10 @@ function renderDetails(p) {
     ...detail("Branch", p.branch ? h("span", { class: "mono", text: p.branch }) : null),
     ...detail("Commit", p.commit_sha ? h("span", { class: "mono", title: p.commit_sha, text: shortSha(p.commit_sha) }) : null),
     ...detail("Notebook", p.notebook_path ? h("span", { class: "mono", text: p.notebook_path }) : null),
-    ...detail("Trigger", p.trigger),
+    ...detail("Trigger", p.trigger_detail ? `${p.trigger}: ${p.trigger_detail}` : p.trigger),
+    ...(Object.keys(p.parameters || {}).length
+      ? detail("Parameters", h("span", { class: "mono", text: Object.entries(p.parameters).map(([name, value]) => `${name}=${JSON.stringify(value)}`).join(", ") }))
+      : []),
     ...detail("Created", absoluteTime(p.created_at) || null),
     ...detail("Finished", absoluteTime(p.finished_at) || null),
     ...detail("Model", model),
@@ -75,6 +78,22 @@ function renderDetails(p) {
   const metrics = p.metrics || {};
   $("#metrics").replaceChildren(...Object.entries(metrics).sort(([a], [b]) => a.localeCompare(b)).flatMap(([name, value]) => detail(name, h("span", { class: "num", text: number(value) }))));
   show($("#metrics-empty"), Object.keys(metrics).length === 0);
+  renderCommitStatuses(p.commit_statuses || []);
+}
+
+/** One line per status: its state and description, then how its delivery to GitHub went. */
+function renderCommitStatuses(statuses) {
+  show($("#statuses-card"), statuses.length > 0);
+  $("#commit-statuses").replaceChildren(
+    ...statuses.flatMap((s) => {
+      const delivery = s.delivery === "posted"
+        ? `posted ${absoluteTime(s.posted_at)}`
+        : s.delivery === "waiting" && s.attempts
+          ? `retrying (${s.attempts} attempt${s.attempts > 1 ? "s" : ""}): ${s.last_error}`
+          : s.last_error ? `${s.delivery}: ${s.last_error}` : s.delivery;
+      return detail(s.state, h("span", {}, h("a", { href: s.target_url, text: s.description }), h("span", { class: "muted small", text: ` · ${delivery}` })));
+    }),
+  );
 }
 
 function render(p) {
@@ -114,7 +133,9 @@ async function refresh() {
     if (!pipeline) toast(`Could not load the pipeline: ${err.message}`, "error");
   }
   // Durations tick every second while running; the row itself is re-read every 2 s.
-  if (!pipeline || !FINISHED.has(pipeline.status)) refreshTimer = setTimeout(refresh, 2000);
+  // A finished pipeline is re-read while a commit status still waits to reach GitHub.
+  const waiting = (pipeline?.commit_statuses || []).some((s) => s.delivery === "waiting");
+  if (!pipeline || !FINISHED.has(pipeline.status) || waiting) refreshTimer = setTimeout(refresh, 2000);
 }
 
 /** The stored log of a finished pipeline, page by page (Redis may no longer hold it). */

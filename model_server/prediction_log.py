@@ -1,0 +1,145 @@
+"""The model server's side of the prediction log: record every answer, never slow one down.
+
+A route hands each answered prediction to `PredictionLog.record`, which only samples and
+appends to a bounded in-memory buffer. A background task turns the buffer into records and
+appends them to the Redis stream in batches, in a thread. When the buffer is full (Redis slow
+or down) or an append fails, the records are dropped and counted in
+`ml_prediction_log_dropped_total{reason}`: a prediction is never delayed or failed for its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from prometheus_client import Counter
+
+from mlops_core.prediction_log import PREDICTION_LOG_STREAM, PredictionRecord, keyed_rows
+from mlops_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_SECONDS = 0.5
+BATCH_SIZE = 500
+
+DROPPED = Counter(
+    "ml_prediction_log_dropped",
+    "Prediction records not logged, by reason (buffer_full: Redis too slow or down; "
+    "redis_error: an append failed).",
+    ["reason"],
+)
+for _reason in ("buffer_full", "redis_error"):
+    DROPPED.labels(_reason)  # known reasons start at 0: an alert on a rate sees the series
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """What a route knows of an answer; made into a record off the request's path."""
+
+    request_id: str
+    at: datetime
+    model: str
+    version: str
+    feature_names: tuple[str, ...] | None
+    rows: list[list[Any]]
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    latency_ms: float
+
+
+class PredictionLog:
+    """Buffered, batched appends of prediction records to the stream."""
+
+    def __init__(self, settings: Settings, replica: str) -> None:
+        self._settings = settings
+        self._replica = replica
+        self._buffer: deque[_Answered] = deque()
+        self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        self._task: asyncio.Task[None] | None = None
+
+    def record(
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        feature_names: tuple[str, ...] | None,
+        rows: list[list[Any]],
+        predictions: list[Any],
+        probabilities: list[list[float]] | None,
+        latency_ms: float,
+    ) -> None:
+        """Keep an answer for the log (sampled); O(1), never blocks."""
+        rate = self._settings.prediction_log_sample_rate
+        if rate <= 0 or (rate < 1 and random.random() >= rate):
+            return
+        if len(self._buffer) >= self._settings.prediction_log_buffer:
+            DROPPED.labels("buffer_full").inc()
+            return
+        self._buffer.append(
+            _Answered(
+                request_id,
+                datetime.now(UTC),
+                model,
+                version,
+                feature_names,
+                rows,
+                predictions,
+                probabilities,
+                latency_ms,
+            )
+        )
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="prediction-log")
+
+    async def stop(self) -> None:
+        """Stop the loop, then append what is still buffered (best effort)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._buffer:
+            await asyncio.to_thread(self._append, self._take())
+        self._redis.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
+            while self._buffer:
+                await asyncio.to_thread(self._append, self._take())
+
+    def _take(self) -> list[_Answered]:
+        return [self._buffer.popleft() for _ in range(min(BATCH_SIZE, len(self._buffer)))]
+
+    def _append(self, batch: list[_Answered]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for answered in batch:
+            record = PredictionRecord(
+                request_id=answered.request_id,
+                at=answered.at,
+                model=answered.model,
+                version=answered.version,
+                replica=self._replica,
+                inputs=keyed_rows(answered.rows, answered.feature_names),
+                predictions=answered.predictions,
+                probabilities=answered.probabilities,
+                latency_ms=answered.latency_ms,
+            )
+            pipe.xadd(
+                PREDICTION_LOG_STREAM,
+                record.stream_fields(),
+                maxlen=self._settings.prediction_log_stream_max,
+                approximate=True,
+            )
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            DROPPED.labels("redis_error").inc(len(batch))
+            log.warning("dropped %d prediction records: Redis append failed: %s", len(batch), exc)
