@@ -1,5 +1,8 @@
 """The prediction log in the database: stored from the model servers' stream, pruned, queried.
 
+The stream carries answered predictions (table `prediction_log`) and failed requests to a
+served version (table `prediction_errors`); both are stored, deduplicated and pruned alike.
+
 `prediction_log_service` is the backend's background consumer of the stream
 (mlops_core/prediction_log.py). It reads with a consumer group, so several backends share the
 work and each record is stored once; a record is acknowledged only after its row is committed,
@@ -28,8 +31,13 @@ from redis.exceptions import ResponseError
 from sqlalchemy import Select, delete, func, select, tuple_
 
 from mlops_core.database import session_scope
-from mlops_core.prediction_log import PREDICTION_LOG_STREAM, PredictionRecord
-from mlops_core.schema import Pipeline, PredictionLogRow
+from mlops_core.prediction_log import (
+    PREDICTION_LOG_STREAM,
+    PredictionErrorRecord,
+    PredictionRecord,
+    from_stream,
+)
+from mlops_core.schema import Pipeline, PredictionErrorRow, PredictionLogRow
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +60,31 @@ class Page:
     total: int
 
 
-def store_records(database_url: str, entries: Sequence[tuple[str, PredictionRecord]]) -> int:
-    """Store (stream id, record) pairs not stored yet, with the commit of each version; the
-    number stored."""
+def store_records(
+    database_url: str, entries: Sequence[tuple[str, PredictionRecord | PredictionErrorRecord]]
+) -> int:
+    """Store (stream id, record) pairs not stored yet, answered predictions with the commit of
+    each version, failed requests beside them; the number stored."""
     if not entries:
         return 0
+    answered = [(sid, r) for sid, r in entries if isinstance(r, PredictionRecord)]
+    failed = [(sid, r) for sid, r in entries if isinstance(r, PredictionErrorRecord)]
     with session_scope(database_url) as session:
-        ids = [stream_id for stream_id, _ in entries]
         known = set(
             session.scalars(
-                select(PredictionLogRow.stream_id).where(PredictionLogRow.stream_id.in_(ids))
+                select(PredictionLogRow.stream_id).where(
+                    PredictionLogRow.stream_id.in_([sid for sid, _ in answered])
+                )
             )
         )
-        versions = {(record.model, record.version) for _, record in entries}
+        known.update(
+            session.scalars(
+                select(PredictionErrorRow.stream_id).where(
+                    PredictionErrorRow.stream_id.in_([sid for sid, _ in failed])
+                )
+            )
+        )
+        versions = {(record.model, record.version) for _, record in answered}
         commits = dict(
             ((name, version), sha)
             for name, version, sha in session.execute(
@@ -73,7 +93,8 @@ def store_records(database_url: str, entries: Sequence[tuple[str, PredictionReco
                 )
             )
         )
-        fresh = [(sid, record) for sid, record in entries if sid not in known]
+        fresh = [(sid, record) for sid, record in answered if sid not in known]
+        fresh_failures = [(sid, record) for sid, record in failed if sid not in known]
         session.add_all(
             PredictionLogRow(
                 stream_id=sid,
@@ -90,27 +111,44 @@ def store_records(database_url: str, entries: Sequence[tuple[str, PredictionReco
             )
             for sid, record in fresh
         )
-    STORED.labels("stored").inc(len(fresh))
-    STORED.labels("duplicate").inc(len(entries) - len(fresh))
-    return len(fresh)
+        session.add_all(
+            PredictionErrorRow(
+                stream_id=sid,
+                request_id=record.request_id,
+                at=record.at,
+                model_name=record.model,
+                model_version=record.version,
+                replica=record.replica,
+                reason=record.reason.value,
+                status=record.status,
+            )
+            for sid, record in fresh_failures
+        )
+    stored = len(fresh) + len(fresh_failures)
+    STORED.labels("stored").inc(stored)
+    STORED.labels("duplicate").inc(len(entries) - stored)
+    return stored
 
 
 def prune(
     database_url: str, retention_days: int, max_rows: int, now: datetime | None = None
 ) -> int:
-    """Delete rows older than the retention, then the oldest past `max_rows`; rows deleted."""
+    """Delete rows older than the retention, then the oldest past `max_rows`, of answered
+    predictions and of failed requests alike (each table capped on its own); rows deleted."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    removed = 0
     with session_scope(database_url) as session:
-        deleted = session.execute(delete(PredictionLogRow).where(PredictionLogRow.at < cutoff))
-        removed = deleted.rowcount or 0
-        total = session.scalar(select(func.count()).select_from(PredictionLogRow)) or 0
-        if total > max_rows:
-            boundary = session.scalar(
-                select(PredictionLogRow.at).order_by(PredictionLogRow.at.desc()).offset(max_rows)
-            )
-            if boundary is not None:  # rows as old as the first one past the cap, and older
-                oldest = delete(PredictionLogRow).where(PredictionLogRow.at <= boundary)
-                removed += session.execute(oldest).rowcount or 0
+        for table in (PredictionLogRow, PredictionErrorRow):
+            deleted = session.execute(delete(table).where(table.at < cutoff))
+            removed += deleted.rowcount or 0
+            total = session.scalar(select(func.count()).select_from(table)) or 0
+            if total > max_rows:
+                boundary = session.scalar(
+                    select(table.at).order_by(table.at.desc()).offset(max_rows)
+                )
+                if boundary is not None:  # rows as old as the first one past the cap, and older
+                    oldest = delete(table).where(table.at <= boundary)
+                    removed += session.execute(oldest).rowcount or 0
     return removed
 
 
@@ -222,10 +260,10 @@ class PredictionLogConsumer:
     async def _store(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         if not entries:
             return
-        records: list[tuple[str, PredictionRecord]] = []
+        records: list[tuple[str, PredictionRecord | PredictionErrorRecord]] = []
         for stream_id, fields in entries:
             try:
-                records.append((stream_id.decode(), PredictionRecord.from_stream(fields)))
+                records.append((stream_id.decode(), from_stream(fields)))
             except ValueError:
                 STORED.labels("malformed").inc()
         await asyncio.to_thread(store_records, self._database_url, records)

@@ -28,6 +28,7 @@ import mlflow.sklearn
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
+from mlops_core.launch_commands import MODEL_SERVER_APP, uvicorn_command
 from mlops_core.model_registry import registry_client, set_served_version
 from tests.support.processes import ManagedProcess, free_port, wait_http
 from tests.support.services import MlflowServer, RedisServer
@@ -83,6 +84,44 @@ def direct(model: Any, rows: list[list[float]], repeats: int) -> dict[str, float
     return figures(latencies, time.perf_counter() - started)
 
 
+def register_bench_model(
+    tracking_uri: str,
+) -> tuple[RandomForestClassifier, list[list[float]], str]:
+    """Train the benchmarks' forest on iris, register it as NAME and serve it under ALIAS;
+    the model, iris' rows and the version."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    x, y = load_iris(return_X_y=True)
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            input_example=x[:2],
+            pip_requirements=["scikit-learn"],
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        )
+    version = str(mlflow.register_model(info.model_uri, NAME).version)
+    set_served_version(registry_client(tracking_uri), NAME, version, ALIAS)
+    return model, x.tolist(), version
+
+
+def start_model_server(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """A model-server process on `port`, ready once the registry's versions are loaded."""
+    process = ManagedProcess(
+        uvicorn_command(MODEL_SERVER_APP, port, log_level="warning"),
+        env=env,
+        log_path=log_path,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready", 120, process)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -99,41 +138,15 @@ def main() -> None:
         tracking.start()
         processes: list[ManagedProcess] = []
         try:
-            mlflow.set_tracking_uri(tracking.uri)
-            mlflow.set_registry_uri(tracking.uri)
-            x, y = load_iris(return_X_y=True)
-            model = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y)
-            with mlflow.start_run():
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    input_example=x[:2],
-                    pip_requirements=["scikit-learn"],
-                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-                )
-            version = str(mlflow.register_model(info.model_uri, NAME).version)
-            set_served_version(registry_client(tracking.uri), NAME, version, ALIAS)
-
+            model, x, version = register_bench_model(tracking.uri)
             env = {
                 "REDIS_URL": redis_server.url,
                 "MLFLOW_TRACKING_URI": tracking.uri,
                 "NO_PROXY": "127.0.0.1,localhost",
             }
             ours_port, theirs_port = free_port(), free_port()
-            ours = ManagedProcess(
-                [
-                    "uvicorn",
-                    "model_server.app:create_app",
-                    "--factory",
-                    "--port",
-                    str(ours_port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                log_path=work / "model-server.log",
-                cwd=Path(__file__).resolve().parents[1],
-            )
+            ours = start_model_server(ours_port, env, work / "model-server.log")
+            processes.append(ours)
             theirs = ManagedProcess(
                 [
                     "mlflow",
@@ -151,13 +164,12 @@ def main() -> None:
                 env=env,
                 log_path=work / "mlflow-serve.log",
             )
-            processes += [ours, theirs]
-            wait_http(f"http://127.0.0.1:{ours_port}/ready", 120, ours)
+            processes.append(theirs)
             wait_http(f"http://127.0.0.1:{theirs_port}/ping", 120, theirs)
 
             results: dict[str, dict[str, float]] = {}
             for batch in (1, 100):
-                rows = (x.tolist() * 100)[:batch]
+                rows = (x * 100)[:batch]
                 n = args.requests if batch == 1 else max(200, args.requests // 5)
                 expected = len(rows)
 

@@ -19,7 +19,7 @@ class ApiError(RuntimeError):
 
 
 class NotFound(ApiError):
-    """The pipeline (or repo) asked for does not exist."""
+    """The pipeline, repo or model asked for does not exist."""
 
 
 class ApiClient:
@@ -30,15 +30,19 @@ class ApiClient:
         self._http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return self._request("GET", path, params=params)
+        return self._request("GET", path, params=params).json()
+
+    def get_text(self, path: str, params: dict[str, Any] | None = None) -> str:
+        """The body as text, for answers that are not JSON (a CSV export)."""
+        return self._request("GET", path, params=params).text
 
     def post_json(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self._request("POST", path, json=body)
+        return self._request("POST", path, json=body).json()
 
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -49,7 +53,7 @@ class ApiClient:
             raise ApiError(f"{method} {path} → 401: {_detail(response)} ({HOW_TO_AUTHENTICATE})")
         if response.is_error:
             raise ApiError(f"{method} {path} → {response.status_code}: {_detail(response)}")
-        return response.json()
+        return response
 
 
 def _detail(response: httpx.Response) -> str:

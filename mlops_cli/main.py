@@ -4,19 +4,26 @@
     mlops pipelines [--repo-id N] [--status S]     list pipelines, newest first
     mlops trigger <repo-id> [--follow]             run a repo's notebook now (and watch it)
           [--commit SHA] [--param NAME=VALUE ...]  at that commit, with papermill parameters
+    mlops predictions <model> [--version V]        a model's logged predictions, newest first
+          [--since ISO] [--size N] [--csv|--json]  (a table; CSV as the backend exports it)
+    mlops drift <model> [--version V] [--json]     drift per feature of a served version
+    mlops feedback <model> --file labels.csv       send ground truth: CSV with the columns
+          [--batch-size N] [--json]                request_id,label, or JSON lines (- : stdin)
 
 Options before or after the command: --api URL (default $MLOPS_API_URL, else
 http://127.0.0.1:8000) and --token TOKEN (default $API_TOKEN), sent as a bearer token on every
 call, the log WebSocket included: the admin token, or the read token (API_READ_TOKEN) for
-`logs` and `pipelines`.
+`logs`, `pipelines`, `predictions` and `drift`.
 
 Exit status, so that scripts and CI can act on a run's outcome:
-    0  success (or, without --follow, the request itself succeeded)
-    1  the followed pipeline failed
+    0  success (or, without --follow, the request itself succeeded; `drift`: no drift, or too
+       few rows to tell yet)
+    1  the followed pipeline failed; `drift`: some feature drifted; `feedback`: some request id
+       was unknown or some label rejected (the others were stored)
     2  the followed pipeline was cancelled
-    3  no such pipeline or repo
+    3  no such pipeline or repo; `drift`: the model has no logged prediction
     4  the API could not be reached or answered with an error
-    64 bad command-line usage
+    64 bad command-line usage, or a labels file that cannot be read
 """
 
 from __future__ import annotations
@@ -25,18 +32,27 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
 from mlops_cli.api_client import ApiClient, ApiError, NotFound
+from mlops_cli.exit_codes import (
+    EXIT_API_ERROR,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_SUCCESS,
+    EXIT_USAGE,
+)
 from mlops_cli.log_follow import StreamLost, follow, make_printer, print_stored
-
-EXIT_SUCCESS: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_CANCELLED: Final = 2
-EXIT_NOT_FOUND: Final = 3
-EXIT_API_ERROR: Final = 4
-EXIT_USAGE: Final = 64
+from mlops_cli.monitoring import (
+    MAX_FEEDBACK_BATCH,
+    BadInput,
+    drift,
+    feedback,
+    iso_time,
+    predictions,
+)
 
 OUTCOME_EXIT_CODES: Final = {
     "success": EXIT_SUCCESS,
@@ -69,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mlops",
         description="Command-line client of the notebook-mlops platform.",
-        epilog="Exit status: 0 success, 1 failed, 2 cancelled, 3 not found, 4 API error, 64 usage.",
+        epilog="Exit status: 0 success, 1 failed (drift: drift detected; feedback: some label "
+        "not stored), 2 cancelled, 3 not found, 4 API error, 64 usage.",
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -108,7 +125,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="a papermill parameter; VALUE is read as JSON (300, 0.5, true, [1,2]) or else "
         "taken as a string",
     )
+
+    logged = commands.add_parser(
+        "predictions", parents=[common], help="list a model's logged predictions, newest first"
+    )
+    logged.add_argument("name", help="the model's name")
+    logged.add_argument("--version", help="only this version's")
+    logged.add_argument(
+        "--since", type=iso_time, help="only from this ISO 8601 time (no offset: local time)"
+    )
+    logged.add_argument(
+        "--size", type=bounded_int(1, 100_000), default=20, help="how many (default 20)"
+    )
+    output = logged.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="print the backend's CSV export")
+    output.add_argument("--json", action="store_true", help="print predictions as JSON lines")
+
+    drifted = commands.add_parser(
+        "drift",
+        parents=[common],
+        help="drift per feature of a served version (exit status 1 when some feature drifted)",
+    )
+    drifted.add_argument("name", help="the model's name")
+    drifted.add_argument("--version", help="this version (default: the one that answered last)")
+    drifted.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    labels = commands.add_parser(
+        "feedback",
+        parents=[common],
+        help="send the ground truth of logged predictions (exit status 1 when some label was "
+        "not stored)",
+    )
+    labels.add_argument("name", help="the model's name")
+    labels.add_argument(
+        "--file",
+        required=True,
+        type=argparse.FileType("r", encoding="utf-8-sig"),
+        help="CSV with the columns request_id,label (a label per row of a many-row request: "
+        'a JSON list such as "[0, 1]"), or JSON lines {"request_id": ..., "label": ...}; '
+        "- reads standard input",
+    )
+    labels.add_argument(
+        "--batch-size",
+        type=bounded_int(1, MAX_FEEDBACK_BATCH),
+        default=1000,
+        help="labels per call (default 1000)",
+    )
+    labels.add_argument("--json", action="store_true", help="print the outcome as JSON")
     return parser
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, refused as bad usage otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -133,7 +212,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _logs(client, api_url, token, args.pipeline_id, args.follow, args.json)
         if args.command == "pipelines":
             return _pipelines(client, args)
+        if args.command == "predictions":
+            return predictions(client, args)
+        if args.command == "drift":
+            return drift(client, args)
+        if args.command == "feedback":
+            with args.file:
+                return feedback(client, args)
         return _trigger(client, api_url, token, args)
+    except BadInput as exc:
+        print(f"mlops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except NotFound as exc:
         print(f"mlops: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND

@@ -1,22 +1,27 @@
-"""The prediction log's record and the Redis stream that carries it from model servers.
+"""The prediction log's records and the Redis stream that carries them from model servers.
 
-Model servers append one record per answered prediction to PREDICTION_LOG_STREAM, off the
-request's path (model_server/prediction_log.py); the backend reads the stream with a consumer
-group and stores the records (backend/prediction_store.py). The stream is capped in length, so
-a backend that is down for long loses the oldest records, never blocks a model server.
+Model servers append one record per answered prediction, and one per prediction request to a
+served version that failed, to PREDICTION_LOG_STREAM, off the request's path
+(model_server/prediction_log.py); the backend reads the stream with a consumer group and stores
+the records (backend/prediction_store.py). Failures travel on the same stream, under their own
+field, so that the model server's Redis user needs no other key and a backend stores both in one
+pass. The stream is capped in length, so a backend that is down for long loses the oldest
+records, never blocks a model server.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 PREDICTION_LOG_STREAM = "mlops:prediction-log"
-# The stream field holding a record as JSON.
+# The stream field holding a record as JSON: an answered prediction, or a failed request.
 RECORD_FIELD = "record"
+ERROR_FIELD = "error"
 # The request header a caller sets to name its request (answered with the same header).
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -45,6 +50,39 @@ class PredictionRecord(BaseModel):
         if raw is None:
             raise ValueError("stream entry has no record field")
         return cls.model_validate_json(raw)
+
+
+class ErrorReason(StrEnum):
+    """Why a prediction request to a served model failed: the `reason` of an error record and
+    of `ml_prediction_errors_total`."""
+
+    BAD_INPUT = "bad_input"  # the body or its rows do not fit the model (4xx)
+    MODEL_ERROR = "model_error"  # the model raised on these rows (4xx)
+    UNAVAILABLE = "unavailable"  # the model process died or hung (503)
+
+
+class PredictionErrorRecord(BaseModel):
+    """One prediction request to a served version that failed: when, which version, why, and
+    the status answered; never its inputs (a bad input is often not a row at all)."""
+
+    request_id: str = Field(max_length=200)
+    at: datetime
+    model: str
+    version: str
+    replica: str
+    reason: ErrorReason
+    status: int = Field(ge=100, le=599)
+
+    def stream_fields(self) -> dict[str, str]:
+        return {ERROR_FIELD: self.model_dump_json()}
+
+
+def from_stream(fields: dict[bytes, bytes]) -> PredictionRecord | PredictionErrorRecord:
+    """The record a stream entry holds; raises ValueError for an entry that is neither kind."""
+    failed = fields.get(ERROR_FIELD.encode())
+    if failed is not None:
+        return PredictionErrorRecord.model_validate_json(failed)
+    return PredictionRecord.from_stream(fields)
 
 
 def request_id(presented: str | None) -> str:

@@ -156,7 +156,7 @@ class Deployment(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_name: Mapped[str] = mapped_column(String(255))
-    action: Mapped[str] = mapped_column(String(20))  # deploy | rollback | delete | auto
+    action: Mapped[str] = mapped_column(String(20))  # a DeploymentAction (model_events.py)
     version: Mapped[str | None] = mapped_column(String(50), nullable=True)
     previous_version: Mapped[str | None] = mapped_column(String(50), nullable=True)
     pipeline_id: Mapped[int | None] = mapped_column(
@@ -234,6 +234,31 @@ class PredictionLogRow(Base):
     predictions: Mapped[list[Any]] = mapped_column(JSON)
     probabilities: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class PredictionErrorRow(Base):
+    """One prediction request to a served version that failed, from the same stream.
+
+    A table of its own rather than columns of `prediction_log`: every reader of answered
+    predictions (the log's API, feedback, live quality, drift) stays as it is, and the model
+    page's error rate per version counts these rows against answered ones.
+    """
+
+    __tablename__ = "prediction_errors"
+    __table_args__ = (
+        Index("ix_prediction_errors_model_at", "model_name", "at"),
+        Index("ix_prediction_errors_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(40), unique=True)
+    request_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model_name: Mapped[str] = mapped_column(String(255))
+    model_version: Mapped[str] = mapped_column(String(50))
+    replica: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(20))  # an ErrorReason (prediction_log.py)
+    status: Mapped[int] = mapped_column(Integer)
 
 
 class PredictionFeedback(Base):

@@ -138,9 +138,10 @@ class Settings(BaseSettings):
     # MAX_BATCH_DELAY_MS for more (0: no added wait; batches form while a call runs).
     max_batch_size: int = Field(default=64, gt=0)
     max_batch_delay_ms: float = Field(default=0.0, ge=0)
-    # Prediction log (mlops_core/prediction_log.py): the share of answered predictions recorded
-    # (1.0: all), the records a model server buffers while Redis is slow (more are dropped and
-    # counted), the stream's length cap, and how long (and how many) the backend keeps.
+    # Prediction log (mlops_core/prediction_log.py): the share of answered predictions (and of
+    # failed requests) recorded (1.0: all), the records a model server buffers while Redis is
+    # slow (more are dropped and counted), the stream's length cap, and how long (and how many
+    # of each kind) the backend keeps.
     prediction_log_sample_rate: float = Field(default=1.0, ge=0, le=1)
     prediction_log_buffer: int = Field(default=10_000, gt=0)
     prediction_log_stream_max: int = Field(default=100_000, gt=0)

@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from mlops_core import sandbox
-from mlops_core.prediction_log import REQUEST_ID_HEADER
+from mlops_core.prediction_log import REQUEST_ID_HEADER, ErrorReason
 from mlops_core.prediction_log import request_id as new_request_id
 from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
 from mlops_core.request_limits import JsonDepthLimit
@@ -32,7 +32,7 @@ from mlops_core.settings import Settings, get_settings
 from model_server.access import require_metrics_token, require_predict_token, warn_if_open
 from model_server.inference_protocol import router as inference_router
 from model_server.loaded_model import LoadedModel
-from model_server.metrics import ErrorReason, record_error, record_prediction
+from model_server.metrics import record_error, record_prediction
 from model_server.model_process import ModelProcessError
 from model_server.model_store import ModelStore, why_not_served
 from model_server.prediction_log import PredictionLog
@@ -116,33 +116,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_extra=PREDICT_REQUEST_BODY,
     )
     async def predict(name: str, request: Request) -> JSONResponse:
+        request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
         with _served(request, name).hold() as model:
             try:
                 body = await read_json_body(request, settings.predict_max_body_bytes)
                 rows = rows_from_body(body, model.features)
             except BodyError as exc:
-                record_error(name, ErrorReason.BAD_INPUT)
-                raise HTTPException(exc.status_code, exc.message) from None
+                raise _failed(
+                    request, model, request_id, ErrorReason.BAD_INPUT, exc.status_code, exc.message
+                ) from None
             except InputError as exc:
-                record_error(name, ErrorReason.BAD_INPUT)
-                raise HTTPException(422, str(exc)) from None
+                raise _failed(
+                    request, model, request_id, ErrorReason.BAD_INPUT, 422, str(exc)
+                ) from None
             model.requests += 1
             started = time.perf_counter()
             try:
                 result = await model.predict_batched(rows)
             except ModelProcessError as exc:
-                record_error(name, ErrorReason.UNAVAILABLE)
-                raise HTTPException(
-                    503, f"model {name} version {model.version} is unavailable: {exc}"
+                message = f"model {name} version {model.version} is unavailable: {exc}"
+                raise _failed(
+                    request, model, request_id, ErrorReason.UNAVAILABLE, 503, message
                 ) from None
             except Exception as exc:
-                record_error(name, ErrorReason.MODEL_ERROR)
-                raise HTTPException(
-                    422, f"model {name} version {model.version} could not predict these rows: {exc}"
+                message = (
+                    f"model {name} version {model.version} could not predict these rows: {exc}"
+                )
+                raise _failed(
+                    request, model, request_id, ErrorReason.MODEL_ERROR, 422, message
                 ) from None
             seconds = time.perf_counter() - started
             record_prediction(name, model.version, seconds)
-        request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
         request.app.state.prediction_log.record(
             request_id,
             name,
@@ -177,6 +181,23 @@ def _report_isolation(settings: Settings) -> str:
         return f"unavailable: {exc}"
     log.info("model processes run in: %s", found.description)
     return found.description
+
+
+def _failed(
+    request: Request,
+    model: LoadedModel,
+    request_id: str,
+    reason: ErrorReason,
+    status: int,
+    message: str,
+) -> HTTPException:
+    """Count a failed request to a served version, log it (the model page's error rate per
+    version), and answer why, under the request's id so the caller can report it."""
+    record_error(model.name, reason)
+    request.app.state.prediction_log.record_error(
+        request_id, model.name, model.version, reason, status
+    )
+    return HTTPException(status, message, headers={REQUEST_ID_HEADER: request_id})
 
 
 def _served(request: Request, name: str) -> LoadedModel:

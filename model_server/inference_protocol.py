@@ -16,13 +16,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from mlops_core.access_tokens import CHALLENGE
-from mlops_core.prediction_log import REQUEST_ID_HEADER
+from mlops_core.prediction_log import REQUEST_ID_HEADER, ErrorReason
 from mlops_core.prediction_log import request_id as new_request_id
 from mlops_core.prediction_schema import json_request_body
 from model_server.access import predict_refusal
 from model_server.feature_spec import STRING, FeatureSpec
 from model_server.loaded_model import LoadedModel
-from model_server.metrics import ErrorReason, record_error, record_prediction
+from model_server.metrics import record_error, record_prediction
 from model_server.model_process import ModelProcessError
 from model_server.model_store import ModelStore, why_not_served
 from model_server.request_body import BodyError, read_json_body
@@ -78,6 +78,25 @@ router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _failed(
+    request: Request,
+    model: LoadedModel,
+    request_id: str,
+    reason: ErrorReason,
+    status: int,
+    message: str,
+) -> JSONResponse:
+    """Count a failed request to a served version, log it (the model page's error rate per
+    version), and answer the protocol's error under the request's id."""
+    record_error(model.name, reason)
+    request.app.state.prediction_log.record_error(
+        request_id, model.name, model.version, reason, status
+    )
+    return JSONResponse(
+        {"error": message}, status_code=status, headers={REQUEST_ID_HEADER: request_id}
+    )
 
 
 def _store(request: Request) -> ModelStore:
@@ -150,29 +169,32 @@ async def infer(request: Request, name: str, version: str | None = None) -> Any:
     if isinstance(resolved, JSONResponse):
         return resolved
     with resolved.hold() as model:
+        presented = request.headers.get(REQUEST_ID_HEADER)
         try:
             body = await read_json_body(request, request.app.state.settings.predict_max_body_bytes)
-            rows, wanted = parse_infer_request(body, model)
         except BodyError as exc:
-            record_error(model.name, ErrorReason.BAD_INPUT)
-            return _error(exc.status_code, exc.message)
+            request_id = new_request_id(presented)
+            return _failed(
+                request, model, request_id, ErrorReason.BAD_INPUT, exc.status_code, exc.message
+            )
+        body_id = body.get("id") if isinstance(body, dict) else None
+        request_id = new_request_id(body_id if isinstance(body_id, str) and body_id else presented)
+        try:
+            rows, wanted = parse_infer_request(body, model)
         except InputError as exc:
-            record_error(model.name, ErrorReason.BAD_INPUT)
-            return _error(400, str(exc))
+            return _failed(request, model, request_id, ErrorReason.BAD_INPUT, 400, str(exc))
         model.requests += 1
         started = time.perf_counter()
         try:
             result = await model.predict_batched(rows)
         except ModelProcessError as exc:
-            record_error(model.name, ErrorReason.UNAVAILABLE)
-            return _error(503, f"model {name} version {model.version} is unavailable: {exc}")
+            message = f"model {name} version {model.version} is unavailable: {exc}"
+            return _failed(request, model, request_id, ErrorReason.UNAVAILABLE, 503, message)
         except Exception as exc:
-            record_error(model.name, ErrorReason.MODEL_ERROR)
-            return _error(400, f"the model could not predict these inputs: {exc}")
+            message = f"the model could not predict these inputs: {exc}"
+            return _failed(request, model, request_id, ErrorReason.MODEL_ERROR, 400, message)
         seconds = time.perf_counter() - started
         record_prediction(model.name, model.version, seconds)
-    body_id = body.get("id") if isinstance(body.get("id"), str) else None
-    request_id = new_request_id(body_id or request.headers.get(REQUEST_ID_HEADER))
     request.app.state.prediction_log.record(
         request_id,
         model.name,

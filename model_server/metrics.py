@@ -9,9 +9,9 @@ bounded.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from prometheus_client import Counter, Gauge, Histogram
+
+from mlops_core.prediction_log import ErrorReason
 
 PREDICTIONS = Counter(
     "ml_predictions",
@@ -41,14 +41,6 @@ MODEL_LOADED = Gauge(
     ["model", "version"],
     multiprocess_mode="livemax",
 )
-
-
-class ErrorReason(StrEnum):
-    """Why a prediction request to a served model failed."""
-
-    BAD_INPUT = "bad_input"  # the body or its rows do not fit the model (4xx)
-    MODEL_ERROR = "model_error"  # the model raised on these rows (4xx)
-    UNAVAILABLE = "unavailable"  # the model process died or hung (503)
 
 
 def record_prediction(model: str, version: str, seconds: float) -> None:

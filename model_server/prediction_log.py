@@ -1,9 +1,12 @@
 """The model server's side of the prediction log: record every answer, never slow one down.
 
-A route hands each answered prediction to `PredictionLog.record`, which only samples and
-appends to a bounded in-memory buffer. A background task turns the buffer into records and
-appends them to the Redis stream in batches, in a thread. When the buffer is full (Redis slow
-or down) or an append fails, the records are dropped and counted in
+A route hands each answered prediction to `PredictionLog.record`, and each request to a served
+version that failed to `PredictionLog.record_error` (so the model page can show error rates per
+version without Prometheus); both only sample and append to a bounded in-memory buffer.
+Failures are sampled at the same rate as answers, so that their ratio stays the error rate. A
+background task turns the buffer into records and appends them to the Redis stream in batches,
+in a thread. When the buffer is full (Redis slow or down) or an append fails, the records are
+dropped and counted in
 `ml_prediction_log_dropped_total{reason}`: a prediction is never delayed or failed for its log.
 """
 
@@ -21,7 +24,13 @@ from typing import Any
 import redis
 from prometheus_client import Counter
 
-from mlops_core.prediction_log import PREDICTION_LOG_STREAM, PredictionRecord, keyed_rows
+from mlops_core.prediction_log import (
+    PREDICTION_LOG_STREAM,
+    ErrorReason,
+    PredictionErrorRecord,
+    PredictionRecord,
+    keyed_rows,
+)
 from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,10 +41,10 @@ BATCH_SIZE = 500
 DROPPED = Counter(
     "ml_prediction_log_dropped",
     "Prediction records not logged, by reason (buffer_full: Redis too slow or down; "
-    "redis_error: an append failed).",
+    "redis_error: an append failed; unrecordable: an answer that makes no valid record).",
     ["reason"],
 )
-for _reason in ("buffer_full", "redis_error"):
+for _reason in ("buffer_full", "redis_error", "unrecordable"):
     DROPPED.labels(_reason)  # known reasons start at 0: an alert on a rate sees the series
 
 
@@ -54,13 +63,25 @@ class _Answered:
     latency_ms: float
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """What a route knows of a failed request to a served version."""
+
+    request_id: str
+    at: datetime
+    model: str
+    version: str
+    reason: ErrorReason
+    status: int
+
+
 class PredictionLog:
     """Buffered, batched appends of prediction records to the stream."""
 
     def __init__(self, settings: Settings, replica: str) -> None:
         self._settings = settings
         self._replica = replica
-        self._buffer: deque[_Answered] = deque()
+        self._buffer: deque[_Answered | _Failed] = deque()
         self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self._task: asyncio.Task[None] | None = None
 
@@ -76,13 +97,7 @@ class PredictionLog:
         latency_ms: float,
     ) -> None:
         """Keep an answer for the log (sampled); O(1), never blocks."""
-        rate = self._settings.prediction_log_sample_rate
-        if rate <= 0 or (rate < 1 and random.random() >= rate):
-            return
-        if len(self._buffer) >= self._settings.prediction_log_buffer:
-            DROPPED.labels("buffer_full").inc()
-            return
-        self._buffer.append(
+        self._keep(
             _Answered(
                 request_id,
                 datetime.now(UTC),
@@ -95,6 +110,21 @@ class PredictionLog:
                 latency_ms,
             )
         )
+
+    def record_error(
+        self, request_id: str, model: str, version: str, reason: ErrorReason, status: int
+    ) -> None:
+        """Keep a failed request for the log (sampled like answers); O(1), never blocks."""
+        self._keep(_Failed(request_id, datetime.now(UTC), model, version, reason, status))
+
+    def _keep(self, item: _Answered | _Failed) -> None:
+        rate = self._settings.prediction_log_sample_rate
+        if rate <= 0 or (rate < 1 and random.random() >= rate):
+            return
+        if len(self._buffer) >= self._settings.prediction_log_buffer:
+            DROPPED.labels("buffer_full").inc()
+            return
+        self._buffer.append(item)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prediction-log")
@@ -115,26 +145,21 @@ class PredictionLog:
             while self._buffer:
                 await asyncio.to_thread(self._append, self._take())
 
-    def _take(self) -> list[_Answered]:
+    def _take(self) -> list[_Answered | _Failed]:
         return [self._buffer.popleft() for _ in range(min(BATCH_SIZE, len(self._buffer)))]
 
-    def _append(self, batch: list[_Answered]) -> None:
+    def _append(self, batch: list[_Answered | _Failed]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for answered in batch:
-            record = PredictionRecord(
-                request_id=answered.request_id,
-                at=answered.at,
-                model=answered.model,
-                version=answered.version,
-                replica=self._replica,
-                inputs=keyed_rows(answered.rows, answered.feature_names),
-                predictions=answered.predictions,
-                probabilities=answered.probabilities,
-                latency_ms=answered.latency_ms,
-            )
+        for item in batch:
+            try:
+                fields = self._record(item).stream_fields()
+            except ValueError as exc:  # one odd answer must not end the log's task
+                DROPPED.labels("unrecordable").inc()
+                log.warning("dropped a prediction record that is not valid: %s", exc)
+                continue
             pipe.xadd(
                 PREDICTION_LOG_STREAM,
-                record.stream_fields(),
+                fields,
                 maxlen=self._settings.prediction_log_stream_max,
                 approximate=True,
             )
@@ -143,3 +168,26 @@ class PredictionLog:
         except redis.RedisError as exc:
             DROPPED.labels("redis_error").inc(len(batch))
             log.warning("dropped %d prediction records: Redis append failed: %s", len(batch), exc)
+
+    def _record(self, item: _Answered | _Failed) -> PredictionRecord | PredictionErrorRecord:
+        if isinstance(item, _Failed):
+            return PredictionErrorRecord(
+                request_id=item.request_id,
+                at=item.at,
+                model=item.model,
+                version=item.version,
+                replica=self._replica,
+                reason=item.reason,
+                status=item.status,
+            )
+        return PredictionRecord(
+            request_id=item.request_id,
+            at=item.at,
+            model=item.model,
+            version=item.version,
+            replica=self._replica,
+            inputs=keyed_rows(item.rows, item.feature_names),
+            predictions=item.predictions,
+            probabilities=item.probabilities,
+            latency_ms=item.latency_ms,
+        )

@@ -1,7 +1,9 @@
 """The prediction log over HTTP: one model's predictions, and every model's (seed 004's history).
 
 Records arrive from the model servers through the stream the backend stores
-(backend/prediction_store.py), so a prediction shows up here within about a second.
+(backend/prediction_store.py), so a prediction shows up here within about a second. The
+predictions endpoints list answered predictions only; failed requests to a served version are
+counted per version and bucket by `/models/{name}/traffic` (the model page's error rate).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from backend.api_params import INT64_MAX, ModelName
 from backend.auth import require_api_token, require_read_token
 from backend.live_quality import live_quality, record_feedback
 from backend.prediction_store import query
-from backend.serving_stats import traffic
+from backend.serving_stats import Latency, traffic
 from mlops_core.schema import PredictionLogRow
 
 router = APIRouter(tags=["predictions"])
@@ -254,9 +256,25 @@ def get_quality(
 
 
 class LatencyEntry(BaseModel):
+    # Answered predictions, and their latency (null when none was answered).
     requests: int
-    p50_ms: float
-    p95_ms: float
+    p50_ms: float | None
+    p95_ms: float | None
+    # Failed requests to a served version, by reason; error_rate = errors / (requests + errors).
+    errors: int
+    error_rate: float
+    error_reasons: dict[str, int]
+
+
+def _latency_entry(latency: Latency) -> LatencyEntry:
+    return LatencyEntry(
+        requests=latency.requests,
+        p50_ms=latency.p50_ms,
+        p95_ms=latency.p95_ms,
+        errors=latency.error_count,
+        error_rate=latency.error_rate,
+        error_reasons=latency.errors,
+    )
 
 
 class TrafficBucket(LatencyEntry):
@@ -283,7 +301,8 @@ def get_traffic(
     hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
     buckets: Annotated[int, Query(ge=1, le=500)] = 48,
 ) -> TrafficAnswer:
-    """Logged requests and latency percentiles per version over time (the model page's charts)."""
+    """Logged requests, latency percentiles and errors per version over time (the model page's
+    charts and error rate)."""
     found = traffic(request.app.state.settings.database_url, name, hours=hours, buckets=buckets)
     return TrafficAnswer(
         model=name,
@@ -291,18 +310,9 @@ def get_traffic(
         bucket_seconds=found.bucket_seconds,
         buckets=[
             TrafficBucket(
-                start=b.start,
-                version=b.version,
-                requests=b.latency.requests,
-                p50_ms=b.latency.p50_ms,
-                p95_ms=b.latency.p95_ms,
+                start=b.start, version=b.version, **_latency_entry(b.latency).model_dump()
             )
             for b in found.buckets
         ],
-        versions={
-            version: LatencyEntry(
-                requests=latency.requests, p50_ms=latency.p50_ms, p95_ms=latency.p95_ms
-            )
-            for version, latency in found.versions.items()
-        },
+        versions={version: _latency_entry(latency) for version, latency in found.versions.items()},
     )

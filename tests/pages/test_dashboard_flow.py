@@ -154,6 +154,7 @@ def test_register_push_watch_predict_and_roll_back(
         page.locator(f'#latest-body tr[data-request-id="{direct["request_id"]}"]')
     ).to_contain_text("v2", timeout=30_000)
     expect(page.locator('#traffic-body tr[data-version="2"] td').first).to_have_text("2")
+    expect(page.locator('#traffic-body tr[data-version="2"] td').nth(3)).to_have_text("0%")
     page.get_by_role("button", name="Roll back to version 1").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#confirm-dialog")).to_be_visible()

@@ -1,4 +1,5 @@
-"""Every answered prediction reaches the prediction log, whatever protocol carried it.
+"""Every answered prediction reaches the prediction log, whatever protocol carried it, and
+every failed request to a served version reaches the error count of its version.
 
 A model server (signed in as the restricted `modelserver` Redis user, as deployed) appends to
 the stream; a backend stores the records and answers the log's API. Both use a Redis of this
@@ -9,21 +10,31 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pandas as pd
+import redis
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from backend.app import create_app
 from backend.prediction_store import prune, query, store_records
+from backend.serving_stats import traffic
 from mlops_core.database import upgrade_database
 from mlops_core.model_registry import set_served_version
-from mlops_core.prediction_log import PredictionRecord
+from mlops_core.prediction_log import (
+    PREDICTION_LOG_STREAM,
+    RECORD_FIELD,
+    ErrorReason,
+    PredictionErrorRecord,
+    PredictionRecord,
+)
 from mlops_core.settings import Settings
+from model_server.prediction_log import DROPPED, PredictionLog
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.serving.conftest import iris_like, register_version, unique
 from tests.support.processes import wait_for
@@ -80,10 +91,44 @@ def test_answered_predictions_are_logged_with_their_request_ids_and_queryable(
             generated_id = generated.json()["request_id"]
             assert len(generated_id) == 32
 
+            # Failed requests to the served version, on both protocols: answered under their
+            # request id, counted as errors of the version, never listed as predictions.
+            short = client.post(
+                f"{server.url}/predict/{name}",
+                json={"data": [ROW[:2]]},
+                headers={"X-Request-ID": "bad-1"},
+            )
+            assert short.status_code == 422 and short.headers["X-Request-ID"] == "bad-1"
+            garbled = client.post(
+                f"{server.url}/predict/{name}",
+                content=b"{not json",
+                headers={"Content-Type": "application/json"},
+            )
+            assert garbled.status_code == 400 and len(garbled.headers["X-Request-ID"]) == 32
+            misshaped = client.post(
+                f"{server.url}/v2/models/{name}/infer",
+                json={
+                    "id": "bad-2",
+                    "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": ROW[:3]}],
+                },
+            )
+            assert misshaped.status_code == 400 and misshaped.headers["X-Request-ID"] == "bad-2"
+
             def logged() -> int:
                 return backend.get(f"/models/{name}/predictions").json()["total"]
 
+            def failed() -> int:
+                versions = backend.get(f"/models/{name}/traffic").json()["versions"]
+                return versions.get(version, {}).get("errors", 0)
+
+            wait_for(lambda: failed() == 3, 30, 0.2, "3 failed requests counted")
             wait_for(lambda: logged() == 7, 30, 0.2, "7 predictions in the log")
+            traffic = backend.get(f"/models/{name}/traffic").json()
+            served = traffic["versions"][version]
+            assert served["requests"] == 7 and served["error_rate"] == 3 / 10
+            assert served["error_reasons"] == {"bad_input": 3}
+            assert sum(b["errors"] for b in traffic["buckets"]) == 3
+            assert all(b["version"] == version for b in traffic["buckets"])
             page = backend.get(f"/models/{name}/predictions", params={"size": 10}).json()
             newest = page["items"][0]
             assert newest["request_id"] == generated_id  # newest first
@@ -153,16 +198,32 @@ def test_answered_predictions_are_logged_with_their_request_ids_and_queryable(
         redis_server.stop()
 
 
-def _record(request_id: str, at: datetime) -> PredictionRecord:
+def _record(
+    request_id: str, at: datetime, version: str = "1", latency_ms: float = 1.0
+) -> PredictionRecord:
     return PredictionRecord(
         request_id=request_id,
         at=at,
         model="m",
-        version="1",
+        version=version,
         replica="r",
         inputs=[{"a": 1.0}],
         predictions=[0],
-        latency_ms=1.0,
+        latency_ms=latency_ms,
+    )
+
+
+def _failure(
+    request_id: str, at: datetime, version: str = "1", reason: str = "bad_input"
+) -> PredictionErrorRecord:
+    return PredictionErrorRecord(
+        request_id=request_id,
+        at=at,
+        model="m",
+        version=version,
+        replica="r",
+        reason=ErrorReason(reason),
+        status=503 if reason == "unavailable" else 422,
     )
 
 
@@ -180,3 +241,82 @@ def test_a_record_read_twice_is_stored_once_and_old_or_excess_rows_are_pruned(
     assert prune(database_url, retention_days=25, max_rows=100, now=now) == 2  # 30 and 40 days
     assert prune(database_url, retention_days=25, max_rows=2, now=now) == 1  # the oldest left
     assert [row.request_id for row in query(database_url, model="m").items] == ["r0", "r1"]
+
+
+def test_failed_requests_are_stored_once_apart_from_predictions_and_pruned_alike(
+    tmp_path: Path,
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'log.db'}"
+    upgrade_database(database_url)
+    now = datetime.now(UTC)
+    entries = [
+        ("1-0", _record("ok", now)),
+        ("2-0", _failure("e0", now)),
+        ("3-0", _failure("e1", now - timedelta(days=40))),
+    ]
+    assert store_records(database_url, entries) == 3
+    assert store_records(database_url, entries) == 0  # redelivered after a crash
+    assert [row.request_id for row in query(database_url, model="m").items] == ["ok"]
+
+    assert prune(database_url, retention_days=25, max_rows=100, now=now) == 1  # e1, 40 days
+    recent = traffic(database_url, "m", hours=1, buckets=1, now=now + timedelta(seconds=1))
+    assert recent.versions["1"].error_count == 1
+
+
+def test_traffic_counts_errors_per_version_and_bucket_beside_answered_requests(
+    tmp_path: Path,
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'log.db'}"
+    upgrade_database(database_url)
+    now = datetime.now(UTC)
+    early, late = now - timedelta(minutes=50), now - timedelta(minutes=10)
+    entries: list[tuple[str, PredictionRecord | PredictionErrorRecord]] = [
+        *((f"{i}-0", _record(f"a{i}", early, "1", latency_ms=float(i))) for i in range(1, 4)),
+        ("10-0", _failure("f1", early, "1", "model_error")),
+        ("11-0", _failure("f2", late, "1", "bad_input")),
+        ("12-0", _failure("f3", late, "1", "bad_input")),
+        ("20-0", _record("b1", late, "2")),
+        ("21-0", _failure("g1", late, "2", "unavailable")),
+    ]
+    store_records(database_url, entries)
+
+    found = traffic(database_url, "m", hours=1, buckets=2, now=now)
+    one, two = found.versions["1"], found.versions["2"]
+    assert (one.requests, one.errors, one.error_rate) == (
+        3,
+        {"model_error": 1, "bad_input": 2},
+        3 / 6,
+    )
+    assert one.p50_ms == 2.0
+    assert (two.requests, two.errors, two.error_rate) == (1, {"unavailable": 1}, 1 / 2)
+    by_bucket = {(b.start, b.version): b.latency for b in found.buckets}
+    assert len(by_bucket) == 3
+    first = by_bucket[(found.since, "1")]
+    assert (first.requests, first.error_count) == (3, 1)
+    # The later bucket of version 1 only failed: no latency, every request an error.
+    only_failed = by_bucket[(found.since + timedelta(minutes=30), "1")]
+    assert (only_failed.requests, only_failed.p50_ms, only_failed.error_rate) == (0, None, 1.0)
+
+
+def test_an_answer_that_makes_no_valid_record_is_dropped_and_counted_not_fatal(
+    redis_url: str,
+) -> None:
+    """Regression: a record failing validation raised in the flush and ended the log's task,
+    after which every later record was dropped as buffer_full."""
+    settings = Settings(_env_file=None, redis_url=redis_url)  # type: ignore[call-arg]
+    log = PredictionLog(settings, "replica-x")
+    before = DROPPED.labels("unrecordable")._value.get()
+    good, bad = f"good-{uuid.uuid4().hex}", f"bad-{uuid.uuid4().hex}"
+    log.record(bad, "m", "1", None, [[1.0]], [0], [["not a number"]], 1.0)  # type: ignore[list-item]
+    log.record(good, "m", "1", None, [[1.0]], [0], [[0.5, 0.5]], 1.0)
+    log._append(log._take())
+    assert DROPPED.labels("unrecordable")._value.get() == before + 1
+    client = redis.Redis.from_url(redis_url)
+    entries = client.xrevrange(PREDICTION_LOG_STREAM, count=50)
+    ids = {
+        PredictionRecord.from_stream(fields).request_id
+        for _, fields in entries
+        if RECORD_FIELD.encode() in fields
+    }
+    client.close()
+    assert good in ids and bad not in ids

@@ -1,7 +1,7 @@
 // The model page's monitoring section, drawn from the platform's own data (no Prometheus):
-// traffic and latency per version (prediction log), live quality next to the offline metric
-// it was deployed with, drift per feature with reference-vs-current histograms, and the
-// latest logged predictions.
+// traffic, latency and error rate per version (prediction log), live quality next to the
+// offline metric it was deployed with, drift per feature with reference-vs-current
+// histograms, and the latest logged predictions.
 
 import { api } from "./api.js";
 import { $, h, show, svg } from "./dom.js";
@@ -40,6 +40,13 @@ function histogramSvg(histogram) {
   );
 }
 
+/** "2.5% (3)": the share of failed requests, with their count and reasons on hover. */
+function errorRate(t) {
+  if (!t.errors) return h("td", { class: "num", text: "0%" });
+  const reasons = Object.entries(t.error_reasons).map(([reason, n]) => `${reason}: ${n}`).join(", ");
+  return h("td", { class: "num", title: reasons, text: `${number(t.error_rate * 100)}% (${t.errors})` });
+}
+
 function trafficRows(traffic, quality, versions) {
   const live = {};
   for (const q of quality.versions || []) live[q.version] = `${q.metric} ${number(q.value)} (${q.rows} rows)`;
@@ -56,6 +63,7 @@ function trafficRows(traffic, quality, versions) {
       h("td", { class: "num", text: String(t.requests) }),
       h("td", { class: "num", text: number(t.p50_ms) }),
       h("td", { class: "num", text: number(t.p95_ms) }),
+      errorRate(t),
       h("td", { class: "num", text: live[version] || "no feedback" }),
       h("td", { class: "num", text: offline[version] || "" }),
     ),
