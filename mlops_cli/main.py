@@ -9,6 +9,8 @@
     mlops drift <model> [--version V] [--json]     drift per feature of a served version
     mlops feedback <model> --file labels.csv       send ground truth: CSV with the columns
           [--batch-size N] [--json]                request_id,label, or JSON lines (- : stdin)
+    mlops check NOTEBOOK... [--min-accuracy X]     the platform's contract check, locally (the
+          [--json]                                 validate phase's code; no API call)
 
 Options before or after the command: --api URL (default $MLOPS_API_URL, else
 http://127.0.0.1:8000) and --token TOKEN (default $API_TOKEN), sent as a bearer token on every
@@ -19,9 +21,11 @@ Exit status, so that scripts and CI can act on a run's outcome:
     0  success (or, without --follow, the request itself succeeded; `drift`: no drift, or too
        few rows to tell yet)
     1  the followed pipeline failed; `drift`: some feature drifted; `feedback`: some request id
-       was unknown or some label rejected (the others were stored)
+       was unknown or some label rejected (the others were stored); `check`: a notebook
+       breaks the contract
     2  the followed pipeline was cancelled
-    3  no such pipeline or repo; `drift`: the model has no logged prediction
+    3  no such pipeline or repo; `drift`: the model has no logged prediction; `check`: no
+       such notebook file
     4  the API could not be reached or answered with an error
     64 bad command-line usage, or a labels file that cannot be read
 """
@@ -33,6 +37,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from mlops_cli.api_client import ApiClient, ApiError, NotFound
@@ -53,6 +58,7 @@ from mlops_cli.monitoring import (
     iso_time,
     predictions,
 )
+from mlops_cli.notebook_check import check, threshold_from_environment
 
 OUTCOME_EXIT_CODES: Final = {
     "success": EXIT_SUCCESS,
@@ -172,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels per call (default 1000)",
     )
     labels.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    checked = commands.add_parser(
+        "check",
+        help="check notebooks against the platform's contract, before pushing (no API call; "
+        "exit status 1 when one breaks it)",
+    )
+    checked.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
+    checked.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=None,
+        help="the gate threshold a notebook gets when it sets none (default: "
+        "$MIN_ACCURACY_THRESHOLD, else the platform's default)",
+    )
+    checked.add_argument("--json", action="store_true", help="print one JSON line per notebook")
     return parser
 
 
@@ -204,6 +225,11 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        threshold = args.min_accuracy
+        if threshold is None:
+            threshold = threshold_from_environment()
+        return check(args.notebooks, threshold, args.json)
     api_url = getattr(args, "api", None) or os.environ.get("MLOPS_API_URL") or DEFAULT_API_URL
     token = getattr(args, "token", None) or os.environ.get("API_TOKEN") or None
     client = ApiClient(api_url, token)
