@@ -2,7 +2,8 @@
 
 Callers commit the pipeline row first and only then send. When the broker is down the row
 keeps `enqueued_at` NULL and the re-queue loop sends it once Redis answers again, so an accepted
-webhook is never lost. A send to a dead broker must fail in milliseconds (kombu's connection
+webhook is never lost. The loop also sends again a pipeline whose message vanished after the send
+(`release_vanished`). A send to a dead broker must fail in milliseconds (kombu's connection
 retries off, short socket timeouts): a burst of webhooks during an outage still has to be
 answered within GitHub's 10 s. After one failure, request handlers stop trying for a moment
 and leave the probing to the loop, so an unreachable (not just refused) broker costs each
@@ -33,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from backend.metrics import ENQUEUE_FAILURES, PIPELINE_QUEUE_DEPTH, PIPELINES_AWAITING_ENQUEUE
 from backend.pipeline_watch import pipeline_watch_service
 from mlops_core.database import engine_for, session_scope
+from mlops_core.pipeline_lease import stale_after
 from mlops_core.schema import Pipeline, utcnow
 from mlops_core.settings import Settings
 from mlops_core.states import PipelineStatus
@@ -42,6 +44,7 @@ from mlops_core.task_queue import (
     RUN_PIPELINE_TASK,
     answering_workers,
     make_celery,
+    waiting_pipeline_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,6 +153,7 @@ class PipelineQueue:
             stranded = next(iter(self._unmarked), None)
         if stranded is not None:
             self._mark_enqueued(stranded)  # marks left over by a failed or ended batch
+        self.release_vanished()
         cutoff = utcnow() - timedelta(seconds=self._settings.requeue_interval_seconds)
         pending = (Pipeline.status == PipelineStatus.QUEUED) & Pipeline.enqueued_at.is_(None)
         with session_scope(self._settings.database_url) as session:
@@ -173,6 +177,51 @@ class PipelineQueue:
         if sent:
             logger.info("re-queued %d pipeline(s) that had not reached the broker", sent)
         return sent
+
+    def release_vanished(self) -> int:
+        """Mark for sending again the queued pipelines whose message is gone; return how many.
+
+        A message can vanish after the send, before any worker claims its pipeline: Redis came
+        back without its data (restarted with no persistence, or replaced), or a worker died
+        between taking the message and claiming the pipeline (kombu then keeps the message in
+        its `unacked` hash for the visibility timeout, an hour by default). Nothing else would
+        ever send such a pipeline. One still `queued` PIPELINE_RECOVERY_SECONDS / 2 after its
+        send, with no message in the queue, gets `enqueued_at` NULL: the pass sends it again.
+
+        Only pipelines sent that long ago are looked up on the broker, so with no backlog the
+        queue is not read at all. The UPDATE comes after the queue is read and checks that the
+        pipeline is still queued, so only a message a worker took in the milliseconds between
+        that read and its claim could be sent twice. A second message is harmless: the first
+        delivery claims the pipeline and the other finds it running or ended
+        (worker/run_lock.py). While Redis is down this does nothing.
+        """
+        cutoff = utcnow() - timedelta(seconds=stale_after(self._settings))
+        sent_long_ago = (Pipeline.status == PipelineStatus.QUEUED) & (Pipeline.enqueued_at < cutoff)
+        with session_scope(self._settings.database_url) as session:
+            candidates = set(session.scalars(select(Pipeline.id).where(sent_long_ago)))
+        if not candidates:  # the usual case: no queue read, no write (no lock on SQLite)
+            return 0
+        try:
+            candidates -= waiting_pipeline_ids(self.redis)
+        except redis.RedisError:
+            return 0
+        if not candidates:
+            return 0
+        with session_scope(self._settings.database_url) as session:
+            vanished = session.scalars(
+                update(Pipeline)
+                .where(sent_long_ago, Pipeline.id.in_(candidates))
+                .values(enqueued_at=None)
+                .returning(Pipeline.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        if vanished:
+            logger.warning(
+                "pipelines %s were sent but their message is gone and no worker claimed them; "
+                "sending them again",
+                sorted(vanished),
+            )
+        return len(vanished)
 
     def measure_depth(self) -> None:
         """Record how many pipelines wait on the broker for a worker (PIPELINE_QUEUE_DEPTH).

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mlops_core.model_events import ModelEvent, announce
+from mlops_core.model_events import DeploymentAction, ModelEvent, announce
 from mlops_core.model_registry import clear_served_version, served_version, set_served_version
 from mlops_core.schema import Deployment, Pipeline
 
@@ -24,7 +24,7 @@ def record_deployment(
     session: Session,
     *,
     model_name: str,
-    action: str,
+    action: DeploymentAction,
     version: str | None,
     previous_version: str | None,
     pipeline_id: int | None = None,
@@ -81,7 +81,7 @@ def change_served_version(
     *,
     model_name: str,
     version: str | None,
-    action: str,
+    action: DeploymentAction,
     alias: str,
     actor: str,
     pipeline_id: int | None = None,
@@ -116,7 +116,7 @@ def change_served_version(
     if redis_client is not None:
         event = ModelEvent(
             action=action, model=model_name, version=version, alias=alias, actor=actor
-        )  # type: ignore[arg-type]
+        )
         try:
             announce(redis_client, event)
             announced = True

@@ -2,7 +2,7 @@
 
 Two pub/sub channels and one hash per model:
 
-- `MODEL_EVENTS_CHANNEL`: deploy / rollback / delete / auto announcements (`ModelEvent`). They are
+- `MODEL_EVENTS_CHANNEL`: announcements of a served-version change (`ModelEvent`). They are
   hints that make replicas act at once; the registry alias stays the truth, so a replica re-reads
   it on every event and a lost message only delays a change until the next reconcile.
 - `MODEL_LOADED_CHANNEL`: each replica publishes a `ReplicaReport` when it has loaded (or failed
@@ -19,6 +19,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Literal
 
 import redis
@@ -30,7 +31,20 @@ MODEL_EVENTS_CHANNEL = "mlops:model-events"
 MODEL_LOADED_CHANNEL = "mlops:model-loaded"
 _REPLICAS_PREFIX = "mlops:model-replicas:"
 
-EventAction = Literal["deploy", "rollback", "delete", "auto", "restore"]
+
+class DeploymentAction(StrEnum):
+    """Why a model's served version changed: the names written to the deployment history
+    (`deployments.action`) and to model events, and read back by the models API and the
+    dashboard (backend/pages/static/js/model.js keys its labels by these values).
+    """
+
+    DEPLOY = "deploy"  # an operator served a version of their choice
+    ROLLBACK = "rollback"  # an operator went back to an earlier version
+    DELETE = "delete"  # an operator stopped serving the model
+    AUTO = "auto"  # a pipeline served the version it registered
+    RESTORE = "restore"  # a pipeline's deploy failed and gave the alias back
+
+
 ReportStatus = Literal["loaded", "failed", "unloaded"]
 
 # The Redis user model servers connect as where Redis has ACL users (the local stack, compose).
@@ -77,7 +91,7 @@ def replicas_key(alias: str, model_name: str) -> str:
 class ModelEvent(BaseModel):
     """A change of the served version of one model (version None: no longer served)."""
 
-    action: EventAction
+    action: DeploymentAction
     model: str
     version: str | None
     alias: str

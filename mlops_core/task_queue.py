@@ -8,6 +8,10 @@ time, and Redis' visibility timeout is longer than the longest allowed pipeline.
 
 from __future__ import annotations
 
+import base64
+import json
+
+import redis
 from celery import Celery
 
 from mlops_core.settings import Settings
@@ -37,6 +41,31 @@ def make_celery(settings: Settings, name: str = "mlops") -> Celery:
         broker_pool_limit=10,
     )
     return app
+
+
+def waiting_pipeline_ids(client: redis.Redis) -> set[int]:
+    """Ids of the pipelines whose message waits on the broker for a worker to take it.
+
+    Read from Celery's Redis transport as it stores a queue: a list named after the queue, each
+    entry a JSON envelope whose body (base64, as `properties.body_encoding` says) is Celery's
+    message protocol 2, `[args, kwargs, embed]`. A message a worker took is no longer in the
+    list. An entry that cannot be read is left out: at worst its pipeline is sent once more,
+    which the runner's claim makes harmless. Raises what redis-py raises when Redis is down.
+    """
+    ids: set[int] = set()
+    for raw in client.lrange(PIPELINE_QUEUE, 0, -1):
+        try:
+            envelope = json.loads(raw)
+            if envelope["headers"]["task"] != RUN_PIPELINE_TASK:
+                continue
+            body = envelope["body"]
+            if envelope["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args = json.loads(body)[0]
+            ids.add(int(args[0]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+    return ids
 
 
 # Backend → worker: a pipeline id published here asks the worker running it to stop now.

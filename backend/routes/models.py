@@ -35,7 +35,7 @@ from mlops_core.deployments import (
     deployment_history,
     previously_served_version,
 )
-from mlops_core.model_events import replica_versions
+from mlops_core.model_events import DeploymentAction, replica_versions
 from mlops_core.model_owners import ModelSource, Ownership, get_ownership, transfer_model
 from mlops_core.model_registry import (
     InputFeatures,
@@ -306,7 +306,7 @@ def _change(
     *,
     name: str,
     version: str | None,
-    action: str,
+    action: DeploymentAction,
 ) -> dict[str, Any]:
     pipeline_id = None
     if version is not None:
@@ -348,7 +348,9 @@ async def deploy(
 
     def change() -> dict[str, Any]:
         _require_version(client, name, version)
-        return _change(session, client, settings, name=name, version=version, action="deploy")
+        return _change(
+            session, client, settings, name=name, version=version, action=DeploymentAction.DEPLOY
+        )
 
     return await gate.run(change)
 
@@ -375,7 +377,9 @@ async def rollback(
                     409, f"model {name!r} has no previously served version to roll back to"
                 )
         _require_version(client, name, target)
-        return _change(session, client, settings, name=name, version=target, action="rollback")
+        return _change(
+            session, client, settings, name=name, version=target, action=DeploymentAction.ROLLBACK
+        )
 
     return await gate.run(change)
 
@@ -393,7 +397,9 @@ async def delete(
 
     def change() -> dict[str, Any]:
         _require_model(client, name)
-        result = _change(session, client, settings, name=name, version=None, action="delete")
+        result = _change(
+            session, client, settings, name=name, version=None, action=DeploymentAction.DELETE
+        )
         if purge:
             try:
                 delete_model(client, name)

@@ -33,7 +33,7 @@ from mlops_core.pipeline_lease import LostPipeline, end_margin
 from mlops_core.schema import Pipeline, PipelinePhase, utcnow
 from mlops_core.settings import Settings
 from mlops_core.states import PHASE_ORDER, Phase, PhaseStatus, PipelineStatus
-from mlops_core.task_queue import PIPELINE_QUEUE
+from mlops_core.task_queue import PIPELINE_QUEUE, waiting_pipeline_ids
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.pipeline.conftest import (
     REPO_ROOT,
@@ -44,6 +44,7 @@ from tests.pipeline.conftest import (
     log_events,
     pipeline_state,
     redis_db_url,
+    send_task,
     small_notebook,
     start_worker,
     unique_model_name,
@@ -458,6 +459,99 @@ def queued_on_broker(redis_url: str) -> int:
         return int(client.llen(PIPELINE_QUEUE))
     finally:
         client.close()
+
+
+def sent_at(database_url: str, pipeline_id: int, seconds_ago: float) -> None:
+    """Backdate the pipeline's send (`enqueued_at`)."""
+    with session_scope(database_url) as session:
+        pipeline = session.get(Pipeline, pipeline_id)
+        assert pipeline is not None
+        pipeline.enqueued_at = utcnow() - timedelta(seconds=seconds_ago)
+
+
+def test_only_a_queued_pipeline_whose_message_vanished_long_enough_ago_is_sent_again(
+    tmp_path: Path, any_database_url: str, redis_url: str
+) -> None:
+    settings = parts_settings(
+        tmp_path,
+        any_database_url,
+        redis_url,
+        pipeline_recovery_seconds=4,
+        requeue_interval_seconds=0,  # send what is pending at once, however young
+    )
+    queue = PipelineQueue(settings)
+    vanished, waiting, just_sent = (
+        create_pipeline(any_database_url, repo_url="file:///nowhere") for _ in range(3)
+    )
+    running = lost_running_pipeline(any_database_url, attempts=1)
+    try:
+        assert queue.enqueue(vanished) and queue.enqueue(just_sent)
+        queue.redis.flushdb()  # Redis came back without its data
+        assert queue.enqueue(waiting)
+        for pipeline_id in (vanished, waiting):
+            sent_at(any_database_url, pipeline_id, seconds_ago=3)  # older than 4 s / 2
+        assert waiting_pipeline_ids(queue.redis) == {waiting}
+
+        assert queue.release_vanished() == 1
+        assert pipeline_state(any_database_url, vanished)["status"] == "queued"
+        assert queue.requeue_pending() == 1
+        assert waiting_pipeline_ids(queue.redis) == {vanished, waiting}
+        assert queue.release_vanished() == 0  # sent again just now, and on the queue
+        assert pipeline_state(any_database_url, running)["status"] == "running"
+    finally:
+        queue.close()
+
+
+def test_a_queued_pipeline_whose_message_vanished_is_sent_again_and_runs_once(
+    tmp_path: Path,
+    recovery_stack: RecoveryStack,
+    database_url: str,
+    mlflow_uri: str,
+    make_repo,
+) -> None:
+    """The backend sent the pipeline, then Redis came back empty before a worker took it (or a
+    worker died holding its message, unclaimed): the backend sends it again after
+    PIPELINE_RECOVERY_SECONDS / 2. A second message for it, as kombu restores a dead worker's
+    message after the visibility timeout, runs nothing more."""
+    queue_url = recovery_stack.queue_url
+    recovery_stack.processes.append(
+        start_backend(tmp_path, redis_url=queue_url, database_url=database_url, env=RECOVERY_ENV)
+    )
+    broker = redis.Redis.from_url(queue_url)
+    name = unique_model_name("resent")
+    repo: GitRepo = make_repo()
+    notebook = small_notebook(name, training=SLOW_TRAINING.format(seconds=4))
+    pipeline_id = create_pipeline(
+        database_url, repo, commit_sha=repo.commit({"train.ipynb": notebook})
+    )
+    try:
+        wait_for(lambda: waiting_pipeline_ids(broker) == {pipeline_id}, 30, 0.05, "the send")
+        sent = time.monotonic()
+        broker.flushdb()
+        wait_for(lambda: waiting_pipeline_ids(broker) == {pipeline_id}, 30, 0.05, "a new send")
+        took = time.monotonic() - sent
+        send_task(queue_url, pipeline_id)
+        for worker in ("blue", "green"):
+            recovery_stack.workers.append(
+                start_worker(
+                    tmp_path,
+                    redis_url=queue_url,
+                    database_url=database_url,
+                    mlflow_uri=mlflow_uri,
+                    extra_env=RECOVERY_ENV,
+                    name=worker,
+                )
+            )
+        state = wait_finished(database_url, pipeline_id, timeout=180)
+        wait_for(lambda: queued_on_broker(queue_url) == 0, 30, 0.1, "both messages taken")
+    finally:
+        broker.close()
+    print(f"sent, message lost -> sent again {took:.1f} s after the first send")
+    assert 1.9 <= took < 10  # PIPELINE_RECOVERY_SECONDS / 2, plus a few passes
+    assert state["status"] == "success", state
+    assert state["attempts"] == 1
+    versions = MlflowClient(mlflow_uri).search_model_versions(f"name='{name}'")
+    assert [v.version for v in versions] == ["1"]
 
 
 def test_a_log_redis_still_held_when_its_pipeline_ended_is_archived_once_redis_answers(

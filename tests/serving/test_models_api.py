@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,6 +15,7 @@ from mlflow.entities import Param
 from sklearn.dummy import DummyClassifier
 
 from backend.app import create_app
+from mlops_core.model_events import DeploymentAction
 from mlops_core.model_registry import clear_served_version, model_exists, set_served_version
 from mlops_core.settings import Settings
 from tests.serving.conftest import ModelServer, iris_like, register_version, unique
@@ -21,6 +24,7 @@ from tests.support.processes import free_port
 TOKEN = "models-api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROW = [5.1, 3.5, 1.4, 0.2]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def constant_classifier(label: str) -> DummyClassifier:
@@ -286,3 +290,12 @@ def test_purge_removes_from_registry_but_keeps_history(
     assert not model_exists(registry, name)
     assert api.get(f"/models/{name}").status_code == 404
     assert [h["action"] for h in api.get(f"/models/{name}/history").json()] == ["delete", "deploy"]
+
+
+def test_the_dashboard_labels_every_deployment_action_and_no_other() -> None:
+    # The history's `action` values come from DeploymentAction; the model page labels them.
+    script = (REPO_ROOT / "backend/pages/static/js/model.js").read_text()
+    labels = re.search(r"const ACTION_WORDS = \{([^}]*)\}", script)
+    assert labels is not None
+    keys = set(re.findall(r"(\w+):", labels.group(1)))
+    assert keys == {action.value for action in DeploymentAction}

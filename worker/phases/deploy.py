@@ -22,15 +22,18 @@ from sqlalchemy import select
 
 from mlops_core.deploy_gate import default_gate, evaluate_gate
 from mlops_core.deployments import change_served_version
-from mlops_core.model_events import MODEL_LOADED_CHANNEL, DeployWaitError, wait_until_loaded
+from mlops_core.model_events import (
+    MODEL_LOADED_CHANNEL,
+    DeploymentAction,
+    DeployWaitError,
+    wait_until_loaded,
+)
 from mlops_core.model_registry import get_version, served_version
 from mlops_core.schema import Deployment
 from worker.mlflow_retry import MlflowUnreachable
 from worker.phases.context import PhaseContext, PhaseFailed, PhaseSkipped
 
 logger = logging.getLogger(__name__)
-AUTO_ACTION = "auto"
-RESTORE_ACTION = "restore"
 # Each replica asked directly while Redis is down gets this long to answer.
 REPLICA_TIMEOUT_SECONDS = 2.0
 
@@ -137,7 +140,7 @@ def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str) -> str 
                 Deployment.model_name == name,
                 Deployment.version == version,
                 Deployment.pipeline_id == ctx.pipeline_id,
-                Deployment.action == AUTO_ACTION,
+                Deployment.action == DeploymentAction.AUTO,
             )
             .order_by(Deployment.id.desc())
         ).first()
@@ -149,7 +152,7 @@ def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str) -> str 
             ctx.redis,
             model_name=name,
             version=version,
-            action=AUTO_ACTION,
+            action=DeploymentAction.AUTO,
             alias=alias,
             actor=f"pipeline {ctx.pipeline_id}",
             pipeline_id=ctx.pipeline_id,
@@ -168,7 +171,7 @@ def _restore(ctx: PhaseContext, name: str, version: str, previous: str | None, a
             ctx.redis,
             model_name=name,
             version=previous,
-            action=RESTORE_ACTION,
+            action=DeploymentAction.RESTORE,
             alias=alias,
             actor=f"pipeline {ctx.pipeline_id}",
             pipeline_id=ctx.pipeline_id,

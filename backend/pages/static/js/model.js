@@ -98,7 +98,8 @@ function renderReplicas() {
 
 // ---- history ------------------------------------------------------------------------------
 
-const ACTION_WORDS = { deploy: "Deployed", auto: "Auto-deployed", rollback: "Rolled back to", delete: "Stopped serving", undeploy: "Stopped serving" };
+// One label per DeploymentAction value (mlops_core/model_events.py); a test holds them equal.
+const ACTION_WORDS = { deploy: "Deployed", auto: "Auto-deployed", rollback: "Rolled back to", delete: "Stopped serving", restore: "Restored" };
 
 async function refreshHistory() {
   let items;
