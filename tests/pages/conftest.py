@@ -51,9 +51,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"report_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium, headless (Playwright's own browser download is not possible here)."""
+    """Debian's Chromium, headless (Playwright's own browser download is not possible here).
+
+    Per module, not per session: Playwright's sync API keeps an event loop running in the main
+    thread while it is started, and every later test on the same xdist worker that calls
+    `asyncio.run` (log viewers, batching, replica failover) failed with "cannot be called from a
+    running event loop". Module fixtures end before the worker moves to another module.
+    """
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
