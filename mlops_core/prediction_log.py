@@ -86,10 +86,15 @@ def from_stream(fields: dict[bytes, bytes]) -> PredictionRecord | PredictionErro
 
 
 def request_id(presented: str | None) -> str:
-    """The caller's request id when usable (printable, at most 200 characters), else a new one."""
+    """The caller's request id when usable, else a new one.
+
+    Usable: printable ASCII, at most 200 characters. It is answered in the X-Request-ID header,
+    and HTTP header values cannot carry other characters (a V2 body's `id` can: such an id is
+    still echoed in the V2 answer's body, and logged under a generated one).
+    """
     if presented is not None:
         presented = presented.strip()
-        if 0 < len(presented) <= 200 and presented.isprintable():
+        if 0 < len(presented) <= 200 and presented.isascii() and presented.isprintable():
             return presented
     return uuid.uuid4().hex
 

@@ -216,7 +216,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Any:
         {
             "model_name": model.name,
             "model_version": model.version,
-            "id": request_id,
+            "id": body_id if isinstance(body_id, str) and body_id else request_id,
             "parameters": {},
             "outputs": outputs,
         },

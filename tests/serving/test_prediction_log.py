@@ -194,6 +194,19 @@ def test_answered_predictions_are_logged_with_their_request_ids_and_queryable(
             status = backend.get("/drift-status").json()["models"]
             assert [entry["model"] for entry in status] == [name]
             assert backend.get("/models/never-logged/drift").status_code == 404
+
+            # Regression (found by the schema fuzzer): a V2 id that no HTTP header can carry
+            # made the answer a 500; it is echoed in the body and logged under a generated id.
+            unicode_id = "naïve-ид-\U0001f600"
+            odd = client.post(
+                f"{server.url}/v2/models/{name}/infer",
+                json={
+                    "id": unicode_id,
+                    "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW}],
+                },
+            )
+            assert odd.status_code == 200 and odd.json()["id"] == unicode_id
+            assert len(odd.headers["X-Request-ID"]) == 32
     finally:
         redis_server.stop()
 
