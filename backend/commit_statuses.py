@@ -28,8 +28,6 @@ posting the same pipeline could land its statuses on GitHub out of order.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -39,13 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.api_models import as_utc
 from backend.github_api import GitHubApi, GitHubError, GitHubRepo, github_repo
+from backend.periodic import every
 from mlops_core import secrets_box
 from mlops_core.database import session_scope
 from mlops_core.schema import CommitStatus, Pipeline, utcnow
@@ -341,21 +339,10 @@ async def commit_status_service(app: FastAPI) -> AsyncIterator[None]:
     """Run a reporter pass every COMMIT_STATUS_INTERVAL_SECONDS."""
     settings: Settings = app.state.settings
     reporter = CommitStatusReporter(settings)
-    interval = settings.commit_status_interval_seconds
-
-    async def loop() -> None:
-        while True:
-            try:
-                await anyio.to_thread.run_sync(reporter.run_once)
-            except Exception:  # a database hiccup must not end the loop
-                logger.exception("commit status pass failed; retrying in %.1fs", interval)
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(loop(), name="commit-statuses")
     try:
-        yield
+        async with every(
+            settings.commit_status_interval_seconds, reporter.run_once, name="commit-statuses"
+        ):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         reporter.close()

@@ -16,8 +16,6 @@ every served model on an interval and exports `ml_drift_detected` and
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -35,6 +33,7 @@ from scipy.spatial import distance
 from sqlalchemy import func, select
 
 from backend.metrics import DRIFT_DETECTED, DRIFTED_FEATURES
+from backend.periodic import every
 from mlops_core.database import session_scope
 from mlops_core.schema import ModelReference, PredictionLogRow
 from mlops_core.settings import Settings
@@ -278,20 +277,9 @@ async def drift_watch_service(app: FastAPI) -> AsyncIterator[None]:
     """Background service of the backend: re-checks every logged model's drift on an interval."""
     settings: Settings = app.state.settings
 
-    async def watch() -> None:
-        while True:
-            await asyncio.sleep(settings.drift_check_interval_seconds)
-            try:
-                versions = await asyncio.to_thread(latest_versions, settings.database_url)
-                for model, version in versions.items():
-                    await asyncio.to_thread(check, settings, model, version)
-            except Exception:  # the database away: the next round retries
-                log.exception("drift check failed; retrying at the next interval")
+    def check_all() -> None:
+        for model, version in latest_versions(settings.database_url).items():
+            check(settings, model, version)
 
-    task = asyncio.create_task(watch(), name="drift-watch")
-    try:
+    async with every(settings.drift_check_interval_seconds, check_all, name="drift-watch"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -14,8 +14,6 @@ Tasks are sent by name, so the backend never imports the worker.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import threading
@@ -25,13 +23,13 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Final
 
-import anyio.to_thread
 import redis
 from fastapi import FastAPI, Request
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.metrics import ENQUEUE_FAILURES, PIPELINE_QUEUE_DEPTH, PIPELINES_AWAITING_ENQUEUE
+from backend.periodic import every
 from backend.pipeline_watch import pipeline_watch_service
 from mlops_core.database import engine_for, session_scope
 from mlops_core.pipeline_lease import stale_after
@@ -267,24 +265,19 @@ async def requeue_service(app: FastAPI) -> AsyncIterator[None]:
     """Run a re-queue pass and read the queue's depth at start, then every
     REQUEUE_INTERVAL_SECONDS."""
     queue: PipelineQueue = app.state.pipeline_queue
-    interval = app.state.settings.requeue_interval_seconds
 
-    async def loop() -> None:
-        while True:
-            try:
-                await anyio.to_thread.run_sync(queue.requeue_pending)
-            except Exception:  # a DB hiccup must not end the loop
-                logger.exception("re-queue pass failed; retrying in %.1fs", interval)
-            await anyio.to_thread.run_sync(queue.measure_depth)
-            await asyncio.sleep(interval)
+    def requeue_pass() -> None:
+        try:
+            queue.requeue_pending()
+        finally:
+            queue.measure_depth()
 
-    task = asyncio.create_task(loop(), name="pipeline-requeue")
     try:
-        yield
+        async with every(
+            app.state.settings.requeue_interval_seconds, requeue_pass, name="pipeline-requeue"
+        ):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         queue.close()
 
 

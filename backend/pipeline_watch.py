@@ -16,20 +16,18 @@ staleness window: the workers could not write theirs either.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
-import anyio.to_thread
 import redis
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.metrics import PIPELINES_LOST
+from backend.periodic import every
 from mlops_core import pipeline_lease
 from mlops_core.database import session_scope
 from mlops_core.log_archive import archive_pipeline_log, pending_archives
@@ -128,19 +126,5 @@ async def pipeline_watch_service(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     watch = PipelineWatch(settings, app.state.pipeline_queue)
     interval = pipeline_lease.heartbeat_interval(settings)
-
-    async def loop() -> None:
-        while True:
-            try:
-                await anyio.to_thread.run_sync(watch.run_once)
-            except Exception:  # a DB or Redis hiccup must not end the loop
-                logger.exception("pipeline watch pass failed; retrying in %.1fs", interval)
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(loop(), name="pipeline-watch")
-    try:
+    async with every(interval, watch.run_once, name="pipeline-watch"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
