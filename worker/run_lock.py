@@ -214,6 +214,10 @@ class RunLock:
                 return False
             failed = error if status is PipelineStatus.FAILED else None
             pipeline_lease.end_open_phases(session, ctx.pipeline_id, failed_error=failed)
+        # Ended: nothing is left to keep. A beat from here on could only refresh a row someone
+        # set running again (a redelivery's takeover would then wait out a heartbeat that this
+        # attempt, busy archiving its log, keeps fresh).
+        self._done.set()
         return True
 
     def _keep(self) -> None:

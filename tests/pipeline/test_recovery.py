@@ -29,7 +29,7 @@ from mlops_core.database import session_scope
 from mlops_core.launch_commands import BACKEND_APP, uvicorn_command
 from mlops_core.log_archive import stored_log
 from mlops_core.log_events import LogPublisher
-from mlops_core.pipeline_lease import LostPipeline, end_margin
+from mlops_core.pipeline_lease import LostPipeline, end_margin, heartbeat_interval
 from mlops_core.schema import Pipeline, PipelinePhase, utcnow
 from mlops_core.settings import Settings
 from mlops_core.states import PHASE_ORDER, Phase, PhaseStatus, PipelineStatus
@@ -613,6 +613,41 @@ def test_an_attempt_still_running_past_its_time_and_margin_is_failed_by_its_watc
     # The attempt's own late end changes nothing.
     assert not lock.record_end(PipelineStatus.SUCCESS, None)
     assert pipeline_state(database_url, pipeline_id)["status"] == "failed"
+
+
+def test_an_attempt_stops_beating_once_its_end_is_written(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """Found under load: the ended attempt, still archiving its log, kept beating; a pipeline set
+    running again (as a redelivery after a lost end finds it) then looked held by a live attempt."""
+    settings = parts_settings(tmp_path, database_url, redis_url, pipeline_recovery_seconds=1.6)
+    pipeline_id = create_pipeline(database_url, repo_url="file:///nowhere")
+    claimed = claim(settings, pipeline_id)
+    assert isinstance(claimed, Claim)
+    client = redis.Redis.from_url(settings.redis_url)
+    ctx = phase_context(settings, client, tmp_path / "work", pipeline_id, phase="deploy")
+    long_ago = utcnow() - timedelta(hours=1)
+    with RunLock(ctx) as lock:
+        assert lock.record_end(PipelineStatus.SUCCESS, None)
+        with session_scope(database_url) as session:
+            pipeline = session.get(Pipeline, pipeline_id)
+            assert pipeline is not None
+            pipeline.status, pipeline.heartbeat_at = PipelineStatus.RUNNING, long_ago
+        time.sleep(3 * heartbeat_interval(settings))  # the attempt's log archive, say
+    client.close()
+
+    with session_scope(database_url) as session:
+        pipeline = session.get(Pipeline, pipeline_id)
+        assert pipeline is not None
+        assert (
+            abs(
+                (
+                    pipeline.heartbeat_at.replace(tzinfo=None) - long_ago.replace(tzinfo=None)
+                ).total_seconds()
+            )
+            < 1
+        )
+    assert lock.lost is None
 
 
 def test_mlflow_calls_ride_out_an_outage_for_the_window_then_fail_naming_mlflow(
