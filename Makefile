@@ -11,7 +11,9 @@ UV := $(BIN)/uv
 UV_SPEC := uv==0.13.*
 STAMP := $(VENV)/.bootstrapped
 # Two xdist workers: the suite is mostly waiting on real servers and processes (see README).
-PYTEST_ARGS ?= -n 2
+# loadgroup keeps a module marked xdist_group (the notebook corpus) on one worker, so its
+# module-wide stack starts once; every other test is spread one by one, as with `load`.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: bootstrap up down status logs test lint demo
 
@@ -53,10 +55,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# TEST_DATABASE_URL passes through from the caller's environment when set (PostgreSQL tests).
+# The PostgreSQL variants start a private cluster from Debian's binaries (tests/conftest.py),
+# or use TEST_DATABASE_URL when the caller's environment sets it.
 test: $(STAMP)
 	@scripts/ensure_debian_packages.sh $(SANDBOX_TOOLS) chromium:/usr/bin/chromium git:git \
-	  prometheus:prometheus
+	  prometheus:prometheus wrk:wrk 'postgresql:/usr/lib/postgresql/*/bin/initdb'
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

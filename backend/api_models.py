@@ -13,8 +13,17 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
+from backend.schedules import validate_schedule
 from backend.watch_paths import MAX_WATCH_PATHS, validate_glob
 from mlops_core.run_parameters import validate_commit_sha, validate_parameters
 from mlops_core.states import PipelineStatus
@@ -69,8 +78,56 @@ def validate_notebook_path(value: str) -> str:
     return path.as_posix()
 
 
+def _globs(value: list[str] | None) -> list[str] | None:
+    return None if value is None else [validate_glob(glob) for glob in value]
+
+
+def _schedule(value: str | None) -> str | None:
+    return None if value is None else validate_schedule(value)
+
+
+# Notebooks one repository may register.
+MAX_NOTEBOOKS = 50
+Globs = Annotated[list[str] | None, Field(max_length=MAX_WATCH_PATHS), AfterValidator(_globs)]
+Schedule = Annotated[str | None, Field(max_length=200), AfterValidator(_schedule)]
+
+
+class NotebookSpec(BaseModel):
+    """A notebook a repo runs: POST /repos/{id}/notebooks, and each of POST /repos' `notebooks`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notebook_path: str = Field(max_length=500)
+    # Globs of paths whose change retrains (null: the notebook, its requirements.txt, its folder).
+    watch_paths: Globs = None
+    # A cron expression (UTC) whose slots run the branch head; null: no scheduled runs.
+    schedule: Schedule = None
+
+    @field_validator("notebook_path")
+    @classmethod
+    def _notebook_path(cls, value: str) -> str:
+        return validate_notebook_path(value)
+
+
+class NotebookUpdate(BaseModel):
+    """PATCH /repos/{id}/notebooks/{notebook_id} (and PATCH /repos/{id} for the repo's first
+    notebook): only the fields given change; null puts a field back to its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    watch_paths: Globs = None
+    schedule: Schedule = None
+
+    @model_validator(mode="after")
+    def _something(self) -> NotebookUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give watch_paths and/or schedule (null: back to the default)")
+        return self
+
+
 class RepoCreate(BaseModel):
-    """POST /repos."""
+    """POST /repos: one notebook (`notebook_path`, `watch_paths`, `schedule`), or several
+    (`notebooks`, the first of which is the repo's `notebook_path`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,14 +137,42 @@ class RepoCreate(BaseModel):
     github_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     # Globs of paths whose change retrains (null: the notebook, its requirements.txt, its folder).
-    watch_paths: list[str] | None = Field(default=None, max_length=MAX_WATCH_PATHS)
+    watch_paths: Globs = None
+    # A cron expression (UTC) whose slots run the branch head; null: no scheduled runs.
+    schedule: Schedule = None
+    notebooks: list[NotebookSpec] | None = Field(
+        default=None, min_length=1, max_length=MAX_NOTEBOOKS
+    )
     # Create the push webhook through GitHub's API (when a token applies to the repo).
     create_webhook: bool = True
 
-    @field_validator("watch_paths")
-    @classmethod
-    def _watch_paths(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [validate_glob(glob) for glob in value]
+    @model_validator(mode="after")
+    def _one_form(self) -> RepoCreate:
+        if self.notebooks is None:
+            return self
+        single = sorted({"notebook_path", "watch_paths", "schedule"} & self.model_fields_set)
+        if single:
+            raise ValueError(
+                f"give either notebooks or {', '.join(single)} (the fields of a single "
+                "notebook), not both"
+            )
+        paths = [notebook.notebook_path for notebook in self.notebooks]
+        twice = sorted({path for path in paths if paths.count(path) > 1})
+        if twice:
+            raise ValueError(f"notebooks lists {', '.join(twice)} more than once")
+        return self
+
+    def notebook_specs(self) -> list[NotebookSpec]:
+        """The notebooks to register, the repo's own (`notebook_path`) first."""
+        if self.notebooks is not None:
+            return list(self.notebooks)
+        return [
+            NotebookSpec.model_construct(
+                notebook_path=self.notebook_path,
+                watch_paths=self.watch_paths,
+                schedule=self.schedule,
+            )
+        ]
 
     @field_validator("branch")
     @classmethod
@@ -107,20 +192,6 @@ class RepoCreate(BaseModel):
         return value
 
 
-class RepoUpdate(BaseModel):
-    """PATCH /repos/{id}: what may change after registration."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # null goes back to the default globs.
-    watch_paths: list[str] | None = Field(max_length=MAX_WATCH_PATHS)
-
-    @field_validator("watch_paths")
-    @classmethod
-    def _watch_paths(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [validate_glob(glob) for glob in value]
-
-
 class TriggerRequest(BaseModel):
     """POST /repos/{id}/trigger: which commit (default: the branch head) and which parameters."""
 
@@ -130,6 +201,13 @@ class TriggerRequest(BaseModel):
     # Papermill parameters: injected after the notebook's `parameters` cell, so they override
     # its defaults (mlops_core/run_parameters.py says what is accepted).
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # Which of the repo's notebooks to run (default: its first, `notebook_path`).
+    notebook_path: str | None = Field(default=None, max_length=500)
+
+    @field_validator("notebook_path")
+    @classmethod
+    def _notebook_path(cls, value: str | None) -> str | None:
+        return None if value is None else validate_notebook_path(value)
 
     @field_validator("commit")
     @classmethod
@@ -151,8 +229,24 @@ class PipelineBrief(BaseModel):
     created_at: UtcDatetime
 
 
+class NotebookOut(BaseModel):
+    """A notebook a repo runs, as the API shows it."""
+
+    id: int
+    notebook_path: str
+    # What a push must change to retrain it (the notebook always counts).
+    watch_paths: list[str]
+    # Its cron expression (UTC) and the next slot that runs it, if scheduled.
+    schedule: str | None = None
+    next_run_at: UtcDatetime | None = None
+
+
 class RepoOut(BaseModel):
-    """A registered repo as the API shows it (no token, no secret)."""
+    """A registered repo as the API shows it (no token, no secret).
+
+    `notebook_path`, `watch_paths`, `schedule` and `next_run_at` are those of the repo's first
+    notebook (the single-notebook form); `notebooks` lists every one.
+    """
 
     id: int
     github_url: str
@@ -165,6 +259,9 @@ class RepoOut(BaseModel):
     webhook_id: int | None = None
     # What a push must change to retrain (the notebook always counts).
     watch_paths: list[str]
+    schedule: str | None = None
+    next_run_at: UtcDatetime | None = None
+    notebooks: list[NotebookOut] = Field(default_factory=list)
     last_pipeline: PipelineBrief | None = None
 
 
@@ -197,13 +294,27 @@ class RepoCreated(RepoOut):
     webhook: WebhookSetup
 
 
+class QueuedNotebook(BaseModel):
+    """One notebook's pipeline of a push."""
+
+    pipeline_id: int
+    notebook_path: str
+    # The changed path that made it run (or why every path counted).
+    matched: str | None = None
+
+
 class PipelineAccepted(BaseModel):
-    """A pipeline was created (or found, for a redelivery) and is queued."""
+    """A pipeline was created (or found, for a redelivery) and is queued.
+
+    A push that touched several notebooks of the repo queues one pipeline each, all listed in
+    `pipelines`; `pipeline_id` and `matched` are the first one's.
+    """
 
     pipeline_id: int
     status: PipelineStatus
     # For a push: the changed path that made it run (or why every path counted).
     matched: str | None = None
+    pipelines: list[QueuedNotebook] = Field(default_factory=list)
 
 
 class WebhookIgnored(BaseModel):
@@ -219,6 +330,17 @@ class WebhookPong(BaseModel):
     status: Literal["pong"] = "pong"
     repo_id: int | None
     zen: str | None = None
+
+
+class WebhookDeliveryOut(BaseModel):
+    """A webhook delivery a repo received: what it was, and whether it started a pipeline."""
+
+    delivery_id: str
+    event: str
+    outcome: str  # accepted | ignored
+    reason: str | None
+    pipeline_id: int | None
+    received_at: UtcDatetime
 
 
 class PhaseOut(BaseModel):
@@ -244,6 +366,11 @@ class PipelineSummary(BaseModel):
     trigger: str
     trigger_detail: str | None
     commit_sha: str | None
+    # The commit's message and author (from the push, or read from git for a manual run) and
+    # its web page, when the repository has one.
+    commit_message: str | None = None
+    commit_author: str | None = None
+    commit_url: str | None = None
     parameters: dict[str, Any]
     metrics: dict[str, Any]
     model_name: str | None
@@ -251,6 +378,9 @@ class PipelineSummary(BaseModel):
     mlflow_run_id: str | None
     deployed: bool
     error: str | None
+    # The phase a failed run stopped at (what its error names first), so a list can say
+    # "no metrics (failed at execute)" without the phases.
+    failed_phase: str | None = None
     attempts: int
     cancel_requested: bool
     created_at: UtcDatetime
@@ -278,10 +408,39 @@ class CommitStatusOut(BaseModel):
     posted_at: UtcDatetime | None
 
 
+class FailureSourceLine(BaseModel):
+    number: int
+    text: str
+
+
+class FailureFrame(BaseModel):
+    """A frame of the notebook's own code: its cell (numbered from 1), the line that ran and the
+    cell's source around it."""
+
+    cell: int
+    tag: str | None
+    line: int
+    function: str | None
+    source: list[FailureSourceLine]
+
+
+class PipelineFailure(BaseModel):
+    """Where a notebook raised (mlops_core/cell_traceback.py): the cell the run stopped at, the
+    exception, the user's frames (outermost first) and the library frames below them."""
+
+    cell: int | None
+    tag: str | None
+    exception: str
+    frames: list[FailureFrame]
+    library_frames: list[str]
+
+
 class PipelineDetail(PipelineSummary):
     """A pipeline with its phases, parameters and commit statuses."""
 
     params: dict[str, Any]
+    # Set when a cell raised: the user's line, shown outside the log.
+    failure: PipelineFailure | None = None
     phases: list[PhaseOut]
     commit_statuses: list[CommitStatusOut] = Field(default_factory=list)
 
@@ -304,11 +463,15 @@ class CancelOutcome(BaseModel):
 
 
 class WorkerReport(BaseModel):
-    """The Celery workers that answered a control request and consume the pipelines queue."""
+    """The Celery workers that answered a control request and consume the pipelines queue.
+
+    Asked in the background every WORKER_CHECK_INTERVAL_SECONDS; `age_seconds` says how long
+    ago the answer shown was received."""
 
     queue: str
     count: int
     nodes: list[str]
+    age_seconds: float
 
 
 class ReadyReport(BaseModel):

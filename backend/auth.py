@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated, Final
+from typing import Final
 from urllib.parse import unquote_plus
 
-from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi import HTTPException, Request, WebSocket, status
 
-from backend.dependencies import get_app_settings
+from backend.dependencies import SettingsDep, get_app_settings
 from mlops_core.access_tokens import (
     ADMIN,
     BEARER_PROTOCOL,
@@ -37,7 +37,6 @@ from mlops_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-AppSettings = Annotated[Settings, Depends(get_app_settings)]
 # The guards the dashboard's calls meet: when one is set, its pages offer the token prompt.
 PAGE_GUARDS: Final = (ADMIN, READ, PREDICT)
 
@@ -48,22 +47,22 @@ def _check(request: Request, settings: Settings, guard: Guard) -> None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, refused.http_detail, headers=CHALLENGE)
 
 
-def require_api_token(request: Request, settings: AppSettings) -> None:
+def require_api_token(request: Request, settings: SettingsDep) -> None:
     """Calls that change state: the admin token (API_TOKEN), when set."""
     _check(request, settings, ADMIN)
 
 
-def require_read_token(request: Request, settings: AppSettings) -> None:
+def require_read_token(request: Request, settings: SettingsDep) -> None:
     """Reads: API_READ_TOKEN or the admin token, when API_READ_TOKEN is set."""
     _check(request, settings, READ)
 
 
-def require_predict_token(request: Request, settings: AppSettings) -> None:
+def require_predict_token(request: Request, settings: SettingsDep) -> None:
     """Predictions: PREDICT_TOKEN or the admin token, when PREDICT_TOKEN is set."""
     _check(request, settings, PREDICT)
 
 
-def require_metrics_token(request: Request, settings: AppSettings) -> None:
+def require_metrics_token(request: Request, settings: SettingsDep) -> None:
     """/metrics: METRICS_TOKEN or the admin token, when METRICS_TOKEN is set."""
     _check(request, settings, METRICS)
 
@@ -90,7 +89,8 @@ async def accept_reader(websocket: WebSocket) -> bool:
     """
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(subprotocol=BEARER_PROTOCOL if BEARER_PROTOCOL in offered else None)
-    refused = refusal(websocket.app.state.settings, READ, websocket_token(websocket))
+    settings = await get_app_settings(websocket)
+    refused = refusal(settings, READ, websocket_token(websocket))
     if refused is None:
         return True
     await websocket.close(CLOSE_UNAUTHORIZED, refused.websocket_reason)

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -335,9 +334,8 @@ class CommitStatusReporter:
 
 
 @asynccontextmanager
-async def commit_status_service(app: FastAPI) -> AsyncIterator[None]:
+async def commit_status_loop(settings: Settings) -> AsyncIterator[None]:
     """Run a reporter pass every COMMIT_STATUS_INTERVAL_SECONDS."""
-    settings: Settings = app.state.settings
     reporter = CommitStatusReporter(settings)
     try:
         async with every(

@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
 from scipy import stats
 from scipy.spatial import distance
 from sqlalchemy import func, select
@@ -273,9 +272,8 @@ def check(settings: Settings, model: str, version: str) -> VersionDrift:
 
 
 @asynccontextmanager
-async def drift_watch_service(app: FastAPI) -> AsyncIterator[None]:
-    """Background service of the backend: re-checks every logged model's drift on an interval."""
-    settings: Settings = app.state.settings
+async def drift_watch_loop(settings: Settings) -> AsyncIterator[None]:
+    """Re-checks every logged model's drift on an interval while the app runs."""
 
     def check_all() -> None:
         for model, version in latest_versions(settings.database_url).items():

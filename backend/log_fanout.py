@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from backend.log_history import LogEntry
 from mlops_core.log_events import LOG_CHANNEL_PATTERN, pipeline_id_of_channel
+from mlops_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -202,12 +202,11 @@ class LogFanout:
 
 
 @contextlib.asynccontextmanager
-async def log_fanout_service(app: FastAPI) -> AsyncIterator[None]:
-    """Background service of the backend: the process-wide fan-out, as `app.state.log_fanout`."""
-    fanout = LogFanout(app.state.settings.redis_url)
+async def running_log_fanout(settings: Settings) -> AsyncIterator[LogFanout]:
+    """The process-wide fan-out, listening while the app runs."""
+    fanout = LogFanout(settings.redis_url)
     await fanout.start()
-    app.state.log_fanout = fanout
     try:
-        yield
+        yield fanout
     finally:
         await fanout.stop()

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import HTTPException
 
 from mlops_core.settings import Settings
 
@@ -118,10 +118,8 @@ def _describe(exc: Exception) -> str:
 
 
 @asynccontextmanager
-async def model_forwarder_service(app: FastAPI) -> AsyncIterator[None]:
-    """Background service: one pooled HTTP client to the replicas for the app's lifetime."""
-    settings: Settings = app.state.settings
+async def running_model_forwarder(settings: Settings) -> AsyncIterator[ModelForwarder]:
+    """One pooled HTTP client to the replicas for the app's lifetime."""
     timeout = httpx.Timeout(settings.model_server_timeout_seconds, connect=CONNECT_TIMEOUT_SECONDS)
     async with httpx.AsyncClient(timeout=timeout) as client:
-        app.state.model_forwarder = ModelForwarder(settings.model_server_urls, client)
-        yield
+        yield ModelForwarder(settings.model_server_urls, client)

@@ -24,13 +24,11 @@ from datetime import timedelta
 from typing import Final
 
 import redis
-from fastapi import FastAPI, Request
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.metrics import ENQUEUE_FAILURES, PIPELINE_QUEUE_DEPTH, PIPELINES_AWAITING_ENQUEUE
 from backend.periodic import every
-from backend.pipeline_watch import pipeline_watch_service
 from mlops_core.database import engine_for, session_scope
 from mlops_core.pipeline_lease import stale_after
 from mlops_core.schema import Pipeline, utcnow
@@ -261,10 +259,9 @@ class PipelineQueue:
 
 
 @asynccontextmanager
-async def requeue_service(app: FastAPI) -> AsyncIterator[None]:
+async def requeue_loop(settings: Settings, queue: PipelineQueue) -> AsyncIterator[None]:
     """Run a re-queue pass and read the queue's depth at start, then every
-    REQUEUE_INTERVAL_SECONDS."""
-    queue: PipelineQueue = app.state.pipeline_queue
+    REQUEUE_INTERVAL_SECONDS (the queue itself is its owner's to close)."""
 
     def requeue_pass() -> None:
         try:
@@ -272,26 +269,5 @@ async def requeue_service(app: FastAPI) -> AsyncIterator[None]:
         finally:
             queue.measure_depth()
 
-    try:
-        async with every(
-            app.state.settings.requeue_interval_seconds, requeue_pass, name="pipeline-requeue"
-        ):
-            yield
-    finally:
-        queue.close()
-
-
-def install_pipeline_queue(app: FastAPI) -> None:
-    """Give the app its queue; start the re-queue loop and the pipeline watch with the app.
-
-    The watch (backend/pipeline_watch.py) queues again what lost its worker, through this
-    queue; it is listed after the loop, so it stops before the loop closes the queue.
-    """
-    app.state.pipeline_queue = PipelineQueue(app.state.settings)
-    app.state.background_services.append(requeue_service)
-    app.state.background_services.append(pipeline_watch_service)
-
-
-def get_pipeline_queue(request: Request) -> PipelineQueue:
-    """FastAPI dependency: the app's PipelineQueue."""
-    return request.app.state.pipeline_queue
+    async with every(settings.requeue_interval_seconds, requeue_pass, name="pipeline-requeue"):
+        yield

@@ -20,14 +20,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import redis
-from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.metrics import PIPELINES_LOST
 from backend.periodic import every
+from backend.pipeline_queue import PipelineQueue
 from mlops_core import pipeline_lease
 from mlops_core.database import session_scope
 from mlops_core.log_archive import archive_pipeline_log, pending_archives
@@ -35,9 +35,6 @@ from mlops_core.log_events import LogPublisher
 from mlops_core.pipeline_lease import LostPipeline, Settled
 from mlops_core.schema import Pipeline
 from mlops_core.settings import Settings
-
-if TYPE_CHECKING:
-    from backend.pipeline_queue import PipelineQueue
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +118,9 @@ class PipelineWatch:
 
 
 @asynccontextmanager
-async def pipeline_watch_service(app: FastAPI) -> AsyncIterator[None]:
+async def pipeline_watch_loop(settings: Settings, queue: PipelineQueue) -> AsyncIterator[None]:
     """Run a watch pass now and then every PIPELINE_RECOVERY_SECONDS / 8."""
-    settings: Settings = app.state.settings
-    watch = PipelineWatch(settings, app.state.pipeline_queue)
+    watch = PipelineWatch(settings, queue)
     interval = pipeline_lease.heartbeat_interval(settings)
     async with every(interval, watch.run_once, name="pipeline-watch"):
         yield

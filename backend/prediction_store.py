@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
 from prometheus_client import Counter
 from redis.exceptions import ResponseError
 from sqlalchemy import Select, delete, func, select, tuple_
@@ -38,6 +37,7 @@ from mlops_core.prediction_log import (
     from_stream,
 )
 from mlops_core.schema import Pipeline, PredictionErrorRow, PredictionLogRow
+from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +271,8 @@ class PredictionLogConsumer:
 
 
 @asynccontextmanager
-async def prediction_log_service(app: FastAPI) -> AsyncIterator[None]:
-    """Background service of the backend: stores the prediction log while the app runs."""
-    settings = app.state.settings
+async def prediction_log_consumer(settings: Settings) -> AsyncIterator[None]:
+    """Stores the prediction log while the app runs."""
     consumer = PredictionLogConsumer(
         settings.redis_url,
         settings.database_url,

@@ -66,6 +66,38 @@ def judge_push(
     return PushVerdict(after, f"no pushed commit touches a watched path ({', '.join(watch_paths)})")
 
 
+@dataclass(frozen=True)
+class PushPlan:
+    """Which notebooks of a repo a push runs, `(notebook_path, matched)` in order, or why it
+    runs none (`ignore_reason`)."""
+
+    commit_sha: str
+    runs: list[tuple[str, str]]
+    ignore_reason: str | None
+
+
+def plan_push(
+    payload: Mapping[str, Any], *, branch: str, notebooks: Mapping[str, Sequence[str]]
+) -> PushPlan:
+    """Judge the push for each notebook (path → its watched globs): each runs when it may have
+    changed one of its own watched paths."""
+    verdicts = {
+        path: judge_push(payload, branch=branch, watch_paths=globs)
+        for path, globs in notebooks.items()
+    }
+    first = next(iter(verdicts.values()))
+    runs = [(path, v.matched) for path, v in verdicts.items() if v.matched is not None]
+    if runs:
+        return PushPlan(first.commit_sha, runs, None)
+    reasons = list(dict.fromkeys(v.ignore_reason for v in verdicts.values()))
+    if len(reasons) == 1:  # one notebook, or a reason that is the push's (another branch)
+        return PushPlan(first.commit_sha, [], reasons[0])
+    watched = "; ".join(f"{path}: {', '.join(globs)}" for path, globs in notebooks.items())
+    return PushPlan(
+        first.commit_sha, [], f"no pushed commit touches a watched path of any notebook ({watched})"
+    )
+
+
 def _may_touch(payload: Mapping[str, Any], watch_paths: Sequence[str]) -> str | None:
     """Why the push changed, or might have changed, a watched path; None if it did not."""
     commits = payload.get("commits")

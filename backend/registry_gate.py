@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
 
 import requests
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import HTTPException
 
 from mlops_core.model_registry import mlflow_unreachable
 from mlops_core.settings import Settings
@@ -231,18 +231,11 @@ def mlflow_client_limits(timeout_seconds: int) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def registry_gate_service(app: FastAPI) -> AsyncIterator[None]:
-    """Background service: the app's RegistryGate, and MLflow's client limits, while it runs."""
-    settings: Settings = app.state.settings
+async def running_registry_gate(settings: Settings) -> AsyncIterator[RegistryGate]:
+    """The app's RegistryGate, and MLflow's client limits, while the app runs."""
     gate = RegistryGate(settings)
     with mlflow_client_limits(settings.registry_timeout_seconds):
-        app.state.registry_gate = gate
         try:
-            yield
+            yield gate
         finally:
             gate.close()
-
-
-async def registry_gate(request: Request) -> RegistryGate:
-    """FastAPI dependency: the running app's RegistryGate (async: no thread-pool hop)."""
-    return request.app.state.registry_gate

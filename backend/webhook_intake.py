@@ -17,6 +17,10 @@ Order of work, and why:
    commits differ).
 4. The pipeline row is committed before it is sent to the broker; if the send fails the
    re-queue loop sends it later.
+
+A repo may run several notebooks: a push queues one pipeline for each notebook whose watched
+paths it touched, all in the transaction that records the delivery, so a redelivery finds them
+all and creates none.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.api_models import PipelineAccepted, WebhookIgnored, WebhookPong
+from backend.api_models import PipelineAccepted, QueuedNotebook, WebhookIgnored, WebhookPong
 from backend.metrics import PIPELINES_CREATED, WEBHOOK_DELIVERIES
 from backend.pipeline_queue import PipelineQueue
 from backend.pipeline_records import new_pipeline
-from backend.push_rules import MalformedPush, judge_push
+from backend.push_commit import pushed_commit
+from backend.push_rules import MalformedPush, plan_push
 from backend.watch_paths import effective_watch_paths
 from mlops_core import secrets_box
 from mlops_core.database import session_factory
@@ -48,7 +53,7 @@ from mlops_core.request_limits import JsonTooDeep, check_json_depth
 from mlops_core.schema import Pipeline, Repo, WebhookDelivery
 from mlops_core.secrets_box import SecretsBoxError
 from mlops_core.settings import Settings
-from mlops_core.states import PipelineStatus
+from mlops_core.states import PipelineStatus, Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +147,14 @@ def _verify(settings: Settings, repo: Repo, body: bytes, signature: str | None) 
         )
 
 
+def _queued(pipeline: Pipeline) -> QueuedNotebook:
+    return QueuedNotebook(
+        pipeline_id=pipeline.id,
+        notebook_path=pipeline.notebook_path,
+        matched=pipeline.trigger_detail,
+    )
+
+
 class WebhookIntake:
     """Handles one delivery at a time; safe to call from many threads at once."""
 
@@ -203,32 +216,41 @@ class WebhookIntake:
     def _push(
         self, session: Session, repo: Repo, delivery_id: str, payload: Mapping[str, Any]
     ) -> tuple[int, BaseModel]:
-        try:
-            verdict = judge_push(
-                payload,
-                branch=repo.branch,
-                watch_paths=effective_watch_paths(repo.notebook_path, repo.watch_paths),
+        if not repo.notebooks:  # rows written around the API; the API keeps at least one
+            reason = f"repo {repo.id} runs no notebook: add one (POST /repos/{repo.id}/notebooks)"
+            WEBHOOK_DELIVERIES.labels(outcome="ignored").inc()
+            return 200, WebhookIgnored(reason=reason)
+        watched = {
+            notebook.notebook_path: effective_watch_paths(
+                notebook.notebook_path, notebook.watch_paths
             )
+            for notebook in repo.notebooks
+        }
+        try:
+            plan = plan_push(payload, branch=repo.branch, notebooks=watched)
         except MalformedPush as exc:
             raise _reject(status.HTTP_400_BAD_REQUEST, "bad_request", str(exc)) from exc
-        if not verdict.runs:
-            assert verdict.ignore_reason is not None
-            earlier = self._record_ignored(
-                session, delivery_id, "push", repo, verdict.ignore_reason
-            )
+        if plan.ignore_reason is not None:
+            earlier = self._record_ignored(session, delivery_id, "push", repo, plan.ignore_reason)
             if earlier is not None:
                 return self._answer_redelivery(session, earlier)
             WEBHOOK_DELIVERIES.labels(outcome="ignored").inc()
-            return 200, WebhookIgnored(reason=verdict.ignore_reason)
+            return 200, WebhookIgnored(reason=plan.ignore_reason)
 
-        pipeline = new_pipeline(
-            repo,
-            trigger="push",
-            commit_sha=verdict.commit_sha,
-            delivery_id=delivery_id,
-            trigger_detail=verdict.matched,
-        )
-        session.add(pipeline)
+        commit = pushed_commit(payload, plan.commit_sha)
+        pipelines = [
+            new_pipeline(
+                repo,
+                trigger=Trigger.PUSH,
+                notebook_path=notebook_path,
+                commit_sha=plan.commit_sha,
+                delivery_id=delivery_id,
+                trigger_detail=matched,
+                commit=commit,
+            )
+            for notebook_path, matched in plan.runs
+        ]
+        session.add_all(pipelines)
         try:
             session.flush()
             session.add(
@@ -236,7 +258,7 @@ class WebhookIntake:
                     delivery_id=delivery_id,
                     event="push",
                     repo_id=repo.id,
-                    pipeline_id=pipeline.id,
+                    pipeline_id=pipelines[0].id,
                     outcome="accepted",
                 )
             )
@@ -247,19 +269,24 @@ class WebhookIntake:
             if earlier is None:
                 raise
             return self._answer_redelivery(session, earlier)
-        PIPELINES_CREATED.labels(trigger="push").inc()
+        PIPELINES_CREATED.labels(trigger=Trigger.PUSH).inc(len(pipelines))
         WEBHOOK_DELIVERIES.labels(outcome="accepted").inc()
-        logger.info(
-            "delivery %s: pipeline %s queued for repo %s at %s (%s)",
-            delivery_id,
-            pipeline.id,
-            repo.id,
-            verdict.commit_sha,
-            verdict.matched,
-        )
-        self._queue.enqueue(pipeline.id)
+        for pipeline in pipelines:
+            logger.info(
+                "delivery %s: pipeline %s queued for repo %s notebook %s at %s (%s)",
+                delivery_id,
+                pipeline.id,
+                repo.id,
+                pipeline.notebook_path,
+                plan.commit_sha,
+                pipeline.trigger_detail,
+            )
+            self._queue.enqueue(pipeline.id)
         return 202, PipelineAccepted(
-            pipeline_id=pipeline.id, status=PipelineStatus.QUEUED, matched=verdict.matched
+            pipeline_id=pipelines[0].id,
+            status=PipelineStatus.QUEUED,
+            matched=pipelines[0].trigger_detail,
+            pipelines=[_queued(pipeline) for pipeline in pipelines],
         )
 
     def _answer_redelivery(
@@ -270,9 +297,15 @@ class WebhookIntake:
             current = session.scalar(
                 select(Pipeline.status).where(Pipeline.id == earlier.pipeline_id)
             )
+            created = session.scalars(
+                select(Pipeline)
+                .where(Pipeline.delivery_id == earlier.delivery_id)
+                .order_by(Pipeline.id)
+            ).all()
             return 202, PipelineAccepted(
                 pipeline_id=earlier.pipeline_id,
                 status=PipelineStatus(current or PipelineStatus.QUEUED),
+                pipelines=[_queued(pipeline) for pipeline in created],
             )
         reason = earlier.reason or "this delivery was already processed"
         return 200, WebhookIgnored(reason=f"redelivery of an ignored delivery: {reason}")

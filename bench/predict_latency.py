@@ -3,7 +3,8 @@
 Baselines, measured on the same registered model with the same client load:
   - `mlflow models serve --env-manager local` (MLflow's own scoring server, /invocations);
   - the scikit-learn estimator called in-process (the floor: no HTTP, no JSON).
-The model server is measured on /predict/{name} and on the V2 /infer endpoint. Each endpoint gets
+The model server is measured on /predict/{name}, the V2 /infer endpoint and MLflow's /invocations
+(the same body `mlflow models serve` gets). Each endpoint gets
 `--requests` requests from `--concurrency` concurrent clients, for one-row and 100-row batches.
 
 Run: .venv/bin/python -m bench.predict_latency [--requests 2000] [--concurrency 16]
@@ -203,6 +204,11 @@ def main() -> None:
                         v2_body,
                         v2_check,
                     ),
+                    "model server /invocations": (
+                        f"http://127.0.0.1:{ours_port}/invocations",
+                        {"inputs": rows},
+                        theirs_check,
+                    ),
                     "mlflow models serve": (
                         f"http://127.0.0.1:{theirs_port}/invocations",
                         {"inputs": rows},
@@ -229,13 +235,14 @@ def main() -> None:
                 "run: .venv/bin/python -m bench.predict_latency [--requests N] [--concurrency C]"
             )
             for batch in (1, 100):
-                ours_fig = results[f"model server /predict (batch {batch})"]
                 theirs_fig = results[f"mlflow models serve (batch {batch})"]
-                print(
-                    f"batch {batch}: /predict throughput is "
-                    f"{ours_fig['rps'] / theirs_fig['rps']:.2f}x mlflow models serve, "
-                    f"p95 {ours_fig['p95_ms'] / theirs_fig['p95_ms']:.2f}x"
-                )
+                for route in ("/predict", "/invocations"):
+                    ours_fig = results[f"model server {route} (batch {batch})"]
+                    print(
+                        f"batch {batch}: {route} throughput is "
+                        f"{ours_fig['rps'] / theirs_fig['rps']:.2f}x mlflow models serve, "
+                        f"p95 {ours_fig['p95_ms'] / theirs_fig['p95_ms']:.2f}x"
+                    )
         finally:
             for process in processes:
                 process.stop()

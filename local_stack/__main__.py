@@ -6,17 +6,19 @@ import argparse
 import os
 import sys
 
-from local_stack.commands import StackError, describe, down, log_files, status, up
+from local_stack.commands import StackError, StackStatus, describe, down, log_files, status, up
+
+# `status` of a stack partly running; an error (a stack that cannot be read) exits 1.
+BROKEN_EXIT = 3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    up_cmd = sub.add_parser("up", help="start the stack and wait until every service answers")
-    up_cmd.add_argument(
-        "--free-ports",
-        action="store_true",
-        help="replace a taken default port by a free one (ports set explicitly never move)",
+    up_cmd = sub.add_parser(
+        "up",
+        help="start the stack and wait until every service answers (a taken default port "
+        "moves to a free one; a port set explicitly never moves)",
     )
     up_cmd.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
     up_cmd.add_argument(
@@ -25,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also run a Prometheus scraping the stack (Debian's prometheus package)",
     )
     sub.add_parser("down", help="stop every process of the stack and supervisord")
-    sub.add_parser("status", help="show the services, their URLs and states")
+    sub.add_parser(
+        "status",
+        help="show the services, their URLs and states; exit 0 when up or down, "
+        f"{BROKEN_EXIT} when broken (some services running, some not)",
+    )
     logs_cmd = sub.add_parser("logs", help="follow the services' logs")
     logs_cmd.add_argument(
         "programs", nargs="*", help="redis mlflow backend worker model-server prometheus"
@@ -34,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "up":
-            result = up(
-                free_ports=args.free_ports, timeout=args.timeout, monitoring=args.monitoring
-            )
+            result = up(timeout=args.timeout, monitoring=args.monitoring)
             if result.already_up:
                 print(f"notebook-mlops stack is already up:\n{describe(result.plan)}")
             else:
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             down()
         elif args.command == "status":
-            return 0 if status() else 3
+            return BROKEN_EXIT if status() is StackStatus.BROKEN else 0
         else:
             files = log_files(args.programs)
             if not files:

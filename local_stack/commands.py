@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,7 @@ from local_stack.supervisor import Supervisor, supervisord_environment, write_fi
 from mlops_core.database import upgrade_database
 from mlops_core.mlflow_users import MlflowUsersError, ensure_user
 from mlops_core.settings import Settings
+from mlops_core.stack_state import StackState, read_state, write_state
 
 Say = Callable[[str], None]
 
@@ -46,6 +48,7 @@ SERVICE_TITLES = {
     "mlflow": "MLflow",
     "backend": "backend",
     "model-server": "model server",
+    "worker-metrics": "worker metrics",
     "prometheus": "Prometheus",
 }
 
@@ -76,15 +79,15 @@ def _failure_report(layout: Layout, failures: list[Failure]) -> str:
 def up(
     environ: dict[str, str] | None = None,
     *,
-    free_ports: bool = False,
     timeout: float = 300.0,
     say: Say = print,
     monitoring: bool = False,
 ) -> UpResult:
     """Start the stack (or confirm it is up) and wait until every service answers.
 
-    With `free_ports`, a default port that is taken is replaced by a free one (and said so);
-    a port the user chose explicitly is never replaced. `monitoring` adds a local Prometheus
+    A default port that is taken is replaced by a free one (the one used last time when it is
+    free), and said so; a port the user chose explicitly is never replaced. The ports used are
+    remembered in MLOPS_HOME (mlops_core/stack_state.py). `monitoring` adds a local Prometheus
     (Debian's `prometheus` package) scraping the stack.
     """
     started = time.monotonic()
@@ -104,7 +107,11 @@ def up(
             "prometheus` (`make up MONITORING=1` installs it when root or sudo allows)."
         )
     external_redis = "redis_url" in settings.model_fields_set
-    ports = choose_ports(settings, external_redis, free_ports, say, monitoring=monitoring)
+    last = read_state(layout.home)
+    remembered = last.ports if last is not None else {}
+    ports = choose_ports(
+        settings, external_redis, say, remembered=remembered, monitoring=monitoring
+    )
     plan = build_plan(settings, with_dotenv, ports=ports, monitoring=monitoring)
     if plan.external_redis and (reason := checks_for(plan)["redis"]()) is not None:
         raise StackError(f"REDIS_URL is set but that Redis does not answer ({reason}).")
@@ -140,11 +147,18 @@ def dotenv_settings(path: Path = Path(".env")) -> dict[str, str]:
 def choose_ports(
     settings: Settings,
     external_redis: bool,
-    free_ports: bool,
     say: Say,
     *,
+    remembered: dict[str, int] | None = None,
     monitoring: bool = False,
 ) -> dict[str, int]:
+    """service → port: the settings' ports, with each taken default one moved (and said so).
+
+    A moved port goes back to the one `remembered` from the last `up` when that is free, so the
+    stack keeps its addresses across restarts. A port set explicitly (environment or `.env`)
+    never moves: taken, it stops the start with a message naming its variable.
+    """
+    remembered = remembered or {}
     ports = {
         svc: int(getattr(settings, PORT_SETTINGS[svc]))
         for svc in port_services(monitoring=monitoring)
@@ -163,16 +177,25 @@ def choose_ports(
         seen[port] = svc
         if not port_taken(port):
             continue
-        explicit = PORT_SETTINGS[svc] in settings.model_fields_set
-        if free_ports and not explicit:
-            ports[svc] = free_port()
-            say(f"port {port} ({setting}) is taken: {SERVICE_TITLES[svc]} uses {ports[svc]}")
+        if PORT_SETTINGS[svc] not in settings.model_fields_set:
+            last = remembered.get(svc)
+            if last is not None and last not in seen and not port_taken(last):
+                ports[svc], again = last, " (as last time)"
+            else:
+                ports[svc], again = free_port(), ""
+            seen[ports[svc]] = svc
+            say(
+                f"port {port} ({setting}) is taken: {SERVICE_TITLES[svc]} uses "
+                f"{ports[svc]}{again}; set {setting} to choose its port"
+            )
             continue
-        hint = f"set {setting} to a free port (e.g. `{setting}={port + 1} make up`)"
+        hint = f"choose a free one (e.g. `{setting}={port + 1} make up`) or unset {setting}"
+        hint += " to let the stack pick one"
         if svc == "redis":
             hint += ", or set REDIS_URL to use a Redis that is already running"
         problems.append(
-            f"port {port} for {SERVICE_TITLES[svc]} is already in use by another process: {hint}."
+            f"port {port} for {SERVICE_TITLES[svc]} is already in use by another process, "
+            f"and {setting}={port} is set (environment or .env), so it does not move: {hint}."
         )
     if problems:
         raise StackError("cannot start the stack:\n  " + "\n  ".join(problems))
@@ -188,16 +211,16 @@ def _confirm_running(
     monitoring: bool,
 ) -> StackPlan:
     """The stack is up: check it runs with the settings asked for now, and is healthy."""
-    state = json.loads(layout.state.read_text()) if layout.state.exists() else {}
-    if monitoring != state.get("monitoring", False):
-        now = "with" if state.get("monitoring", False) else "without"
+    state = read_state(layout.home) or StackState(ports={})
+    if monitoring != state.monitoring:
+        now = "with" if state.monitoring else "without"
         raise StackError(
             f"the stack in {layout.home} is already up {now} monitoring (MONITORING=1): "
             "run `make down` first to change that."
         )
-    recorded = state.get("ports", {})
+    recorded = state.ports
     ports = {
-        svc: int(recorded[svc])
+        svc: recorded[svc]
         for svc, name in PORT_SETTINGS.items()
         if svc in recorded and name not in settings.model_fields_set
     }
@@ -253,24 +276,18 @@ def _write_state(plan: StackPlan, supervisor: Supervisor) -> None:
     """Ports actually used, so a later `up` or `status` finds the same stack; and the programs'
     pids, so `down` can still stop them if supervisord itself was killed."""
     programs = {
-        name: [info["pid"], start_time(info["pid"])]
+        name: (info["pid"], start_time(info["pid"]))
         for name, info in supervisor.infos().items()
         if info["pid"]
     }
-    state = {
-        "ports": plan.ports,
-        "external_redis": plan.external_redis,
-        "monitoring": plan.monitoring,
-        "programs": programs,
-    }
-    plan.layout.state.write_text(json.dumps(state, indent=1))
+    state = StackState(plan.ports, plan.external_redis, plan.monitoring, programs)
+    write_state(plan.layout.home, state)
 
 
 def _orphans(layout: Layout) -> dict[str, int]:
     """Programs recorded at `up` that still run (same pid, same start time) without supervisord."""
-    if not layout.state.exists():
-        return {}
-    programs = json.loads(layout.state.read_text()).get("programs", {})
+    state = read_state(layout.home)
+    programs = state.programs if state is not None else {}
     return {
         name: pid
         for name, (pid, started) in programs.items()
@@ -309,7 +326,9 @@ def down(say: Say = print) -> bool:
         left = terminate_groups(with_descendants(orphans.values()), 20.0)
         if left:
             raise StackError(f"processes still alive after SIGKILL: {sorted(left)}")
-        layout.state.unlink()
+        state = read_state(layout.home)
+        if state is not None:  # keep its ports for the next `up`
+            write_state(layout.home, replace(state, programs={}))
         return True
     names = sorted(supervisor.infos())
     left = _stop(supervisor)
@@ -356,23 +375,55 @@ def describe(plan: StackPlan, infos: dict[str, dict[str, object]] | None = None)
     return "\n".join(lines)
 
 
-def status(say: Say = print) -> bool:
-    """Print the stack's services and states; False when it is not running."""
+class StackStatus(enum.Enum):
+    UP = "up"
+    # Nothing of the stack runs: a normal state, not an error.
+    DOWN = "down"
+    # Some of it runs and some does not: a program died, or supervisord did.
+    BROKEN = "broken"
+
+
+# supervisord's states of a program that is, or is about to be, running.
+LIVE_STATES = frozenset({"RUNNING", "STARTING"})
+
+
+def status(say: Say = print) -> StackStatus:
+    """Print the services, their addresses and states; tell up, down and broken apart."""
     settings = Settings()
     layout = Layout(settings.mlops_home.resolve())
     supervisor = Supervisor(layout)
     if not supervisor.running():
+        orphans = _orphans(layout)
+        if orphans:
+            say(
+                f"the stack in {layout.home} is broken: supervisord is gone but "
+                f"{', '.join(sorted(orphans))} still run (`make down` stops them)"
+            )
+            return StackStatus.BROKEN
         say(f"the stack in {layout.home} is not running (make up)")
-        return False
-    state = json.loads(layout.state.read_text()) if layout.state.exists() else {}
+        return StackStatus.DOWN
+    state = read_state(layout.home)
     plan = build_plan(
         settings,
         dotenv_settings() | dict(os.environ),
-        ports=state.get("ports"),
-        monitoring=state.get("monitoring", False),
+        ports=state.ports if state is not None else None,
+        monitoring=state.monitoring if state is not None else False,
     )
-    say(f"the stack in {layout.home} is running:\n{describe(plan, supervisor.infos())}")
-    return True
+    infos = supervisor.infos()
+    stopped = sorted(
+        name
+        for name in (p.name for p in plan.programs)
+        if infos.get(name, {}).get("statename") not in LIVE_STATES
+    )
+    if stopped:
+        say(
+            f"the stack in {layout.home} is broken: {', '.join(stopped)} not running "
+            f"(`make logs` shows why; `make down` then `make up` restarts it):\n"
+            f"{describe(plan, infos)}"
+        )
+        return StackStatus.BROKEN
+    say(f"the stack in {layout.home} is running:\n{describe(plan, infos)}")
+    return StackStatus.UP
 
 
 def log_files(names: list[str] | None = None) -> list[str]:

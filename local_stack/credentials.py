@@ -3,9 +3,10 @@
 Redis has two ACL users: `default` (the platform: backend, worker, health checks) and
 `modelserver`, which reaches only model events (mlops_core/model_events.py). MLflow runs its
 basic-auth app: the platform signs in as its admin, model servers as a read-only user
-(mlops_core/mlflow_users.py). Each password is a file of its own (0600 in a 0700 folder), kept
-across restarts because Redis and MLflow's user store remember users; the config files built from
-them (redis.conf, mlflow-auth.ini) are rewritten 0600 at every start. No password goes on a
+(mlops_core/mlflow_users.py); supervisord's control socket asks for a user of its own. Each
+password is a file of its own (0600 in a 0700 folder), kept across restarts because Redis and
+MLflow's user store remember users; the config files built from them (redis.conf,
+mlflow-auth.ini, supervisorctl.conf) are rewritten 0600 at every start. No password goes on a
 command line: Redis and MLflow read these files, platform processes their private env files.
 """
 
@@ -20,6 +21,7 @@ from mlops_core.model_events import MODEL_SERVER_REDIS_ACL, MODEL_SERVER_REDIS_U
 from mlops_core.secrets_box import stored_secret
 
 MLFLOW_ADMIN_USER = "admin"
+SUPERVISOR_USER = "mlops"
 
 
 def new_password() -> str:
@@ -37,6 +39,8 @@ class StackSecrets:
     mlflow_model_server: str
     # Flask's secret key for the CSRF tokens of MLflow's sign-up form (MLflow requires one).
     mlflow_flask_key: str
+    # supervisord's control socket: `up`, `down` and `status` sign in with it.
+    supervisor: str
 
 
 def secrets_folder(home: Path) -> Path:
@@ -60,6 +64,7 @@ def stack_secrets(home: Path) -> StackSecrets:
         mlflow_admin=kept("mlflow-admin"),
         mlflow_model_server=kept("mlflow-modelserver"),
         mlflow_flask_key=stored_secret(secrets_folder(home) / "mlflow-flask.key", new_password),
+        supervisor=kept("supervisor"),
     )
 
 
@@ -122,6 +127,20 @@ def mlflow_auth_config(
             f"admin_username = {MLFLOW_ADMIN_USER}",
             f"admin_password = {value(admin_password)}",
             f"authorization_function = {authorization_function}",
+            "",
+        ]
+    )
+
+
+def supervisorctl_config(socket: Path, creds: StackSecrets) -> str:
+    """A `supervisorctl -c` file signing in to the stack's supervisord (0600, in secrets/)."""
+    return "\n".join(
+        [
+            "# Written by `python -m local_stack up` at every start.",
+            "[supervisorctl]",
+            f"serverurl=unix://{socket}",
+            f"username={SUPERVISOR_USER}",
+            f"password={creds.supervisor}",
             "",
         ]
     )

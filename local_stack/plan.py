@@ -7,8 +7,10 @@ MLflow passwords generated on first use, so that every later plan carries the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 
-from local_stack import prometheus
+from local_stack import mlflow_logging, prometheus
 from local_stack.credentials import (
     MLFLOW_ADMIN_USER,
     StackSecrets,
@@ -26,6 +28,7 @@ from local_stack.credentials import (
     redis_config,
     secrets_folder,
     stack_secrets,
+    supervisorctl_config,
 )
 from mlops_core.launch_commands import (
     BACKEND_APP,
@@ -37,6 +40,7 @@ from mlops_core.mlflow_users import MODEL_SERVER_MLFLOW_USER
 from mlops_core.model_events import MODEL_SERVER_REDIS_USER
 from mlops_core.secrets_box import stored_key
 from mlops_core.settings import Settings
+from mlops_core.stack_state import BACKEND_SERVICE, state_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -49,12 +53,13 @@ MODEL_SERVER_WITHHELD = frozenset(
     {"DATABASE_URL", "ENCRYPTION_KEY", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET"}
 )
 
-# service name → the setting that chooses its port.
+# service name → the setting that chooses its port (a port of 0 turns the worker's metrics off).
 PORT_SETTINGS = {
     "redis": "redis_port",
     "mlflow": "mlflow_port",
-    "backend": "backend_port",
+    BACKEND_SERVICE: "backend_port",
     "model-server": "model_server_port",
+    "worker-metrics": "worker_metrics_port",
     "prometheus": "prometheus_port",
 }
 # Services that run only with `make up MONITORING=1` (their ports are neither checked nor
@@ -96,8 +101,6 @@ class Layout:
         path = self.run / "supervisor.sock"
         if len(str(path)) < 100:
             return path
-        import hashlib
-
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
         return Path("/tmp") / f"mlops-supervisor-{digest}.sock"
 
@@ -120,6 +123,11 @@ class Layout:
         return self.secrets / "redis.conf"
 
     @property
+    def supervisorctl_conf(self) -> Path:
+        """`supervisorctl -c` this file to control the stack's programs by hand."""
+        return self.secrets / "supervisorctl.conf"
+
+    @property
     def mlflow_auth_config(self) -> Path:
         return self.secrets / "mlflow-auth.ini"
 
@@ -130,11 +138,17 @@ class Layout:
 
     @property
     def state(self) -> Path:
-        return self.run / "stack.json"
+        """Ports and pids of the last `up` (mlops_core/stack_state.py)."""
+        return state_path(self.home)
 
     @property
     def prometheus_config(self) -> Path:
         return self.run / "prometheus.yml"
+
+    @property
+    def mlflow_log_config(self) -> Path:
+        """The MLflow server's uvicorn logging (local_stack/mlflow_logging.py)."""
+        return self.run / "mlflow-logging.json"
 
     @property
     def metrics_token(self) -> Path:
@@ -179,12 +193,17 @@ class StackPlan:
     worker_concurrency: int
     # `make up MONITORING=1`: a local Prometheus scrapes the stack.
     monitoring: bool = False
-    # 0: the worker serves no metrics (WORKER_METRICS_PORT).
-    worker_metrics_port: int = 0
+    # supervisord's control socket password as its config takes it ({SHA} and the SHA-1 hex).
+    supervisor_password_hash: str = ""
+
+    @property
+    def worker_metrics_port(self) -> int:
+        """0: the worker serves no metrics (WORKER_METRICS_PORT=0)."""
+        return self.ports["worker-metrics"]
 
     @property
     def backend_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports['backend']}"
+        return f"http://{LOOPBACK}:{self.ports[BACKEND_SERVICE]}"
 
     @property
     def model_server_url(self) -> str:
@@ -250,6 +269,12 @@ def encryption_key(settings: Settings, layout: Layout) -> str | None:
     if settings.encryption_key is not None:
         return None
     return stored_key(layout.home)
+
+
+def supervisor_password_hash(password: str) -> str:
+    """The form supervisord's config takes a password in, so the file holds no password."""
+    # SHA-1 is the only hash supervisord reads; the password is 256 random bits.
+    return "{SHA}" + hashlib.sha1(password.encode()).hexdigest()  # noqa: S324
 
 
 def setting_env_names(settings: Settings) -> set[str]:
@@ -334,6 +359,7 @@ def build_plan(
         env,
         model_server_env,
     )
+    files[layout.mlflow_log_config] = mlflow_logging.render()
     programs = _programs(layout, resolved_ports, external_redis, settings.worker_concurrency)
     if monitoring:
         files |= _prometheus_files(layout, resolved_ports, settings)
@@ -350,7 +376,7 @@ def build_plan(
         worker_concurrency=settings.worker_concurrency,
         private_files=files,
         monitoring=monitoring,
-        worker_metrics_port=settings.worker_metrics_port,
+        supervisor_password_hash=supervisor_password_hash(creds.supervisor),
     )
 
 
@@ -378,6 +404,7 @@ def _private_files(
     }
     if redis_port is not None:
         files[layout.redis_conf] = redis_config(redis_port, LOOPBACK, layout.home / "redis", creds)
+    files[layout.supervisorctl_conf] = supervisorctl_config(layout.supervisor_socket, creds)
     return files
 
 
@@ -397,6 +424,7 @@ def _programs(
             )
         )
     mlflow_dir = layout.home / "mlflow"
+    mlflow_store = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
     programs += [
         Program(
             name="mlflow",
@@ -418,7 +446,12 @@ def _programs(
                 "--workers",
                 "1",
                 "--backend-store-uri",
-                f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                mlflow_store,
+                # Said, not defaulted: MLflow prints a notice at every start otherwise.
+                "--registry-store-uri",
+                mlflow_store,
+                "--uvicorn-opts",
+                shlex.join(["--log-config", str(layout.mlflow_log_config)]),
                 "--artifacts-destination",
                 str(mlflow_dir / "artifacts"),
                 "--allowed-hosts",
@@ -460,7 +493,7 @@ def _programs(
 def _prometheus_files(layout: Layout, ports: dict[str, int], settings: Settings) -> dict[Path, str]:
     """The local Prometheus's scrape config, and METRICS_TOKEN for it to send when set."""
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
-    worker_port = settings.worker_metrics_port
+    worker_port = ports["worker-metrics"]
     targets: dict[str, str | None] = {
         "backend": f"{LOOPBACK}:{ports['backend']}",
         "model-server": f"{LOOPBACK}:{ports['model-server']}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shlex
 import subprocess
 import time
@@ -20,6 +21,7 @@ from xmlrpc.client import Fault, ServerProxy
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from local_stack.credentials import SUPERVISOR_USER, password_file
 from local_stack.plan import REPO_ROOT, VENV_BIN, Layout, Program, StackPlan
 
 
@@ -47,11 +49,17 @@ def render_config(plan: StackPlan) -> str:
     layout = plan.layout
     lines = [
         "; Written by `python -m local_stack up`; regenerated at every start.",
+        f"; By hand: supervisorctl -c {_escape(str(layout.supervisorctl_conf))}",
         "[unix_http_server]",
         f"file={_escape(str(layout.supervisor_socket))}",
         "chmod=0700",
+        # A socket only its owner can reach, and a password on top (its hash only, here).
+        f"username={SUPERVISOR_USER}",
+        f"password={plan.supervisor_password_hash}",
         "",
         "[supervisord]",
+        # Said, so that supervisord does not warn that it keeps the user it was started as.
+        f"user={_escape(pwd.getpwuid(os.getuid()).pw_name)}",
         f"logfile={_escape(str(layout.log('supervisord')))}",
         f"pidfile={_escape(str(layout.supervisor_pid))}",
         f"childlogdir={_escape(str(layout.logs))}",
@@ -61,9 +69,6 @@ def render_config(plan: StackPlan) -> str:
         "",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        "",
-        "[supervisorctl]",
-        f"serverurl=unix://{_escape(str(layout.supervisor_socket))}",
     ]
     for program in plan.programs:
         lines += [
@@ -136,7 +141,11 @@ class Supervisor:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        transport = SupervisorTransport(None, None, f"unix://{layout.supervisor_socket}")
+        secret = password_file(layout.home, "supervisor")
+        password = secret.read_text().strip() if secret.exists() else None
+        transport = SupervisorTransport(
+            SUPERVISOR_USER, password, f"unix://{layout.supervisor_socket}"
+        )
         self._proxy: Any = ServerProxy("http://127.0.0.1", transport=transport)
 
     def running(self) -> bool:

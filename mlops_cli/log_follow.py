@@ -15,7 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
-from mlops_cli.api_client import HOW_TO_AUTHENTICATE, ApiClient, ApiError, NotFound
+from mlops_cli.api_client import (
+    HOW_TO_AUTHENTICATE,
+    HOW_TO_REACH,
+    ApiClient,
+    ApiError,
+    NotFound,
+)
 from mlops_core.access_tokens import CLOSE_UNAUTHORIZED
 
 CLOSE_NOT_FOUND: Final = 4404
@@ -114,7 +120,10 @@ def follow(
             pass
         # Closed without the final event (backend restarting, Redis down): resume after a pause.
         if time.monotonic() - last_contact > RECONNECT_WINDOW_SECONDS:
-            raise StreamLost(f"lost the log stream of pipeline {pipeline_id} at {api_url}")
+            raise StreamLost(
+                f"lost the log stream of pipeline {pipeline_id} at {api_url} for "
+                f"{RECONNECT_WINDOW_SECONDS:g} s: {HOW_TO_REACH}"
+            )
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
 

@@ -6,7 +6,6 @@ backend/routes/drift.py) and returns the command's exit status (mlops_cli/exit_c
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -17,59 +16,91 @@ from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import quote
 
+import click
+
 from mlops_cli.api_client import ApiClient, ApiError
+from mlops_cli.bad_input import BadInput
 from mlops_cli.exit_codes import EXIT_DRIFT_DETECTED, EXIT_LABELS_NOT_STORED, EXIT_SUCCESS
+from mlops_cli.invocation import api_options, cell, invocation, json_option
 
 # The backend answers at most this many predictions a JSON page (more are fetched page by page)
 # and takes at most MAX_FEEDBACK_BATCH labels a call.
 PREDICTIONS_PAGE = 500
 MAX_FEEDBACK_BATCH = 10_000
-MAX_CELL = 60
 
 
-class BadInput(ValueError):
-    """A labels file the command cannot read: the message names the line."""
+class IsoTime(click.ParamType):
+    """An ISO 8601 time; without an offset it is the terminal's local time."""
+
+    name = "ISO-TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"expected an ISO 8601 time such as 2026-12-01T09:30:00Z, got {value!r}")
+        return moment.astimezone() if moment.tzinfo is None else moment
 
 
-def iso_time(text: str) -> datetime:
-    """An ISO 8601 time for argparse; without an offset it is the terminal's local time."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an ISO 8601 time such as 2026-12-01T09:30:00Z, got {text!r}"
-        ) from None
-    return moment.astimezone() if moment.tzinfo is None else moment
-
-
-def model_path(name: str, tail: str) -> str:
-    return f"/models/{quote(name, safe='')}/{tail}"
-
-
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= MAX_CELL else f"{text[: MAX_CELL - 1]}…"
+def model_path(name: str, tail: str = "") -> str:
+    quoted = f"/models/{quote(name, safe='')}"
+    return f"{quoted}/{tail}" if tail else quoted
 
 
 # --- mlops predictions ----------------------------------------------------------------------
 
 
-def predictions(client: ApiClient, args: argparse.Namespace) -> int:
+@click.command("predictions")
+@click.argument("name")
+@click.option("--version", help="only this version's")
+@click.option(
+    "--since", type=IsoTime(), help="only from this ISO 8601 time (no offset: local time)"
+)
+@click.option(
+    "--size", type=click.IntRange(1, 100_000), default=20, show_default=True, help="how many"
+)
+@click.option("--csv", "as_csv", is_flag=True, help="print the backend's CSV export")
+@api_options
+@json_option
+def predictions_command(
+    name: str, version: str | None, since: datetime | None, size: int, as_csv: bool
+) -> int:
+    """A model's logged predictions, newest first (a table; --csv: the backend's CSV export)."""
+    as_json = invocation().as_json
+    if as_csv and as_json:
+        raise click.UsageError("--csv and --json cannot be used together")
+    client = invocation().client()
+    try:
+        return predictions(client, name, version, since, size, as_csv=as_csv, as_json=as_json)
+    finally:
+        client.close()
+
+
+def predictions(
+    client: ApiClient,
+    name: str,
+    version: str | None,
+    since: datetime | None,
+    size: int,
+    *,
+    as_csv: bool,
+    as_json: bool,
+) -> int:
     """Print a model's latest logged predictions, newest first: a table, JSON lines or CSV."""
     params: dict[str, Any] = {}
-    if args.version is not None:
-        params["version"] = args.version
-    if args.since is not None:
-        params["since"] = args.since.isoformat()
-    path = model_path(args.name, "predictions")
-    if args.csv:
+    if version is not None:
+        params["version"] = version
+    if since is not None:
+        params["since"] = since.isoformat()
+    path = model_path(name, "predictions")
+    if as_csv:
         # The backend's own export, columns and all (one call: it pages nothing for CSV).
-        sys.stdout.write(
-            client.get_text(path, params={**params, "size": args.size, "format": "csv"})
-        )
+        sys.stdout.write(client.get_text(path, params={**params, "size": size, "format": "csv"}))
         return EXIT_SUCCESS
-    items, total = _latest(client, path, params, args.size)
-    if args.json:
+    items, total = _latest(client, path, params, size)
+    if as_json:
         for item in items:
             print(json.dumps(item))
         return EXIT_SUCCESS
@@ -79,7 +110,7 @@ def predictions(client: ApiClient, args: argparse.Namespace) -> int:
         inputs = item["inputs"][0] if len(item["inputs"]) == 1 else item["inputs"]
         print(
             f"{item['at']:<32} {item['version']:<8} {item['request_id']:<34} "
-            f"{item['latency_ms']:>8.2f}  {_cell(outputs):<20} {_cell(inputs)}"
+            f"{item['latency_ms']:>8.2f}  {cell(outputs):<20} {cell(inputs)}"
         )
     print(f"{len(items)} of {total} logged predictions")
     return EXIT_SUCCESS
@@ -105,11 +136,25 @@ def _latest(
 # --- mlops drift ----------------------------------------------------------------------------
 
 
-def drift(client: ApiClient, args: argparse.Namespace) -> int:
+@click.command("drift")
+@click.argument("name")
+@click.option("--version", help="this version (default: the one that answered last)")
+@api_options
+@json_option
+def drift_command(name: str, version: str | None) -> int:
+    """Drift per feature of a served version (exit status 1 when some feature drifted)."""
+    client = invocation().client()
+    try:
+        return drift(client, name, version, as_json=invocation().as_json)
+    finally:
+        client.close()
+
+
+def drift(client: ApiClient, name: str, version: str | None, *, as_json: bool) -> int:
     """Print a version's drift per feature; exit 1 when some feature drifted."""
-    params = {"version": args.version} if args.version is not None else None
-    report = client.get_json(model_path(args.name, "drift"), params=params)
-    if args.json:
+    params = {"version": version} if version is not None else None
+    report = client.get_json(model_path(name, "drift"), params=params)
+    if as_json:
         print(json.dumps(report))
     else:
         _print_drift(report)
@@ -166,15 +211,47 @@ class FeedbackTally:
         self.sent += sent
 
 
-def feedback(client: ApiClient, args: argparse.Namespace) -> int:
+@click.command("feedback")
+@click.argument("name")
+@click.option(
+    "--file",
+    "source",
+    required=True,
+    type=click.File("r", encoding="utf-8-sig"),
+    help="CSV with the columns request_id,label (a label per row of a many-row request: a JSON "
+    'list such as "[0, 1]"), or JSON lines {"request_id": ..., "label": ...}; - reads '
+    "standard input",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, MAX_FEEDBACK_BATCH),
+    default=1000,
+    show_default=True,
+    help="labels per call",
+)
+@api_options
+@json_option
+def feedback_command(name: str, source: TextIO, batch_size: int) -> int:
+    """Send the ground truth of logged predictions (exit status 1 when some label was not
+    stored)."""
+    client = invocation().client()
+    try:
+        return feedback(client, name, source, batch_size, as_json=invocation().as_json)
+    finally:
+        client.close()
+
+
+def feedback(
+    client: ApiClient, name: str, source: TextIO, batch_size: int, *, as_json: bool
+) -> int:
     """Send a file's labels in batches; exit 1 when any was unknown or rejected."""
-    labels = read_labels(args.file)
+    labels = read_labels(source)
     if not labels:
-        raise BadInput(f"{args.file.name}: no labels in it")
-    path = model_path(args.name, "feedback")
+        raise BadInput(f"{getattr(source, 'name', 'the file')}: no labels in it")
+    path = model_path(name, "feedback")
     tally = FeedbackTally()
-    for start in range(0, len(labels), args.batch_size):
-        batch = labels[start : start + args.batch_size]
+    for start in range(0, len(labels), batch_size):
+        batch = labels[start : start + batch_size]
         items = [{"request_id": request_id, "label": label} for request_id, label in batch]
         try:
             tally.add(client.post_json(path, {"items": items}), len(batch))
@@ -183,14 +260,14 @@ def feedback(client: ApiClient, args: argparse.Namespace) -> int:
                 f"{exc} ({tally.sent} of {len(labels)} labels were sent before this error; "
                 "sending the file again is safe: a label sent again replaces the earlier one)"
             ) from exc
-    if args.json:
+    if as_json:
         print(
             json.dumps(
                 {"accepted": tally.accepted, "unknown": tally.unknown, "rejected": tally.rejected}
             )
         )
     else:
-        _print_tally(args.name, tally)
+        _print_tally(name, tally)
     return EXIT_LABELS_NOT_STORED if tally.unknown or tally.rejected else EXIT_SUCCESS
 
 

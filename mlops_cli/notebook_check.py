@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
 from mlops_cli.exit_codes import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_SUCCESS
+from mlops_cli.invocation import invocation, json_option
 from mlops_core.notebook_contract import ContractViolation, check_notebook, read_notebook
 from mlops_core.settings import Settings
 
@@ -50,6 +53,24 @@ def check_one(path: Path, threshold: float) -> dict[str, Any]:
         "tagged_cells": len(contract.run_cells),
         "gate": contract.gate.as_dict(),
     }
+
+
+@click.command("check")
+@click.argument(
+    "notebooks", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="NOTEBOOK..."
+)
+@click.option(
+    "--min-accuracy",
+    type=float,
+    help="the gate threshold a notebook gets when it sets none (default: "
+    "$MIN_ACCURACY_THRESHOLD, else the platform's default)",
+)
+@json_option
+def check_command(notebooks: tuple[Path, ...], min_accuracy: float | None) -> int:
+    """Check notebooks against the platform's contract before pushing (no API call; exit
+    status 1 when one breaks it)."""
+    threshold = threshold_from_environment() if min_accuracy is None else min_accuracy
+    return check(list(notebooks), threshold, invocation().as_json)
 
 
 def check(paths: list[Path], threshold: float, as_json: bool) -> int:

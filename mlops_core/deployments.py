@@ -29,6 +29,7 @@ def record_deployment(
     previous_version: str | None,
     pipeline_id: int | None = None,
     actor: str = "system",
+    reason: str | None = None,
 ) -> Deployment:
     """Add a history row; the caller owns the transaction (`change_served_version` commits it)."""
     row = Deployment(
@@ -38,6 +39,7 @@ def record_deployment(
         previous_version=previous_version,
         pipeline_id=pipeline_id,
         actor=actor,
+        reason=reason,
     )
     session.add(row)
     session.flush()
@@ -85,6 +87,7 @@ def change_served_version(
     alias: str,
     actor: str,
     pipeline_id: int | None = None,
+    reason: str | None = None,
 ) -> tuple[str | None, bool]:
     """Move the serving alias, record the change and commit, then announce it to the replicas.
 
@@ -110,6 +113,7 @@ def change_served_version(
         previous_version=previous,
         pipeline_id=pipeline_id,
         actor=actor,
+        reason=reason,
     )
     session.commit()
     announced = False

@@ -45,12 +45,14 @@ def worker_command(
 ) -> list[str]:
     """A Celery worker consuming the pipelines queue.
 
-    A named node also skips mingle and gossip: they only slow the start of a worker that
-    shares nothing with its peers but the queue.
+    `--quiet` drops the start banner (ASCII art and a config dump) from the log; the worker
+    still logs where it connected and that it is ready. A named node also skips mingle and
+    gossip: they only slow the start of a worker that shares nothing with its peers but the
+    queue.
     """
     command = [
         _bin(bin_dir, "celery"),
-        *("-A", "worker.celery_app", "worker", "-Q", PIPELINE_QUEUE),
+        *("-A", "worker.celery_app", "--quiet", "worker", "-Q", PIPELINE_QUEUE),
         *("--concurrency", str(concurrency), "--loglevel", loglevel),
     ]
     if node_name:

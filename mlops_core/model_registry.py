@@ -9,6 +9,7 @@ their names.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,9 @@ TAG_BRANCH = "branch"
 TAG_COMMIT = "commit"
 TAG_PIPELINE_ID = "pipeline_id"
 TAG_NOTEBOOK_VERSION = "version"
+# The deploy phase's gate verdict on the version (JSON of `deploy_gate.GateResult`): pages mark a
+# version below its gate, and a manual deploy of one asks for confirmation.
+TAG_GATE_VERDICT = "gate_verdict"
 
 # Run params the worker logs from the notebook's gate (worker/tracking.py: `mlops.gate_<key>`).
 GATE_PARAM_PREFIX = "mlops.gate_"
@@ -73,23 +77,10 @@ class VersionInfo:
     pipeline_id: int | None = None
     notebook_version: str | None = None
     gate: dict[str, Any] | None = None
+    # The gate verdict the deploy phase stored (TAG_GATE_VERDICT), None for versions it did not
+    # judge (registered elsewhere, or before verdicts were kept).
+    verdict: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for API responses."""
-        return {
-            "version": self.version,
-            "created_at": self.created_at.isoformat(),
-            "run_id": self.run_id,
-            "status": self.status,
-            "metrics": self.metrics,
-            "commit": self.commit,
-            "branch": self.branch,
-            "repo": self.repo,
-            "pipeline_id": self.pipeline_id,
-            "notebook_version": self.notebook_version,
-            "gate": self.gate,
-        }
 
 
 @dataclass(frozen=True)
@@ -243,6 +234,21 @@ def gate_from_params(params: dict[str, str]) -> dict[str, Any] | None:
     return {"metric": metric, "threshold": value, "direction": direction}
 
 
+def stored_verdict(text: str | None) -> dict[str, Any] | None:
+    """A verdict stored in TAG_GATE_VERDICT (`deploy_gate.GateResult.to_json`), or None when
+    absent or unreadable. Parsed here, not in deploy_gate: model servers read the registry and
+    have no notebook-contract dependencies."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("passed"), bool):
+        return None
+    return data
+
+
 def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
     tags = dict(mv.tags or {})
     metrics: dict[str, float] = {}
@@ -268,5 +274,6 @@ def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
         pipeline_id=int(pipeline) if pipeline and pipeline.isdigit() else None,
         notebook_version=tags.get(TAG_NOTEBOOK_VERSION),
         gate=gate_from_params(params),
+        verdict=stored_verdict(tags.get(TAG_GATE_VERDICT)),
         tags=tags,
     )

@@ -55,7 +55,15 @@ _LOWER_IS_BETTER = re.compile(r"(rmse|mse|mae|mape|loss|error|deviance)", re.IGN
 
 GateDirection = Literal["max", "min"]
 # Names of the config cell the platform reads; each must be a literal when present.
-CONFIG_NAMES = ("MODEL_NAME", "VERSION", "GATE_METRIC", "GATE_THRESHOLD", "GATE_DIRECTION")
+CONFIG_NAMES = (
+    "MODEL_NAME",
+    "VERSION",
+    "GATE_METRIC",
+    "GATE_THRESHOLD",
+    "GATE_DIRECTION",
+    "GATE_COMPARE",
+    "GATE_TOLERANCE",
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,18 @@ class GateSettings:
 
 
 @dataclass(frozen=True)
+class GateComparison:
+    """Whether a new version must also be no worse than the served one (mlops_core/deploy_gate.py)
+    and by how much it may be: `GATE_COMPARE` and `GATE_TOLERANCE` of the config cell.
+
+    `tolerance` None: the operator's GATE_TOLERANCE applies.
+    """
+
+    enabled: bool = True
+    tolerance: float | None = None
+
+
+@dataclass(frozen=True)
 class NotebookContract:
     """What a valid notebook declares: its model, gate, params and the cells that run."""
 
@@ -85,6 +105,7 @@ class NotebookContract:
     run_cells: tuple[int, ...] = ()
     # The experiment a run cell names with `mlflow.set_experiment("...")`, if any.
     experiment_name: str | None = None
+    comparison: GateComparison = GateComparison()
 
 
 class ContractViolation(ValueError):
@@ -109,7 +130,9 @@ def runs(cell: NotebookNode) -> bool:
 def read_notebook(text: str | bytes) -> NotebookNode:
     """Parse and validate a notebook as nbformat 4; raise ContractViolation if it is not one."""
     try:
-        notebook = nbformat.reads(text, as_version=4)
+        # Validated below, once the cell ids editors write are accepted: `nbformat.reads`
+        # would log every VS Code notebook as "Notebook JSON is invalid" at error level.
+        notebook = nbformat.convert(nbformat.reader.reads(text), 4)
     except Exception as exc:  # nbformat raises JSON, reader and validation errors alike
         raise ContractViolation([f"not a valid notebook file: {_first_line(exc)}"]) from exc
     accept_cell_ids(notebook)
@@ -197,10 +220,12 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
 
     model_name = version = None
     gate: GateSettings | None = None
+    comparison = GateComparison()
     if config_cells and not config_unreadable:
         model_name = _model_name(config, non_literal, violations)
         version = _version(config, non_literal, violations)
         gate = _gate(config, default_threshold, violations)
+        comparison = _comparison(config, violations)
 
     if violations:
         raise ContractViolation(violations)
@@ -214,6 +239,7 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
         },
         run_cells=tuple(i for i, cell in enumerate(cells) if runs(cell)),
         experiment_name=_named_experiment(cell.source for cell in cells if runs(cell)),
+        comparison=comparison,
     )
 
 
@@ -420,6 +446,23 @@ def _gate(config: dict[str, Any], default_threshold: float, violations: list[str
     else:
         direction = "min" if _LOWER_IS_BETTER.search(metric) else "max"
     return GateSettings(metric=metric, threshold=float(threshold), direction=direction)
+
+
+def _comparison(config: dict[str, Any], violations: list[str]) -> GateComparison:
+    enabled = config.get("GATE_COMPARE", True)
+    if not isinstance(enabled, bool):
+        violations.append(f"GATE_COMPARE must be True or False, not {enabled!r}")
+        enabled = True
+    tolerance = config.get("GATE_TOLERANCE")
+    if tolerance is None:
+        return GateComparison(enabled, None)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
+        violations.append(f"GATE_TOLERANCE must be a number, not {tolerance!r}")
+        return GateComparison(enabled, None)
+    if not math.isfinite(tolerance) or tolerance < 0:
+        violations.append(f"GATE_TOLERANCE must be a finite number >= 0, not {tolerance!r}")
+        return GateComparison(enabled, None)
+    return GateComparison(enabled, float(tolerance))
 
 
 def _jsonable(value: Any) -> Any:

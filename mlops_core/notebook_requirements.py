@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 
 REQUIREMENTS_FILE = "requirements.txt"
 # The variable naming the folders the pipeline's requirements were installed into: the kernel
-# (worker/sandbox/kernel_startup.py) and the model-logging child append them to sys.path.
+# (mlops_core/kernel_startup.py) and the model-logging child append them to sys.path.
 REQUIREMENTS_PATH_VARIABLE = "MLOPS_REQUIREMENTS_PATH"
 # Longer than any real requirements file; the worker reads no more than this.
 MAX_REQUIREMENTS_BYTES = 64 * 1024

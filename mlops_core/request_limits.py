@@ -121,6 +121,8 @@ class JsonDepthLimit:
     The check runs inside the app's `receive`, so whichever code reads the body (FastAPI's
     parsing, a capped reader, a proxy) meets JsonTooDeep on the piece that goes too deep. Bodies
     that are not JSON rarely hold a run of bare brackets; one that does is refused like JSON.
+    A body that says its JSON ends early (the Open Inference Protocol's binary tensors follow
+    the JSON its `Inference-Header-Content-Length` header measures) is measured that far only.
     """
 
     def __init__(self, app: ASGIApp, max_depth: int) -> None:
@@ -132,11 +134,17 @@ class JsonDepthLimit:
             await self.app(scope, receive, send)
             return
         gauge = JsonDepthGauge(self.max_depth)
+        json_bytes = _json_length(scope)
+        received = 0
 
         async def measured_receive() -> Message:
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 piece = message.get("body", b"")
+                if json_bytes is not None:
+                    piece = piece[: max(json_bytes - received, 0)]
+                    received += len(message.get("body", b""))
                 if len(piece) > _INLINE_BYTES:
                     await run_in_threadpool(gauge.feed, piece)
                 else:
@@ -144,3 +152,15 @@ class JsonDepthLimit:
             return message
 
         await self.app(scope, measured_receive, send)
+
+
+# The header of the Open Inference Protocol's binary tensor extension: the JSON's length.
+_JSON_LENGTH_HEADER = b"inference-header-content-length"
+
+
+def _json_length(scope: Scope) -> int | None:
+    """How many leading bytes of the body are JSON, when a header says so."""
+    for name, value in scope.get("headers", ()):
+        if name == _JSON_LENGTH_HEADER and value.strip().isdigit():
+            return int(value)
+    return None

@@ -130,7 +130,7 @@ def limit_exceeded(settings: Settings, message: str) -> str | None:
     Each limit shows up in Python as an ordinary error: an allocation past the address-space
     limit is a MemoryError, a fork past the process limit fails with EAGAIN, a write past the
     file-size limit with EFBIG (Python ignores SIGXFSZ). CPU time is named by the kernel
-    itself (worker/sandbox/kernel_startup.py turns SIGXCPU into an error).
+    itself (mlops_core/kernel_startup.py turns SIGXCPU into an error).
     """
     if settings.kernel_sandbox == "off":
         return None
@@ -144,6 +144,34 @@ def limit_exceeded(settings: Settings, message: str) -> str | None:
         size = _size(settings.kernel_max_file_size)
         return f"kernel exceeded its {size} file size limit (KERNEL_MAX_FILE_SIZE)"
     return None
+
+
+# What a name lookup or a connection says in a kernel without network (urllib, requests, socket).
+_NO_NETWORK_ERRORS = (
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "No address associated with hostname",
+    "Network is unreachable",
+)
+
+
+def no_network_hint(settings: Settings, message: str) -> str | None:
+    """What to do about a kernel error that is a download the sandbox's missing network stopped.
+
+    Real notebooks download their data (seaborn's `load_dataset`, scikit-learn's `fetch_*`,
+    `pd.read_csv("https://...")`); without network the error is a bare name-resolution failure
+    that does not say the platform cut the network on purpose, nor what to do instead.
+    """
+    if settings.kernel_sandbox == "off" or settings.kernel_network != "none":
+        return None
+    if not any(error in message for error in _NO_NETWORK_ERRORS):
+        return None
+    return (
+        "the kernel has no network (KERNEL_NETWORK=none): commit the data file beside the "
+        "notebook and read it from there, the notebook's folder being the working directory "
+        "(scikit-learn's load_* data sets ship with it; seaborn's load_dataset and "
+        "scikit-learn's fetch_* download theirs)"
+    )
 
 
 def _size(value: ByteSize) -> str:
@@ -186,6 +214,7 @@ def wrap(
     cwd: Path,
     long_lived: bool = False,
     network: Literal["none", "egress"] | None = None,
+    read_only: Sequence[Path] = (),
 ) -> list[str]:
     """`command` as run inside the sandbox (unchanged when KERNEL_SANDBOX=off).
 
@@ -199,6 +228,9 @@ def wrap(
 
     `network`: overrides KERNEL_NETWORK for one command that runs only the platform's code with
     arguments the platform chose (pip installing a notebook's requirements needs the index).
+
+    `read_only`: folders bound read-only even where the sandbox hides their surroundings (the
+    cached environment of the notebook's requirements.txt, inside REQUIREMENTS_CACHE_DIR).
     """
     if settings.kernel_sandbox == "off":
         return list(command)
@@ -218,7 +250,7 @@ def wrap(
         *("--ro-bind", "/", "/"),
         *("--dev", "/dev"),
         *("--proc", "/proc"),
-        *mount_plan(settings, work_dir, writable=not long_lived),
+        *mount_plan(settings, work_dir, writable=not long_lived, read_only=read_only),
         *namespaces,
         "--die-with-parent",
         "--new-session",
@@ -239,7 +271,13 @@ def wrap(
     ]
 
 
-def mount_plan(settings: Settings, work_dir: Path | None, *, writable: bool = True) -> list[str]:
+def mount_plan(
+    settings: Settings,
+    work_dir: Path | None,
+    *,
+    writable: bool = True,
+    read_only: Sequence[Path] = (),
+) -> list[str]:
     """bubblewrap mount options over the read-only root: what is hidden, what is bound.
 
     Mounts are applied shallowest first, so a path bound back inside a hidden one (the Python
@@ -250,13 +288,22 @@ def mount_plan(settings: Settings, work_dir: Path | None, *, writable: bool = Tr
     for hidden in (*SCRATCH_DIRS, *map(Path, HOST_SECRET_DIRS)):
         if hidden.is_dir():
             mounts[hidden] = "tmpfs"
-    # The worker's own HOME (~/.netrc, ~/.git-credentials, cloud credentials) goes too.
-    for hidden in (settings.mlops_home, settings.work_dir, Path.home()):
+    # The worker's own HOME (~/.netrc, ~/.git-credentials, cloud credentials) goes too, and the
+    # cache of requirements environments (only the one a command is given is bound back).
+    hidden_dirs = (
+        settings.mlops_home,
+        settings.work_dir,
+        Path.home(),
+        settings.requirements_cache_dir,
+    )
+    for hidden in hidden_dirs:
         if hidden is not None and hidden.is_dir() and hidden.resolve() != Path("/"):
             mounts[hidden.resolve()] = "tmpfs"
     if work_dir is not None:
         mounts[work_dir.resolve().parent] = "tmpfs"  # other pipelines' (or models') folders
         mounts[work_dir.resolve()] = "bind" if writable else "ro-bind"
+    for folder in read_only:
+        mounts.setdefault(folder.resolve(), "ro-bind")
     for needed in code_paths():
         if any(needed.is_relative_to(path) and path != needed for path in mounts):
             mounts.setdefault(needed, "ro-bind")

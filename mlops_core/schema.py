@@ -48,10 +48,47 @@ class Repo(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The push webhook POST /repos created through GitHub's API (deleted with the repo).
     webhook_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # Globs of paths whose change retrains (backend/watch_paths.py); NULL: the default ones.
-    watch_paths: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     pipelines: Mapped[list[Pipeline]] = relationship(back_populates="repo", passive_deletes=True)
+    # Every notebook the repo runs, oldest registration first; `notebook_path` above names the
+    # first of them (the one the single-notebook API shows and changes).
+    notebooks: Mapped[list[Notebook]] = relationship(
+        back_populates="repo",
+        order_by="Notebook.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class Notebook(Base):
+    """A notebook a repo runs: its own pipelines and model, watched paths and schedule.
+
+    A push runs each notebook whose watched paths it touched (backend/watch_paths.py); a
+    schedule (cron, UTC) runs the branch head at each slot. `schedule_next_at` is the next slot
+    to fire: the backend that fires it moves it on with a conditional UPDATE in the transaction
+    that creates the pipeline, so a slot fires once however many backends look
+    (backend/schedule_runner.py).
+    """
+
+    __tablename__ = "notebooks"
+    __table_args__ = (
+        Index("ix_notebooks_repo_path", "repo_id", "notebook_path", unique=True),
+        Index("ix_notebooks_schedule_next_at", "schedule_next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    notebook_path: Mapped[str] = mapped_column(String(500))
+    # Globs of paths whose change retrains (backend/watch_paths.py); NULL: the default ones.
+    watch_paths: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # A cron expression (5 fields, UTC) or NULL: no scheduled runs.
+    schedule: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    schedule_next_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    repo: Mapped[Repo] = relationship(back_populates="notebooks")
 
 
 class Pipeline(Base):
@@ -74,6 +111,11 @@ class Pipeline(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued")
     trigger: Mapped[str] = mapped_column(String(20), default="push")
     commit_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The commit as people know it: from the push payload, or read from git by fetch (manual
+    # runs); the link only when the repository has a web page for it (backend/push_commit.py).
+    commit_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    commit_author: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    commit_url: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     delivery_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # Why it started, beyond `trigger`: the changed path a push matched, for instance.
     trigger_detail: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -95,6 +137,9 @@ class Pipeline(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     deployed: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Where a failed notebook raised: the user's frames with their cells' source around the
+    # line, the exception and the library frames below (mlops_core/cell_traceback.py).
+    failure: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -164,6 +209,9 @@ class Deployment(Base):
     )
     actor: Mapped[str] = mapped_column(String(100), default="system")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Why, when a person said so: a version below its gate deployed by hand carries the verdict
+    # and the reason given (backend/deploy_confirmation.py); a pipeline's deploy, the verdict.
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ModelOwner(Base):

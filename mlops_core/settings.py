@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     github_api_url: str = "https://api.github.com"
     # How often the backend brings GitHub's commit statuses up to date with its pipelines.
     commit_status_interval_seconds: float = Field(default=2.0, gt=0)
+    # How often the backend fires notebooks' cron schedules that have come due (one backend
+    # at a time, under a lease): a slot's run starts at most this long after the slot.
+    schedule_interval_seconds: float = Field(default=15.0, gt=0)
 
     # Infrastructure
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
     min_accuracy_threshold: float = 0.8
     # MIN_ACCURACY_THRESHOLD is a floor no notebook can lower (mlops_core/deploy_gate.py).
     gate_floor_enforced: bool = True
+    # A version passing its gate is still not served when its gate metric is worse than the
+    # served version's by more than this (a config cell may set GATE_TOLERANCE, or turn the
+    # comparison off with GATE_COMPARE = False; mlops_core/deploy_gate.py).
+    gate_tolerance: float = Field(default=0.01, ge=0)
     serving_alias: str = "production"
     cell_timeout_seconds: int = 600
     pipeline_timeout_seconds: int = 3600
@@ -105,6 +112,10 @@ class Settings(BaseSettings):
     # requirements_install.py: pip in the sandbox, wheels only, with network for that step
     # alone). Empty: requirements.txt is refused, and only the kernel's own packages exist.
     requirements_index_url: str = "https://pypi.org/simple"
+    # Where the worker keeps the environments it installed for requirements.txt files, one per
+    # hash of the file, Python and platform (worker/environment_cache.py); empty: the folder
+    # `environments` in MLOPS_HOME. Removing an environment's folder makes the next run install.
+    requirements_cache_dir: Path | None = None
     kernel_memory_limit: ByteSize = ByteSize(4 * 1024**3)
     kernel_cpu_seconds: int = Field(default=3600, gt=0)
     kernel_max_processes: int = Field(default=256, gt=0)
@@ -119,6 +130,8 @@ class Settings(BaseSettings):
     # Webhook intake
     webhook_max_body_bytes: int = 25 * 1024 * 1024
     requeue_interval_seconds: float = 5.0
+    # The backend asks the Celery workers this often in the background; /ready shows the answer.
+    worker_check_interval_seconds: float = Field(default=5.0, gt=0)
 
     # Logs
     log_replay_max_lines: int = 20000

@@ -34,9 +34,19 @@ class Phase(StrEnum):
 
     FETCH = "fetch"
     VALIDATE = "validate"
+    ENVIRONMENT = "environment"
     EXECUTE = "execute"
     REGISTER = "register"
     DEPLOY = "deploy"
 
 
 PHASE_ORDER: tuple[Phase, ...] = tuple(Phase)
+
+
+class Trigger(StrEnum):
+    """What started a pipeline (its `trigger`), as the API, pages and metrics name it."""
+
+    PUSH = "push"
+    MANUAL = "manual"
+    RETRY = "retry"
+    SCHEDULE = "schedule"

@@ -1,9 +1,10 @@
 """The model server's guard: PREDICT_TOKEN (or the admin API_TOKEN) on everything about models.
 
-Predictions, the model list and the Open Inference Protocol's per-model calls (metadata, ready,
-infer) all need it: an inference client fetches a model's metadata with the credentials it
-infers with, and a model's name and inputs are nobody else's business. The probes (/health,
-/ready, /v2, /v2/health/live, /v2/health/ready) stay open for orchestrators and load balancers.
+Predictions (every protocol's: the data plane checks them, model_server/data_plane.py), the model
+list and the Open Inference Protocol's per-model calls (metadata, ready) all need it: an
+inference client fetches a model's metadata with the credentials it infers with, and a model's
+name and inputs are nobody else's business. The probes (/health, /ready, /v2, /v2/health/live,
+/v2/health/ready, MLflow's /ping and /version) stay open for orchestrators and load balancers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from mlops_core.access_tokens import (
     CHALLENGE,
     METRICS,
     PREDICT,
-    Refusal,
     bearer_token,
     open_warning,
     refusal,
@@ -26,15 +26,10 @@ from mlops_core.settings import Settings
 log = logging.getLogger("model_server")
 
 
-def predict_refusal(request: Request) -> Refusal | None:
-    """Why the request may not reach a model, or None when it may."""
-    presented = bearer_token(request.headers.get("authorization"))
-    return refusal(request.app.state.settings, PREDICT, presented)
-
-
 def require_predict_token(request: Request) -> None:
     """FastAPI dependency: 401 naming the token to send, unless the request carries it."""
-    refused = predict_refusal(request)
+    presented = bearer_token(request.headers.get("authorization"))
+    refused = refusal(request.app.state.settings, PREDICT, presented)
     if refused is not None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, refused.http_detail, headers=CHALLENGE)
 

@@ -8,7 +8,8 @@ MAX_BATCH_DELAY_MS for more when there is room (0, the default, adds no wait: ba
 only from requests that arrived during the previous call). Each caller gets exactly its own
 rows back. A batch the model refuses (one bad row) is predicted again request by request, so
 only the request with the bad row fails. A batcher belongs to one LoadedModel, so a batch
-never mixes versions across a hot swap.
+never mixes versions across a hot swap. A batch computes probabilities when one of its requests
+asks for them; the others get none.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
+from model_server.request_rows import Rows
+
 
 class Outputs(Protocol):
     predictions: list[Any]
@@ -28,7 +33,8 @@ class Outputs(Protocol):
 
 @dataclass
 class _Pending:
-    rows: list[list[Any]]
+    rows: Rows
+    probabilities: bool
     future: asyncio.Future[Any]
 
 
@@ -37,8 +43,8 @@ class Batcher:
 
     def __init__(
         self,
-        call: Callable[[list[list[Any]]], Outputs],
-        split: Callable[[Outputs, int, int], Any],
+        call: Callable[[Rows, bool], Outputs],
+        split: Callable[[Outputs, int, int, bool], Any],
         *,
         max_rows: int,
         max_delay_seconds: float,
@@ -54,13 +60,13 @@ class Batcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def predict(self, rows: list[list[Any]]) -> Any:
+    async def predict(self, rows: Rows, probabilities: bool = True) -> Any:
         """This request's share of a batched call (raises what the call raised for it)."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.create_task(self._run(self._queue), name="batcher")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(rows, future))
+        self._queue.put_nowait(_Pending(rows, probabilities, future))
         return await future
 
     def close(self) -> None:
@@ -99,9 +105,10 @@ class Batcher:
         live = [item for item in batch if not item.future.cancelled()]
         if not live:
             return
-        rows = [row for item in live for row in item.rows]
+        rows = _joined([item.rows for item in live])
+        wanted = any(item.probabilities for item in live)
         try:
-            outputs = await loop.run_in_executor(self._thread, self._call, rows)
+            outputs = await loop.run_in_executor(self._thread, self._call, rows, wanted)
         except ValueError as exc:
             if len(live) == 1:
                 _fail(live[0], exc)
@@ -116,8 +123,23 @@ class Batcher:
         start = 0
         for item in live:
             if not item.future.done():
-                item.future.set_result(self._split(outputs, start, start + len(item.rows)))
+                item.future.set_result(
+                    self._split(outputs, start, start + len(item.rows), item.probabilities)
+                )
             start += len(item.rows)
+
+
+def _joined(parts: list[Rows]) -> Rows:
+    """The rows of several requests as one: one matrix when each is a matrix of one width."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(p, np.ndarray) for p in parts) and len({p.shape[1:] for p in parts}) == 1:
+        return np.concatenate(parts)
+    return [row for part in parts for row in _listed(part)]
+
+
+def _listed(rows: Rows) -> list[list[Any]]:
+    return rows.tolist() if isinstance(rows, np.ndarray) else rows
 
 
 def _fail(item: _Pending, exc: BaseException) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,40 +42,51 @@ class Estimator:
     classes: list[Any] | None
     # Labels are classes_[argmax(predict_proba)] for this model: one pass instead of two.
     labels_from_proba: bool = False
+    # The model takes a plain array as well as a DataFrame with its column names (decided at
+    # load): building a DataFrame per call costs about what a logistic regression's predict does.
+    array_input: bool = False
+
+    def __post_init__(self) -> None:
+        self._classes = np.asarray(self.classes) if self.classes is not None else None
 
     @property
     def has_proba(self) -> bool:
         return self.flavor == "sklearn" and hasattr(self.model, "predict_proba")
 
-    def model_input(self, rows: list[list[Any]]) -> pd.DataFrame | np.ndarray:
-        """Rows in the form the model was trained on: a DataFrame when it knows column names."""
-        if self.features.names is not None:
+    def model_input(self, rows: Any) -> pd.DataFrame | np.ndarray:
+        """Rows in the form the model was trained on: a DataFrame when it needs column names."""
+        if self.features.names is not None and not self.array_input:
             return pd.DataFrame(rows, columns=list(self.features.names))
         if self.features.kinds and STRING in self.features.kinds:
             return np.asarray(rows, dtype=object)
         return np.asarray(rows, dtype=np.float64)
 
-    def outputs(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
-        """Predictions and, for classifiers, probabilities, as plain Python values.
+    def outputs(self, rows: Any, probabilities: bool = True) -> tuple[Any, np.ndarray | None]:
+        """Predictions and, for classifiers when asked, probabilities.
 
-        JSON has no NaN or infinity: outputs that are not finite (inputs far outside what the
-        model was trained on) raise ValueError, which the server answers as a client error.
+        Numeric outputs stay numpy arrays (the channel writes them without making lists
+        first); labels of other types are lists. JSON has no NaN or infinity: outputs that are
+        not finite (inputs far outside what the model was trained on) raise ValueError, which
+        the server answers as a client error.
         """
-        predictions, probabilities = self.raw_outputs(rows)
-        if not _all_finite(predictions) or not _all_finite(probabilities or []):
+        predictions, proba = self.raw_outputs(rows, probabilities)
+        if not _all_finite(predictions) or (proba is not None and not np.isfinite(proba).all()):
             raise ValueError("the model's output for these rows is not a finite number")
-        return predictions, probabilities
+        return predictions, proba if probabilities else None
 
-    def raw_outputs(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
+    def raw_outputs(self, rows: Any, probabilities: bool = True) -> tuple[Any, np.ndarray | None]:
+        """Outputs unchecked; probabilities are computed when asked or when labels come from
+        them (then they are returned even if not asked, for the finiteness check)."""
         x = self.model_input(rows)
         if not self.has_proba:
-            return _to_list(self.model.predict(x)), None
-        proba = np.asarray(self.model.predict_proba(x))
-        if self.labels_from_proba:
-            labels = np.asarray(self.model.classes_)[proba.argmax(axis=1)].tolist()
-        else:
-            labels = _to_list(self.model.predict(x))
-        return labels, proba.tolist()
+            return _plain(self.model.predict(x)), None
+        if self.labels_from_proba and self._classes is not None:
+            proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
+            return _plain(self._classes[proba.argmax(axis=1)]), proba
+        labels = _plain(self.model.predict(x))
+        if not probabilities:
+            return labels, None
+        return labels, np.asarray(self.model.predict_proba(x), dtype=np.float64)
 
 
 class MissingPackages(Exception):
@@ -148,6 +160,7 @@ def load(local: Path) -> Estimator:
         warm = _warm_rows(features, example)
         estimator.raw_outputs(warm)  # a NaN is the guess's fault
         estimator.labels_from_proba = _argmax_is_predict(estimator, warm)
+        estimator.array_input = _takes_arrays(estimator, warm)
     except Exception:
         if features.count is not None or example is not None:
             raise
@@ -197,8 +210,42 @@ def _argmax_is_predict(estimator: Estimator, warm: list[list[Any]]) -> bool:
     return bool(np.array_equal(by_argmax, np.asarray(estimator.model.predict(x))))
 
 
-def _all_finite(values: list[Any]) -> bool:
-    """Whether no float in `values` (lists and dicts nested in it included) is NaN or infinite."""
+# What scikit-learn says when an estimator fitted on a DataFrame is given an array; said on
+# every call, and by design here (see _takes_arrays).
+_NO_FEATURE_NAMES = "X does not have valid feature names"
+
+
+def _takes_arrays(estimator: Estimator, warm: list[list[Any]]) -> bool:
+    """Whether a model that knows its column names answers a plain array exactly as it answers
+    the DataFrame: a scikit-learn model of numeric features whose steps select no column by
+    name (a ColumnTransformer given names refuses an array). Checked on the warm-up rows."""
+    kinds = estimator.features.kinds or ()
+    if estimator.flavor != "sklearn" or estimator.features.names is None or STRING in kinds:
+        return False
+    frame = estimator.raw_outputs(warm)
+    estimator.array_input = True
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_FEATURE_NAMES, category=UserWarning)
+            array = estimator.raw_outputs(warm)
+    except Exception:
+        return False
+    finally:
+        estimator.array_input = False
+    same = all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(frame, array, strict=True)
+        if a is not None or b is not None
+    )
+    if same:
+        warnings.filterwarnings("ignore", message=_NO_FEATURE_NAMES, category=UserWarning)
+    return same
+
+
+def _all_finite(values: Any) -> bool:
+    """Whether no float in `values` (an array, or lists and dicts nested) is NaN or infinite."""
+    if isinstance(values, np.ndarray):
+        return values.dtype.kind != "f" or bool(np.isfinite(values).all())
     pending: list[Any] = [values]
     while pending:
         item = pending.pop()
@@ -209,6 +256,14 @@ def _all_finite(values: list[Any]) -> bool:
         elif isinstance(item, dict):
             pending.extend(item.values())
     return True
+
+
+def _plain(raw: Any) -> np.ndarray | list[Any]:
+    """Model outputs the channel can write: a contiguous numeric array as it is, anything else
+    as lists of Python scalars (class labels keep their type)."""
+    if isinstance(raw, np.ndarray) and raw.dtype.kind in "biuf":
+        return np.ascontiguousarray(raw)
+    return _to_list(raw)
 
 
 def _to_list(raw: Any) -> list[Any]:

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from mlops_core.settings import Settings, get_settings
 from model_server.batching import Batcher
 from model_server.feature_spec import FeatureSpec
 from model_server.model_process import ModelProcess, ModelProcessError, SpareProcesses
+from model_server.request_rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +112,22 @@ class LoadedModel:
             name=f"{name}-{version}",
         )
 
-    async def predict_batched(self, rows: list[list[Any]]) -> Prediction:
-        """Predict on the event loop's side: batched with concurrent requests (batching.py)."""
-        prediction: Prediction = await self._batcher.predict(rows)
+    async def predict_batched(self, rows: Rows, probabilities: bool = True) -> Prediction:
+        """Predict on the event loop's side: batched with concurrent requests (batching.py).
+        `probabilities`: whether the answer needs them (else the process may skip them)."""
+        prediction: Prediction = await self._batcher.predict(rows, probabilities)
         return prediction
 
-    def predict(self, rows: list[list[Any]]) -> Prediction:
+    def predict(self, rows: Rows, probabilities: bool = True) -> Prediction:
         """Predict validated rows (blocking: runs in a worker thread, never on the event loop).
 
         Raises ValueError for rows the model refuses (a client error) and ModelProcessError
         when the process fails (restarted on the next request).
         """
+        message = {"op": "predict", "rows": rows, "probabilities": probabilities}
         with self._channel:
             process = self._running_process()
-            reply = process.ask(
-                {"op": "predict", "rows": rows}, self._settings.predict_timeout_seconds
-            )
+            reply = process.ask(message, self._settings.predict_timeout_seconds)
         if not reply["ok"]:
             raise ValueError(str(reply.get("error", "the model failed")))
         return self._checked(reply, len(rows))
@@ -190,12 +191,18 @@ class LoadedModel:
         threading.Thread(target=self.close, name=f"stop-{self.name}", daemon=True).start()
 
 
-def _rows_of(prediction: Prediction, start: int, end: int) -> Prediction:
-    """One request's share of a batched prediction."""
-    probabilities = prediction.probabilities
+def _rows_of(prediction: Prediction, start: int, end: int, probabilities: bool) -> Prediction:
+    """One request's share of a batched prediction (probabilities only if it asked)."""
+    batch = prediction.probabilities
+    if start == 0 and end == len(prediction.predictions):
+        return (
+            prediction
+            if probabilities or batch is None
+            else replace(prediction, probabilities=None)
+        )
     return Prediction(
         prediction.predictions[start:end],
-        probabilities[start:end] if probabilities is not None else None,
+        batch[start:end] if batch is not None and probabilities else None,
         prediction.classes,
     )
 

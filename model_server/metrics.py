@@ -1,7 +1,8 @@
 """The model server's own Prometheus metrics (seed 001's names), and where they are counted.
 
-Every predict path (`/predict/{name}`, Open Inference Protocol infer) records through the
-functions below, so a prediction is counted the same way whichever protocol carried it. The
+Every predict path (`/predict/{name}`, Open Inference Protocol infer, MLflow's `/invocations`)
+records through the functions below from the one data plane (model_server/data_plane.py), so a
+prediction is counted the same way whichever protocol carried it. The
 model label is always a served model's name, never one a client made up (a request for an
 unknown model is counted by `api_requests_total` with its 404, not here), which keeps the series
 bounded.

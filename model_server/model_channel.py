@@ -2,17 +2,22 @@
 
 JSON both ways, never pickle: the server must not unpickle anything a model process sends
 (the process runs code from a pushed repository). Frames are capped, so a process cannot make
-the server allocate without bound.
+the server allocate without bound. orjson writes numpy arrays directly (rows one way,
+predictions and probabilities the other), so no side makes Python lists only to encode them.
+orjson writes NaN as null: both sides send finite numbers only (requests are checked by the
+server, outputs by the model process).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import struct
 import time
 from typing import Any
+
+import numpy as np
+import orjson
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 512 * 1024 * 1024
@@ -27,8 +32,15 @@ class ChannelTimeout(Exception):
 
 
 def encode(message: Any) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    body = orjson.dumps(message, default=_as_lists, option=orjson.OPT_SERIALIZE_NUMPY)
     return _HEADER.pack(len(body)) + body
+
+
+def _as_lists(value: Any) -> Any:
+    """What orjson cannot write itself: arrays of objects or strings, strided arrays."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def send(fd: int, message: Any, deadline: float | None = None) -> None:
@@ -50,7 +62,7 @@ def receive(fd: int, deadline: float | None = None) -> Any:
     (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
     if length > MAX_FRAME_BYTES:
         raise ChannelClosed(f"frame of {length} bytes is over the {MAX_FRAME_BYTES} cap")
-    return json.loads(_read_exact(fd, length, deadline))
+    return orjson.loads(_read_exact(fd, length, deadline))
 
 
 def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:

@@ -8,7 +8,8 @@ stdin and stdout (model_server/model_channel.py). The heavy imports happen at st
 server downloads the artifacts; then:
 
     server → {"op": "load", "path": "<model folder>"}      ← {"ok": true, "flavor": ..., ...}
-    server → {"op": "predict", "rows": [[...], ...]}       ← {"ok": true, "predictions": ...}
+    server → {"op": "predict", "rows": [[...], ...], "probabilities": true}
+                                                           ← {"ok": true, "predictions": ...}
 
 A failure is `{"ok": false, "error": "..."}`; end of input ends the process. The channel keeps
 the original descriptors; fd 1 is pointed at stderr, so a model that prints cannot corrupt it.
@@ -48,7 +49,9 @@ def main() -> int:
                     "has_proba": estimator.has_proba,
                 }
             elif message.get("op") == "predict" and estimator is not None:
-                predictions, probabilities = estimator.outputs(message["rows"])
+                predictions, probabilities = estimator.outputs(
+                    message["rows"], bool(message.get("probabilities", True))
+                )
                 reply = {"ok": True, "predictions": predictions, "probabilities": probabilities}
             else:
                 reply = {"ok": False, "error": f"unexpected request {message.get('op')!r}"}

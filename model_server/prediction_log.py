@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import redis
 from prometheus_client import Counter
 
@@ -57,7 +58,7 @@ class _Answered:
     model: str
     version: str
     feature_names: tuple[str, ...] | None
-    rows: list[list[Any]]
+    rows: np.ndarray | list[list[Any]]  # made lists off the request's path
     predictions: list[Any]
     probabilities: list[list[float]] | None
     latency_ms: float
@@ -91,7 +92,7 @@ class PredictionLog:
         model: str,
         version: str,
         feature_names: tuple[str, ...] | None,
-        rows: list[list[Any]],
+        rows: np.ndarray | list[list[Any]],
         predictions: list[Any],
         probabilities: list[list[float]] | None,
         latency_ms: float,
@@ -186,7 +187,10 @@ class PredictionLog:
             model=item.model,
             version=item.version,
             replica=self._replica,
-            inputs=keyed_rows(item.rows, item.feature_names),
+            inputs=keyed_rows(
+                item.rows.tolist() if isinstance(item.rows, np.ndarray) else item.rows,
+                item.feature_names,
+            ),
             predictions=item.predictions,
             probabilities=item.probabilities,
             latency_ms=item.latency_ms,

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs Debian packages the platform needs beyond the venv, each given as PACKAGE:COMMAND
 # (installed when COMMAND is missing; a COMMAND naming a shared library, like libgomp.so.1, is
-# looked up with ldconfig): bubblewrap for the kernel sandbox (make up, make demo, make test),
+# looked up with ldconfig, and an absolute path may hold a glob, like PostgreSQL's
+# /usr/lib/postgresql/*/bin/initdb): bubblewrap for the kernel sandbox (make up, make demo, make test),
 # libgomp1 for LightGBM in the kernel, Chromium for the browser tests (Playwright cannot
 # download its own browser here), git for the pipelines, prometheus (and its promtool) for the
-# monitoring test and `make up MONITORING=1`. Without root or password-less sudo it only says what is
+# monitoring test and `make up MONITORING=1`, wrk for the serving benchmark (bench/serving) and
+# its test, postgresql for the tests' private clusters. Without root or password-less sudo it only says what is
 # missing: the browser tests then skip, and workers refuse to run notebooks until bubblewrap
 # is installed (or KERNEL_SANDBOX=off is set on purpose).
 set -uo pipefail
@@ -15,6 +17,8 @@ for spec in "$@"; do
   command=${spec#*:}
   if [[ $command == *.so* ]]; then
     ldconfig -p 2>/dev/null | grep -qF "$command " || missing+=("$package")
+  elif [[ $command == /* ]]; then
+    compgen -G "$command" >/dev/null || missing+=("$package")
   else
     command -v "$command" >/dev/null 2>&1 || missing+=("$package")
   fi

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from mlops_core.database import upgrade_database
 from mlops_core.settings import Settings, get_settings
+from tests.support.postgres import PrivatePostgres
 from tests.support.services import MlflowServer, RedisServer
 
 TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
@@ -74,20 +75,42 @@ def database_url(tmp_path: Path) -> str:
     return _fresh_sqlite(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server the tests may create databases on: TEST_DATABASE_URL when set, else
+    a private cluster started for this session (scripts/private_postgres.sh; never the
+    machine's own server). Without PostgreSQL's binaries the PostgreSQL variants skip, except
+    in CI (CI=true), where they must run.
+    """
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = PrivatePostgres()
+    try:
+        url = server.start()
+        if url is None:
+            message = "no PostgreSQL binaries (Debian: apt-get install postgresql)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"the PostgreSQL variants must run in CI: {message}")
+            pytest.skip(message)
+        yield url
+    finally:
+        server.stop()
+
+
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
 def any_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database: SQLite, and PostgreSQL too when TEST_DATABASE_URL is set.
+    """A fresh, migrated database: SQLite, and PostgreSQL (postgres_admin_url) too.
 
-    PostgreSQL gets a database of its own per test, created from TEST_DATABASE_URL.
+    PostgreSQL gets a database of its own per test.
     """
     if request.param == "sqlite":
         yield _fresh_sqlite(tmp_path)
         return
-    admin_url = os.environ.get("TEST_DATABASE_URL")
-    if not admin_url:
-        pytest.skip("TEST_DATABASE_URL not set")
+    admin_url = request.getfixturevalue("postgres_admin_url")
     name = f"mlops_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(
         make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"

@@ -23,6 +23,7 @@ from celery.signals import (
 
 from mlops_core import sandbox
 from mlops_core.database import upgrade_database
+from mlops_core.service_logging import quiet_libraries
 from mlops_core.settings import get_settings
 from mlops_core.task_queue import KERNEL_ISOLATION_KEY, make_celery
 
@@ -62,6 +63,13 @@ def _remove_metrics_folder(folder: str, owner: int) -> None:
     """At exit of the process that made it (pool processes inherit atexit handlers)."""
     if os.getpid() == owner:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@celeryd_after_setup.connect
+def _quiet_libraries(**_: Any) -> None:
+    """MLflow's records into Celery's log at their own level, without progress bars or run
+    links (mlops_core/service_logging.py); the pool processes inherit this."""
+    quiet_libraries()
 
 
 @celeryd_after_setup.connect

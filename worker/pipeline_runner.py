@@ -39,7 +39,7 @@ from mlops_core.states import Phase, PhaseStatus, PipelineStatus
 from worker import local_tracking, metrics, tracking
 from worker.cancel_watch import CancelWatcher
 from worker.mlflow_retry import PatientMlflow, configure_http
-from worker.phases import deploy, execute, fetch, register, validate
+from worker.phases import deploy, environment, execute, fetch, register, validate
 from worker.phases.context import PhaseContext, PhaseFailed, PhaseSkipped, PipelineCancelled
 from worker.run_lock import Claim, Ended, RunLock, claim
 
@@ -87,6 +87,7 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step(Phase.FETCH, fetch.run),
     Step(Phase.VALIDATE, validate.run),
+    Step(Phase.ENVIRONMENT, environment.run, done_before=register.reuse_earlier_version),
     Step(
         Phase.EXECUTE,
         execute.run,
@@ -239,10 +240,16 @@ def _run_step(ctx: PhaseContext, step: Step) -> tuple[PhaseStatus, str | None]:
     _set_phase(ctx, phase, status, error=error)
     ctx.log(
         f"phase {phase.value}: {status.value} in {seconds:.2f} s"
-        + (f" ({error})" if error else ""),
+        + (f" ({headline(error)})" if error else ""),
         stream="error" if status is PhaseStatus.FAILED else "system",
     )
     return status, error
+
+
+def headline(error: str) -> str:
+    """An error's first line: what the phase and pipeline outcome lines say. The lines after it
+    (where a cell raised) were logged by the phase itself, and are kept with the error."""
+    return error.split("\n", 1)[0]
 
 
 def _set_phase(
@@ -287,7 +294,7 @@ def _finish(ctx: PhaseContext, lock: RunLock, status: PipelineStatus, error: str
     if ctx.mlflow_run_id:
         tracking.end_run(ctx, ctx.mlflow_run_id, _RUN_STATUS[status])
     if error:
-        ctx.log(f"pipeline {status.value}: {error}", stream="error")
+        ctx.log(f"pipeline {status.value}: {headline(error)}", stream="error")
     _announce_end(ctx.publisher, status)
     if not lock.record_end(status, error):
         logger.warning(

@@ -1,4 +1,7 @@
-"""A notebook's requirements.txt, installed for its pipeline alone before the kernel starts.
+"""A notebook's requirements.txt: read, checked against the kernel, and installed with pip.
+
+The `environment` phase (worker/phases/environment.py) installs it on a miss of the cache of
+environments (worker/environment_cache.py), which every later pipeline with the same file reuses.
 
 The kernel ships the common data-science stack (pyproject.toml; README, "What a notebook can
 import"); a notebook that needs more lists it in a requirements.txt beside it. Installing it
@@ -12,13 +15,16 @@ must not weaken what contains the notebook, nor change the kernel under other pi
   at another index or at a source tree;
 - `--only-binary=:all:`: wheels only, so no package's setup.py (code of whoever published
   it) runs at install time;
-- `--prefix` into the pipeline's work folder, gone with it: pip counts what the kernel's
-  environment already has as installed and puts only the rest there;
+- `--prefix` into a folder of the pipeline's work folder: pip counts what the kernel's
+  environment already has as installed and puts only the rest there; the folder then moves
+  into the cache, out of the sandbox's reach (read-only for every kernel that uses it);
 - a constraints file pins every package of the kernel's environment to its version, so a
   requirement that needs another numpy or scikit-learn fails naming the conflict instead of
   installing a second copy; and the folder is appended to the kernel's import path after its
   own packages, so nothing there can shadow them anyway;
-- no pip cache: a cache shared between pipelines could be poisoned by one of them.
+- no pip cache: pip's own download cache would be writable by every pipeline's pip. The
+  environments cache is written by the worker alone, only from a pip run that ran no code of
+  the repository (worker/environment_cache.py).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlops_core import sandbox
+from mlops_core.kernel_env import kernel_environment
 from mlops_core.notebook_requirements import (
     MAX_REQUIREMENTS_BYTES,
     REQUIREMENTS_FILE,
@@ -44,10 +51,10 @@ from mlops_core.notebook_requirements import (
     parse_requirements,
 )
 from worker.child_processes import kill_tree
-from worker.kernel_env import kernel_environment
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
 
-FOLDER = "requirements"
+# The folder of the work folder pip installs into (its `prefix`) and runs in.
+FOLDER = "environment"
 ERROR_LINES = 8
 
 
@@ -125,33 +132,26 @@ def to_install(ctx: PhaseContext, requirements: list[Requirement]) -> list[Requi
     return wanted
 
 
-def install(ctx: PhaseContext, home: Path) -> None:
-    """Install the notebook's requirements.txt into its work folder (nothing when it has none).
-
-    Runs once the work folder belongs to the sandbox (execute.prepare); `home` is the HOME of
-    the sandboxed processes.
-    """
-    path = requirements_file(ctx)
-    if path is None:
-        return
+def missing_requirements(ctx: PhaseContext, path: Path) -> tuple[str, list[Requirement]]:
+    """The file's text and the requirements it lists that the kernel does not satisfy; fails
+    naming every line that cannot be used."""
+    text = read_requirements(path)
     try:
-        requirements = parse_requirements(read_requirements(path))
+        requirements = parse_requirements(text)
     except RequirementsError as exc:
         for problem in exc.problems:
             ctx.log(f"{REQUIREMENTS_FILE}: {problem}", stream="error")
         raise PhaseFailed(str(exc)) from None
-    wanted = to_install(ctx, requirements)
-    if not wanted:
-        return
+    return text, to_install(ctx, requirements)
+
+
+def install(ctx: PhaseContext, wanted: list[Requirement]) -> Path:
+    """Install `wanted` with pip, in the sandbox, into a folder of the work folder; return pip's
+    prefix folder (the packages are in its lib/pythonX.Y/site-packages)."""
     listed = ", ".join(f"`{r}`" for r in wanted)
-    if not ctx.settings.requirements_index_url:
-        raise PhaseFailed(
-            f"{REQUIREMENTS_FILE} lists {listed}, but this platform installs no packages "
-            "(REQUIREMENTS_INDEX_URL is empty): use only the kernel's packages "
-            "(README, 'What a notebook can import')"
-        )
     folder = ctx.work_dir / FOLDER
     folder.mkdir()
+    (folder / "home").mkdir()
     (folder / "constraints.txt").write_text(
         "".join(f"{name}=={version}\n" for name, version in kernel_packages().values())
     )
@@ -159,10 +159,16 @@ def install(ctx: PhaseContext, home: Path) -> None:
     sandbox.prepare_work_dir(ctx.settings, folder)
     ctx.log(f"installing from {REQUIREMENTS_FILE}: {listed}")
     started = time.monotonic()
-    returncode, output = _run_pip(ctx, folder, home)
+    returncode, output = _run_pip(ctx, folder, folder / "home")
     if returncode != 0:
         raise PhaseFailed(describe_pip_failure(output, returncode))
     ctx.log(f"{REQUIREMENTS_FILE} installed in {time.monotonic() - started:.1f} s")
+    return prefix_of(folder)
+
+
+def prefix_of(folder: Path) -> Path:
+    """pip's --prefix inside the install folder."""
+    return folder / "prefix"
 
 
 def pip_command(ctx: PhaseContext, folder: Path) -> list[str]:
@@ -178,7 +184,7 @@ def pip_command(ctx: PhaseContext, folder: Path) -> list[str]:
         "--only-binary=:all:",
         "--no-warn-script-location",
         "--progress-bar=off",
-        *("--prefix", str(folder)),
+        *("--prefix", str(prefix_of(folder))),
         *("--index-url", ctx.settings.requirements_index_url),
         *("--constraint", str(folder / "constraints.txt")),
         *("--requirement", str(folder / "requested.txt")),
@@ -263,16 +269,19 @@ def describe_pip_failure(output: list[str], returncode: int) -> str:
     return message
 
 
-def import_paths(work_dir: Path) -> list[str]:
-    """The installed packages' folders (pip's --prefix layout), for REQUIREMENTS_PATH_VARIABLE."""
-    return sorted(str(p) for p in (work_dir / FOLDER).glob("lib*/python*/site-packages"))
+def import_paths(environment: Path | None) -> list[str]:
+    """The folders of an installed environment (pip's --prefix layout) to import from, for
+    REQUIREMENTS_PATH_VARIABLE; none without one."""
+    if environment is None:
+        return []
+    return sorted(str(p) for p in environment.glob("lib*/python*/site-packages"))
 
 
-def installed_version(package: str, work_dir: Path) -> str | None:
-    """The version of `package` the kernel of this pipeline has: from its requirements.txt,
-    or its own (under that name or another providing the same module)."""
+def installed_version(package: str, environment: Path | None) -> str | None:
+    """The version of `package` the kernel of this pipeline has: from its requirements.txt
+    environment, or its own (under that name or another providing the same module)."""
     found = next(
-        iter(importlib.metadata.distributions(name=package, path=import_paths(work_dir))), None
+        iter(importlib.metadata.distributions(name=package, path=import_paths(environment))), None
     )
     if found is not None:
         return found.version

@@ -157,12 +157,17 @@ def _cancel_before_start(
 
 
 def _phases(pipeline: Pipeline) -> list[PipelinePhase]:
-    """The pipeline's phase rows, created on first use."""
-    if not pipeline.phases:
-        pipeline.phases = [
-            PipelinePhase(name=phase.value, position=i, status=PhaseStatus.PENDING)
-            for i, phase in enumerate(PHASE_ORDER)
-        ]
+    """The pipeline's phase rows, created on first use; a row for a phase added since an
+    earlier attempt created them is added too, and all are put in today's order."""
+    rows = {row.name: row for row in pipeline.phases}
+    for i, phase in enumerate(PHASE_ORDER):
+        row = rows.get(phase.value)
+        if row is None:
+            pipeline.phases.append(
+                PipelinePhase(name=phase.value, position=i, status=PhaseStatus.PENDING)
+            )
+        else:
+            row.position = i
     return pipeline.phases
 
 

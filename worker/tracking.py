@@ -8,32 +8,18 @@ its latest attempt.
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 from mlflow.exceptions import MlflowException
 
+from mlops_core.run_store import ensure_experiment, parameters_tag, run_params
 from worker.phases.context import PhaseContext
-
-MAX_PARAM_LENGTH = 6000
-# Tag of the run and of the model version holding the trigger's parameters.
-TAG_TRIGGER_PARAMETERS = "mlops.parameters"
 
 
 def experiment_id(ctx: PhaseContext, name: str) -> str:
     """The id of the experiment `name`, created if missing (two workers may race to create)."""
-    found = ctx.mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return ctx.mlflow.create_experiment(name)
-    except MlflowException:
-        found = ctx.mlflow.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    return ensure_experiment(ctx.mlflow, name)
 
 
 def start_run(ctx: PhaseContext) -> str:
@@ -58,22 +44,16 @@ def start_run(ctx: PhaseContext) -> str:
         },
     )
     run_id = run.info.run_id
-    params = {**ctx.contract.params, **ctx.parameters}  # the trigger's values are what ran
-    params.update({f"mlops.gate_{k}": v for k, v in ctx.contract.gate.as_dict().items()})
-    ctx.mlflow.log_batch(
-        run_id, params=[Param(key, _param_value(value)) for key, value in params.items()]
-    )
+    params = run_params(ctx.contract, ctx.parameters)
+    ctx.mlflow.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
     ctx.mlflow_run_id = run_id
     ctx.update_pipeline(mlflow_run_id=run_id)
     return run_id
 
 
 def trigger_parameters_tag(ctx: PhaseContext) -> dict[str, str]:
-    """The trigger's parameters as one JSON tag (the run's params mix them with the notebook's
-    defaults; the tag says which values the trigger set); none when it set none."""
-    if not ctx.parameters:
-        return {}
-    return {TAG_TRIGGER_PARAMETERS: _param_value(json.dumps(ctx.parameters, sort_keys=True))}
+    """The trigger's parameters as one JSON tag (none when it set none)."""
+    return parameters_tag(ctx.parameters)
 
 
 def collect_metrics(ctx: PhaseContext) -> dict[str, float]:
@@ -100,7 +80,3 @@ def end_run(
         if only_if_running and client.get_run(run_id).info.status != "RUNNING":
             return
         client.set_terminated(run_id, status=name)
-
-
-def _param_value(value: Any) -> str:
-    return str(value)[:MAX_PARAM_LENGTH]

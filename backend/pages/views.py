@@ -12,16 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
 
 from backend.api_params import RowId
 from backend.auth import page_tokens_required
-from backend.dependencies import get_app_settings, get_session
-from mlops_core.schema import Pipeline
+from backend.dependencies import SessionDep, SettingsDep
+from mlops_core.schema import Pipeline, Repo
 from mlops_core.settings import Settings
+from mlops_core.states import PipelineStatus, Trigger
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -66,21 +66,52 @@ def _render(
 
 
 @router.get("/", response_class=HTMLResponse, name="ui_overview")
-def overview(request: Request, settings: Settings = Depends(get_app_settings)) -> HTMLResponse:
+def overview(request: Request, settings: SettingsDep) -> HTMLResponse:
     return _render(request, "overview.html", settings, page="overview", title="Overview")
 
 
 @router.get("/repos/new", response_class=HTMLResponse, name="ui_repo_new")
-def add_repo(request: Request, settings: Settings = Depends(get_app_settings)) -> HTMLResponse:
+def add_repo(request: Request, settings: SettingsDep) -> HTMLResponse:
     return _render(request, "repo_new.html", settings, page="repos", title="Add repository")
+
+
+@router.get("/pipelines", response_class=HTMLResponse, name="ui_pipelines")
+def pipelines_page(request: Request, settings: SettingsDep) -> HTMLResponse:
+    return _render(
+        request,
+        "pipelines.html",
+        settings,
+        page="pipelines",
+        title="Pipelines",
+        # The filters offer exactly what GET /pipelines accepts.
+        statuses=[state.value for state in PipelineStatus],
+        triggers=[trigger.value for trigger in Trigger],
+    )
+
+
+@router.get("/repos/{repo_id}", response_class=HTMLResponse, name="ui_repo")
+def repo_page(
+    repo_id: RowId, request: Request, settings: SettingsDep, session: SessionDep
+) -> HTMLResponse:
+    if session.get(Repo, repo_id) is None:
+        return _render(
+            request,
+            "not_found.html",
+            settings,
+            page="overview",
+            title="Repository not found",
+            status_code=404,
+            message=f"There is no repository #{repo_id}.",
+        )
+    return _render(request, "repo.html", settings, page="repo", title="Repository", repo_id=repo_id)
 
 
 @router.get("/pipelines/{pipeline_id}", response_class=HTMLResponse, name="ui_pipeline")
 def pipeline_page(
     pipeline_id: RowId,
     request: Request,
-    settings: Settings = Depends(get_app_settings),
-    session: Session = Depends(get_session),
+    settings: SettingsDep,
+    session: SessionDep,
 ) -> HTMLResponse:
     if session.get(Pipeline, pipeline_id) is None:
         return _render(
@@ -103,14 +134,12 @@ def pipeline_page(
 
 
 @router.get("/models", response_class=HTMLResponse, name="ui_models")
-def models_page(request: Request, settings: Settings = Depends(get_app_settings)) -> HTMLResponse:
+def models_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     return _render(request, "models.html", settings, page="models", title="Models")
 
 
 @router.get("/models/{name}", response_class=HTMLResponse, name="ui_model")
-def model_page(
-    name: str, request: Request, settings: Settings = Depends(get_app_settings)
-) -> HTMLResponse:
+def model_page(name: str, request: Request, settings: SettingsDep) -> HTMLResponse:
     return _render(
         request,
         "model.html",

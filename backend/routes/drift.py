@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from backend.api_params import ModelName
 from backend.auth import require_read_token
+from backend.dependencies import SettingsDep
 from backend.drift import VersionDrift, check, latest_versions
 
 router = APIRouter(tags=["drift"], dependencies=[Depends(require_read_token)])
@@ -99,11 +100,10 @@ def _answer(found: VersionDrift) -> DriftAnswer:
 @router.get("/models/{name}/drift", response_model=DriftAnswer)
 async def model_drift(
     name: ModelName,
-    request: Request,
+    settings: SettingsDep,
     version: Annotated[str | None, Query(max_length=50)] = None,
 ) -> DriftAnswer:
     """Drift of a version (default: the one that answered last) from its reference."""
-    settings = request.app.state.settings
     if version is None:
         version = (await run_in_threadpool(latest_versions, settings.database_url)).get(name)
         if version is None:
@@ -112,9 +112,8 @@ async def model_drift(
 
 
 @router.get("/drift-status", response_model=DriftStatus)
-async def drift_status(request: Request) -> DriftStatus:
+async def drift_status(settings: SettingsDep) -> DriftStatus:
     """Drift of every model's currently answering version."""
-    settings = request.app.state.settings
     versions = await run_in_threadpool(latest_versions, settings.database_url)
     return DriftStatus(
         models=[

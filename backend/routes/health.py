@@ -5,7 +5,9 @@
 once with short timeouts, so a probe gets its answer in about two seconds even when a part
 hangs. It also counts the Celery workers on the pipelines queue for the dashboard, without
 making that a condition of readiness: a backend with no worker still accepts every webhook
-(its pipelines wait queued), so restarting or unrouting it would only lose deliveries.
+(its pipelines wait queued), so restarting or unrouting it would only lose deliveries. That
+count comes from memory (backend/worker_watch.py), with its age: asking the workers takes a
+second-long broadcast, run in the background rather than per probe.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import httpx
-import redis
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
@@ -24,17 +25,14 @@ from starlette.concurrency import run_in_threadpool
 import backend.metrics  # noqa: F401  (registers the backend's metrics before the first scrape)
 from backend.api_models import ReadyReport, WorkerReport
 from backend.auth import require_metrics_token
+from backend.dependencies import QueueDep, SettingsDep, WorkerWatchDep
 from mlops_core.database import engine_for
 from mlops_core.service_metrics import exposition, exposition_registry
-from mlops_core.task_queue import KERNEL_ISOLATION_KEY, PIPELINE_QUEUE, SANDBOX_OFF_STATE
+from mlops_core.task_queue import PIPELINE_QUEUE, SANDBOX_OFF_STATE
 
 router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_SECONDS: Final = 2.0
-# Workers answer a control request within milliseconds; the wait is spent in full (any number
-# may answer), so it is kept short. The outer bound covers a slow broker connection.
-WORKER_REPLY_SECONDS: Final = 1.0
-WORKER_CHECK_TIMEOUT_SECONDS: Final = 1.5
 
 
 @router.get("/health")
@@ -82,10 +80,10 @@ async def _mlflow_ok(uri: str) -> None:
     response_model=ReadyReport,
     responses={503: {"model": ReadyReport, "description": "some part is down (see `down`)"}},
 )
-async def ready(request: Request) -> JSONResponse:
+async def ready(
+    settings: SettingsDep, queue: QueueDep, worker_watch: WorkerWatchDep
+) -> JSONResponse:
     """Readiness: 200 when every part answers, else 503 naming the parts that do not."""
-    settings = request.app.state.settings
-    queue = request.app.state.pipeline_queue
 
     def database() -> None:
         with engine_for(settings.database_url).connect() as conn:
@@ -105,21 +103,23 @@ async def ready(request: Request) -> JSONResponse:
             return _describe(exc)
         return "ok"
 
-    results, (worker_state, nodes) = await asyncio.gather(
-        asyncio.gather(*(run(check) for check in checks.values())),
-        _workers(lambda: queue.workers(WORKER_REPLY_SECONDS)),
+    results, workers = await asyncio.gather(
+        asyncio.gather(*(run(check) for check in checks.values())), worker_watch.latest()
     )
     report = dict(zip(checks, results, strict=True))
     down = [name for name, result in report.items() if result != "ok"]
-    report["worker"] = worker_state
-    report["sandbox"] = sandbox_state(
-        settings.kernel_sandbox, await _isolation_reports(queue.redis, nodes)
-    )
+    report["worker"] = workers.state
+    report["sandbox"] = sandbox_state(settings.kernel_sandbox, workers.isolation)
     body = ReadyReport(
         status="not ready" if down else "ready",
         checks=report,
         down=down,
-        workers=WorkerReport(queue=PIPELINE_QUEUE, count=len(nodes), nodes=nodes),
+        workers=WorkerReport(
+            queue=PIPELINE_QUEUE,
+            count=len(workers.nodes),
+            nodes=workers.nodes,
+            age_seconds=round(workers.age_seconds, 3),
+        ),
     )
     return JSONResponse(body.model_dump(), status_code=503 if down else 200)
 
@@ -134,30 +134,6 @@ def sandbox_state(mode: str, reported: dict[str, str]) -> str:
         return SANDBOX_OFF_STATE if mode == "off" else "ok"
     problems = sorted(f"{node}: {state}" for node, state in reported.items() if state != "ok")
     return "; ".join(problems) or "ok"
-
-
-async def _isolation_reports(client: redis.Redis, nodes: list[str]) -> dict[str, str]:
-    """What each answering worker reported at start (worker/celery_app.py)."""
-    if not nodes:
-        return {}
-    try:
-        states = await run_in_threadpool(client.hmget, KERNEL_ISOLATION_KEY, nodes)
-    except redis.RedisError:
-        return {}
-    return {node: state.decode() for node, state in zip(nodes, states, strict=True) if state}
-
-
-async def _workers(ask: Callable[[], list[str]]) -> tuple[str, list[str]]:
-    """("ok", nodes) when a worker on the pipelines queue answers, else (why not, [])."""
-    try:
-        nodes = await asyncio.wait_for(run_in_threadpool(ask), WORKER_CHECK_TIMEOUT_SECONDS)
-    except TimeoutError:
-        return f"the broker gave no answer within {WORKER_CHECK_TIMEOUT_SECONDS:g}s", []
-    except Exception as exc:  # kombu raises several unrelated types when Redis is away
-        return _describe(exc), []
-    if not nodes:
-        return f"no worker answered on queue {PIPELINE_QUEUE!r}", []
-    return "ok", nodes
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])

@@ -1,4 +1,4 @@
-"""Pipeline logs: live over a WebSocket, stored over REST.
+"""Pipeline logs: live over a WebSocket, stored over REST (JSON pages, or the whole log as text).
 
 `WS /ws/pipelines/{id}/logs?after=SEQ` sends JSON text messages. A message is one event object,
 or a JSON array of events when several were ready at once (history replay, bursts of output);
@@ -20,16 +20,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, WebSocket
+from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
 from backend.api_params import RowId
 from backend.auth import accept_reader, require_read_token
+from backend.dependencies import FanoutDep, SettingsDep
 from backend.log_fanout import LogFanout, LogStreamUnavailable
 from backend.log_history import MAX_READ, MAX_SEQ, LogHistory
+from backend.log_text import text_lines
 from backend.log_viewer import LogViewer, is_finished
+from mlops_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["logs"])
@@ -38,20 +43,20 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
-def _history(app_state: object) -> LogHistory:
-    fanout: LogFanout = app_state.log_fanout  # type: ignore[attr-defined]
-    return LogHistory(fanout.client, app_state.settings.database_url)  # type: ignore[attr-defined]
+def _history(fanout: LogFanout, settings: Settings) -> LogHistory:
+    return LogHistory(fanout.client, settings.database_url)
 
 
 @router.websocket("/ws/pipelines/{pipeline_id}/logs")
 async def pipeline_log_socket(
     websocket: WebSocket,
     pipeline_id: RowId,
+    fanout: FanoutDep,
+    settings: SettingsDep,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
 ) -> None:
     """History then live tail of a pipeline's log; closes once the pipeline has finished."""
-    state = websocket.app.state
-    history = _history(state)
+    history = _history(fanout, settings)
     if not await accept_reader(websocket):
         return
     status = await history.pipeline_status(pipeline_id)
@@ -64,9 +69,9 @@ async def pipeline_log_socket(
         pipeline_id,
         after=after,
         status=status,
-        ping_interval=state.settings.ws_ping_interval_seconds,
+        ping_interval=settings.ws_ping_interval_seconds,
     )
-    streaming = asyncio.create_task(_stream(viewer, state.log_fanout, pipeline_id))
+    streaming = asyncio.create_task(_stream(viewer, fanout, pipeline_id))
     disconnected = asyncio.create_task(_client_gone(websocket))
     try:
         await asyncio.wait({streaming, disconnected}, return_when=asyncio.FIRST_COMPLETED)
@@ -107,8 +112,9 @@ async def _client_gone(websocket: WebSocket) -> None:
 
 @router.get("/pipelines/{pipeline_id}/logs", dependencies=[Depends(require_read_token)])
 async def pipeline_log(
-    request: Request,
     pipeline_id: RowId,
+    fanout: FanoutDep,
+    settings: SettingsDep,
     after: Annotated[
         int, Query(ge=0, le=MAX_SEQ, description="Return lines with a seq above this one.")
     ] = 0,
@@ -119,7 +125,7 @@ async def pipeline_log(
     `next_after` is the seq to pass as `after` for the next page; `finished` tells whether more
     lines can still come.
     """
-    history = _history(request.app.state)
+    history = _history(fanout, settings)
     status = await history.pipeline_status(pipeline_id)
     if status is None:
         raise HTTPException(404, f"pipeline {pipeline_id} not found")
@@ -132,3 +138,32 @@ async def pipeline_log(
         f'"next_after":{next_after},"lines":[{",".join(entry.raw for entry in entries)}]}}'
     )
     return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/pipelines/{pipeline_id}/logs.txt",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "the whole stored log"}},
+    dependencies=[Depends(require_read_token)],
+)
+async def pipeline_log_text(
+    pipeline_id: RowId, fanout: FanoutDep, settings: SettingsDep
+) -> StreamingResponse:
+    """The whole stored log as plain text (backend/log_text.py), as a file to save: what the
+    pipeline page's "Download" gives."""
+    history = _history(fanout, settings)
+    status = await history.pipeline_status(pipeline_id)
+    if status is None:
+        raise HTTPException(404, f"pipeline {pipeline_id} not found")
+
+    async def pages() -> AsyncIterator[str]:
+        after = 0
+        while entries := await history.read(pipeline_id, after, MAX_READ, status=status):
+            yield "".join(text_lines(entry.raw for entry in entries))
+            after = entries[-1].seq
+
+    return StreamingResponse(
+        pages(),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="pipeline-{pipeline_id}.log"'},
+    )

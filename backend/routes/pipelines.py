@@ -22,17 +22,21 @@ from backend.api_models import (
     PipelineAccepted,
     PipelineDetail,
     PipelinePage,
+    QueuedNotebook,
     TriggerRequest,
 )
 from backend.api_params import INT64_MAX, RowId
 from backend.auth import require_api_token, require_read_token
-from backend.dependencies import get_session
+from backend.dependencies import QueueDep, SessionDep
 from backend.metrics import PIPELINES_CREATED
-from backend.pipeline_queue import PipelineQueue, get_pipeline_queue
+from backend.notebook_registry import find_notebook
+from backend.pipeline_queue import PipelineQueue
 from backend.pipeline_records import new_pipeline, pipeline_detail, pipeline_summary
 from backend.routes.repos import load_repo
+from backend.validation_errors import field_error
+from mlops_core.commit_info import CommitInfo
 from mlops_core.schema import CommitStatus, Pipeline, Repo, utcnow
-from mlops_core.states import PipelineStatus
+from mlops_core.states import PipelineStatus, Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,11 @@ def _queue_new(
     PIPELINES_CREATED.labels(trigger=trigger).inc()
     queue.enqueue(pipeline.id)
     logger.info("pipeline %s queued (%s) for %s", pipeline.id, trigger, pipeline.repo_url)
-    body = PipelineAccepted(pipeline_id=pipeline.id, status=PipelineStatus.QUEUED)
+    body = PipelineAccepted(
+        pipeline_id=pipeline.id,
+        status=PipelineStatus.QUEUED,
+        pipelines=[QueuedNotebook(pipeline_id=pipeline.id, notebook_path=pipeline.notebook_path)],
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -64,34 +72,49 @@ def _queue_new(
 )
 def trigger_repo(
     repo_id: RowId,
+    session: SessionDep,
+    queue: QueueDep,
     body: TriggerRequest | None = None,
-    session: Session = Depends(get_session),
-    queue: PipelineQueue = Depends(get_pipeline_queue),
 ) -> JSONResponse:
-    """Run the repo's notebook now (the "retrain" button): at the head of its branch, or at
-    `commit`, with `parameters` overriding the notebook's defaults."""
+    """Run one of the repo's notebooks now (the "retrain" button; default: its first): at the
+    head of its branch, or at `commit`, with `parameters` overriding the notebook's defaults."""
     request = body or TriggerRequest()
     repo = load_repo(session, repo_id)
+    if request.notebook_path is not None and find_notebook(repo, request.notebook_path) is None:
+        registered = ", ".join(n.notebook_path for n in repo.notebooks)
+        raise field_error(
+            "notebook_path",
+            f"notebook_path: {request.notebook_path} is not a notebook of repo {repo.id} "
+            f"(it runs {registered}; POST /repos/{repo.id}/notebooks adds one)",
+        )
     pipeline = new_pipeline(
-        repo, trigger="manual", commit_sha=request.commit, parameters=request.parameters
+        repo,
+        trigger=Trigger.MANUAL,
+        notebook_path=request.notebook_path,
+        commit_sha=request.commit,
+        parameters=request.parameters,
     )
-    return _queue_new(session, queue, pipeline, trigger="manual")
+    return _queue_new(session, queue, pipeline, trigger=Trigger.MANUAL)
 
 
 @router.get("/pipelines", response_model=PipelinePage, dependencies=[Depends(require_read_token)])
 def list_pipelines(
+    session: SessionDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     repo_id: Annotated[RowId | None, Query()] = None,
-    status_filter: PipelineStatus | None = Query(None, alias="status"),
-    session: Session = Depends(get_session),
+    status_filter: Annotated[PipelineStatus | None, Query(alias="status")] = None,
+    trigger: Annotated[Trigger | None, Query()] = None,
 ) -> PipelinePage:
-    """Pipelines, newest first, optionally of one repo and/or in one status."""
+    """Pipelines, newest first, optionally of one repo, in one status and/or started by one
+    kind of trigger."""
     conditions = []
     if repo_id is not None:
         conditions.append(Pipeline.repo_id == repo_id)
     if status_filter is not None:
         conditions.append(Pipeline.status == status_filter.value)
+    if trigger is not None:
+        conditions.append(Pipeline.trigger == trigger.value)
     total = session.scalar(select(func.count()).select_from(Pipeline).where(*conditions)) or 0
     rows = session.scalars(
         select(Pipeline)
@@ -119,7 +142,7 @@ def _load(session: Session, pipeline_id: int) -> Pipeline:
     response_model=PipelineDetail,
     dependencies=[Depends(require_read_token)],
 )
-def get_pipeline(pipeline_id: RowId, session: Session = Depends(get_session)) -> PipelineDetail:
+def get_pipeline(pipeline_id: RowId, session: SessionDep) -> PipelineDetail:
     """One pipeline with its phases, metrics, model version and commit statuses."""
     statuses = session.scalars(
         select(CommitStatus)
@@ -141,8 +164,8 @@ def get_pipeline(pipeline_id: RowId, session: Session = Depends(get_session)) ->
 )
 def cancel_pipeline(
     pipeline_id: RowId,
-    session: Session = Depends(get_session),
-    queue: PipelineQueue = Depends(get_pipeline_queue),
+    session: SessionDep,
+    queue: QueueDep,
 ) -> JSONResponse:
     """Stop a pipeline: a queued one at once, a running one through its worker.
 
@@ -194,8 +217,8 @@ def _cancel_answer(pipeline_id: int, state: PipelineStatus, code: int) -> JSONRe
 )
 def retry_pipeline(
     pipeline_id: RowId,
-    session: Session = Depends(get_session),
-    queue: PipelineQueue = Depends(get_pipeline_queue),
+    session: SessionDep,
+    queue: QueueDep,
 ) -> JSONResponse:
     """Run a finished pipeline again as a new pipeline, at the same commit (the "Run again")."""
     original = _load(session, pipeline_id)
@@ -212,8 +235,10 @@ def retry_pipeline(
         )
     retry = new_pipeline(
         repo,
-        trigger="retry",
+        trigger=Trigger.RETRY,
+        notebook_path=original.notebook_path,
         commit_sha=original.commit_sha,
         parameters=original.parameters,
+        commit=CommitInfo(original.commit_message, original.commit_author, original.commit_url),
     )
-    return _queue_new(session, queue, retry, trigger="retry")
+    return _queue_new(session, queue, retry, trigger=Trigger.RETRY)

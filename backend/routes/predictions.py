@@ -14,15 +14,17 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field, model_validator
 
 from backend.api_params import INT64_MAX, ModelName
 from backend.auth import require_api_token, require_read_token
+from backend.dependencies import SettingsDep
 from backend.live_quality import live_quality, record_feedback
 from backend.prediction_store import query
 from backend.serving_stats import Latency, traffic
 from mlops_core.schema import PredictionLogRow
+from mlops_core.settings import Settings
 
 router = APIRouter(tags=["predictions"])
 MAX_FEEDBACK_ITEMS = 10_000
@@ -101,10 +103,10 @@ def _filters(
     return Filters(version=version, since=since, until=until, page=page, size=size, format=format)
 
 
-def _answer(request: Request, model: str | None, filters: Filters) -> PredictionPage | Response:
+def _answer(settings: Settings, model: str | None, filters: Filters) -> PredictionPage | Response:
     size = filters.size if filters.format == "csv" else min(filters.size, MAX_PAGE_SIZE)
     found = query(
-        request.app.state.settings.database_url,
+        settings.database_url,
         model=model,
         version=filters.version,
         since=filters.since,
@@ -150,10 +152,10 @@ def _csv(entries: list[PredictionEntry]) -> str:
     dependencies=[Depends(require_read_token)],
 )
 def model_predictions(
-    name: ModelName, request: Request, filters: Annotated[Filters, Depends(_filters)]
+    name: ModelName, settings: SettingsDep, filters: Annotated[Filters, Depends(_filters)]
 ) -> PredictionPage | Response:
     """This model's logged predictions, newest first (`format=csv` to export)."""
-    return _answer(request, name, filters)
+    return _answer(settings, name, filters)
 
 
 @router.get(
@@ -162,12 +164,12 @@ def model_predictions(
     dependencies=[Depends(require_read_token)],
 )
 def prediction_history(
-    request: Request,
+    settings: SettingsDep,
     filters: Annotated[Filters, Depends(_filters)],
     model: ModelName | None = None,
 ) -> PredictionPage | Response:
     """Every model's logged predictions, newest first (`format=csv` to export)."""
-    return _answer(request, model, filters)
+    return _answer(settings, model, filters)
 
 
 class FeedbackItem(BaseModel):
@@ -224,10 +226,10 @@ class QualityAnswer(BaseModel):
     response_model=FeedbackAnswer,
     dependencies=[Depends(require_api_token)],
 )
-def post_feedback(name: ModelName, body: FeedbackBody, request: Request) -> FeedbackAnswer:
+def post_feedback(name: ModelName, body: FeedbackBody, settings: SettingsDep) -> FeedbackAnswer:
     """Ground truth for logged predictions, matched by request id."""
-    outcome = record_feedback(request.app.state.settings.database_url, name, body.pairs())
-    live_quality(request.app.state.settings.database_url, name, DEFAULT_WINDOW)
+    outcome = record_feedback(settings.database_url, name, body.pairs())
+    live_quality(settings.database_url, name, DEFAULT_WINDOW)
     return FeedbackAnswer(
         accepted=outcome.accepted, unknown=outcome.unknown, rejected=outcome.rejected
     )
@@ -240,11 +242,11 @@ def post_feedback(name: ModelName, body: FeedbackBody, request: Request) -> Feed
 )
 def get_quality(
     name: ModelName,
-    request: Request,
+    settings: SettingsDep,
     window: Annotated[int, Query(ge=1, le=1_000_000)] = DEFAULT_WINDOW,
 ) -> QualityAnswer:
     """Live quality per version over the `window` most recent labelled rows."""
-    found = live_quality(request.app.state.settings.database_url, name, window)
+    found = live_quality(settings.database_url, name, window)
     return QualityAnswer(
         model=name,
         window=window,
@@ -297,13 +299,13 @@ class TrafficAnswer(BaseModel):
 )
 def get_traffic(
     name: ModelName,
-    request: Request,
+    settings: SettingsDep,
     hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
     buckets: Annotated[int, Query(ge=1, le=500)] = 48,
 ) -> TrafficAnswer:
     """Logged requests, latency percentiles and errors per version over time (the model page's
     charts and error rate)."""
-    found = traffic(request.app.state.settings.database_url, name, hours=hours, buckets=buckets)
+    found = traffic(settings.database_url, name, hours=hours, buckets=buckets)
     return TrafficAnswer(
         model=name,
         since=found.since,

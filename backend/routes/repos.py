@@ -6,6 +6,9 @@ their calls to GitHub's API) never block the event loop.
 Registering a repo on GitHub (GITHUB_API_URL) with a token that applies also creates its push
 webhook there, after the repo row is committed: a refusal (no admin right, GitHub down) leaves
 the repo registered and says why, and the user can still add the hook by hand.
+
+A repo runs one notebook or several (backend/notebook_registry.py; more are added with
+backend/routes/notebooks.py); the fields of the single-notebook form are its first one's.
 """
 
 from __future__ import annotations
@@ -16,24 +19,31 @@ import secrets
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from backend.api_models import (
+    NotebookUpdate,
     PipelineBrief,
     RepoCreate,
     RepoCreated,
     RepoOut,
-    RepoUpdate,
     WebhookSecretSource,
     WebhookSetup,
 )
 from backend.api_params import RowId
 from backend.auth import require_api_token, require_read_token
-from backend.dependencies import get_app_settings, get_session
+from backend.dependencies import SessionDep, SettingsDep
 from backend.github_api import GitHubApi, GitHubError, github_repo
+from backend.notebook_registry import (
+    new_notebook,
+    notebook_out,
+    own_notebook,
+    own_notebook_out,
+    update_notebook,
+)
 from backend.validation_errors import field_error
-from backend.watch_paths import effective_watch_paths
 from mlops_core import secrets_box
+from mlops_core.pipeline_lease import db_now
 from mlops_core.repo_urls import RepoUrlError, normalize_repo_url
 from mlops_core.schema import Pipeline, Repo
 from mlops_core.settings import Settings
@@ -52,6 +62,7 @@ def webhook_url(settings: Settings) -> str:
 
 
 def _repo_out(repo: Repo, settings: Settings, last: Pipeline | None = None) -> RepoOut:
+    first = own_notebook_out(repo)
     return RepoOut(
         id=repo.id,
         github_url=repo.github_url,
@@ -61,7 +72,10 @@ def _repo_out(repo: Repo, settings: Settings, last: Pipeline | None = None) -> R
         has_token=repo.token_encrypted is not None,
         webhook_url=webhook_url(settings),
         webhook_id=repo.webhook_id,
-        watch_paths=effective_watch_paths(repo.notebook_path, repo.watch_paths),
+        watch_paths=first.watch_paths,
+        schedule=first.schedule,
+        next_run_at=first.next_run_at,
+        notebooks=[notebook_out(notebook) for notebook in repo.notebooks],
         last_pipeline=(
             PipelineBrief(
                 id=last.id,
@@ -108,8 +122,8 @@ def _choose_secret(body: RepoCreate, settings: Settings) -> tuple[str, WebhookSe
 )
 def create_repo(
     body: RepoCreate,
-    settings: Settings = Depends(get_app_settings),
-    session: Session = Depends(get_session),
+    settings: SettingsDep,
+    session: SessionDep,
 ) -> RepoCreated:
     """Register a repo; the response is the only place its own webhook secret is ever shown."""
     try:
@@ -124,17 +138,19 @@ def create_repo(
     if existing is not None:
         raise _duplicate(url, existing)
     secret, source = _choose_secret(body, settings)
+    specs = body.notebook_specs()
+    now = db_now(session)
     repo = Repo(
         github_url=url,
         branch=body.branch,
-        notebook_path=body.notebook_path,
+        notebook_path=specs[0].notebook_path,
         token_encrypted=(
             secrets_box.encrypt(settings, body.github_token.get_secret_value())
             if body.github_token is not None
             else None
         ),
         webhook_secret_encrypted=secrets_box.encrypt(settings, secret),
-        watch_paths=body.watch_paths,
+        notebooks=[new_notebook(spec, now) for spec in specs],
     )
     session.add(repo)
     try:
@@ -223,11 +239,11 @@ def _duplicate(url: str, repo_id: int | None) -> HTTPException:
 
 
 @router.get("/repos", response_model=list[RepoOut], dependencies=[Depends(require_read_token)])
-def list_repos(
-    settings: Settings = Depends(get_app_settings), session: Session = Depends(get_session)
-) -> list[RepoOut]:
+def list_repos(settings: SettingsDep, session: SessionDep) -> list[RepoOut]:
     """Every registered repo with its latest pipeline, oldest registration first."""
-    repos = list(session.scalars(select(Repo).order_by(Repo.id)))
+    repos = list(
+        session.scalars(select(Repo).options(selectinload(Repo.notebooks)).order_by(Repo.id))
+    )
     latest = _latest_pipelines(session, [repo.id for repo in repos])
     return [_repo_out(repo, settings, latest.get(repo.id)) for repo in repos]
 
@@ -243,8 +259,8 @@ def load_repo(session: Session, repo_id: int) -> Repo:
 @router.get("/repos/{repo_id}", response_model=RepoOut, dependencies=[Depends(require_read_token)])
 def get_repo(
     repo_id: RowId,
-    settings: Settings = Depends(get_app_settings),
-    session: Session = Depends(get_session),
+    settings: SettingsDep,
+    session: SessionDep,
 ) -> RepoOut:
     """One repo with its latest pipeline."""
     repo = load_repo(session, repo_id)
@@ -258,8 +274,8 @@ def get_repo(
 )
 def delete_repo(
     repo_id: RowId,
-    settings: Settings = Depends(get_app_settings),
-    session: Session = Depends(get_session),
+    settings: SettingsDep,
+    session: SessionDep,
 ) -> Response:
     """Forget a repo and delete the webhook POST /repos created; its pipelines stay as history
     (they copied what they need)."""
@@ -274,12 +290,14 @@ def delete_repo(
 @router.patch("/repos/{repo_id}", response_model=RepoOut, dependencies=[Depends(require_api_token)])
 def update_repo(
     repo_id: RowId,
-    body: RepoUpdate,
-    settings: Settings = Depends(get_app_settings),
-    session: Session = Depends(get_session),
+    body: NotebookUpdate,
+    settings: SettingsDep,
+    session: SessionDep,
 ) -> RepoOut:
-    """Change what a push must touch to retrain (`watch_paths`; null: the default globs)."""
+    """Change what a push must touch to retrain (`watch_paths`; null: the default globs) and
+    when the notebook runs on its own (`schedule`, cron in UTC; null: never), for the repo's
+    first notebook (PATCH /repos/{id}/notebooks/{notebook_id} for the others)."""
     repo = load_repo(session, repo_id)
-    repo.watch_paths = body.watch_paths
+    update_notebook(session, own_notebook(repo), body)
     session.commit()
     return _repo_out(repo, settings, _latest_pipelines(session, [repo.id]).get(repo.id))

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from backend.dependencies import IntakeDep, SettingsDep
 from backend.metrics import WEBHOOK_DELIVERIES
-from backend.webhook_intake import WebhookIntake
 from mlops_core.request_limits import BodyTooLarge, JsonTooDeep, read_capped_body
 
 router = APIRouter(tags=["webhooks"])
@@ -25,15 +25,6 @@ def _too_large(reason: str) -> JSONResponse:
     )
 
 
-def _intake(request: Request) -> WebhookIntake:
-    """One WebhookIntake per app, made on first use."""
-    state = request.app.state
-    intake = getattr(state, "webhook_intake", None)
-    if intake is None:
-        intake = state.webhook_intake = WebhookIntake(state.settings, state.pipeline_queue)
-    return intake
-
-
 @router.post(
     "/webhook/github",
     responses={
@@ -45,9 +36,11 @@ def _intake(request: Request) -> WebhookIntake:
         413: {"description": "body over WEBHOOK_MAX_BODY_BYTES (25 MB, GitHub's cap)"},
     },
 )
-async def github_webhook(request: Request) -> JSONResponse:
+async def github_webhook(
+    request: Request, settings: SettingsDep, intake: IntakeDep
+) -> JSONResponse:
     """Verify and record a GitHub delivery; a push that changes the notebook queues a run."""
-    limit: int = request.app.state.settings.webhook_max_body_bytes
+    limit = settings.webhook_max_body_bytes
     try:
         body = await read_capped_body(request, limit, "WEBHOOK_MAX_BODY_BYTES")
     except BodyTooLarge as exc:
@@ -55,5 +48,5 @@ async def github_webhook(request: Request) -> JSONResponse:
     except JsonTooDeep:
         WEBHOOK_DELIVERIES.labels(outcome="bad_request").inc()
         raise
-    code, content = await run_in_threadpool(_intake(request).handle, request.headers, body)
+    code, content = await run_in_threadpool(intake.handle, request.headers, body)
     return JSONResponse(content.model_dump(mode="json"), status_code=code)

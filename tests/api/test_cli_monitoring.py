@@ -124,11 +124,10 @@ def test_mlops_predictions_lists_filters_pages_and_exports(
     assert code == 0 and [row["request_id"] for row in rows] == ["v2-1", "v2-0", "v1-519", "v1-518"]
     assert json.loads(rows[0]["inputs"]) == [dict(zip(FEATURES, [5.1, 3.5, 1.4, 0.2], strict=True))]
 
-    with pytest.raises(SystemExit) as usage:
-        cli_main(["predictions", name, *api, "--since", "yesterday"])
-    assert usage.value.code == 64
-    with pytest.raises(SystemExit):
-        cli_main(["predictions", name, *api, "--csv", "--json"])
+    code, _, err = run(capsys, "predictions", name, *api, "--since", "yesterday")
+    assert code == 64 and "expected an ISO 8601 time" in err
+    code, _, err = run(capsys, "predictions", name, *api, "--csv", "--json")
+    assert code == 64 and "--csv and --json cannot be used together" in err
 
 
 def test_mlops_drift_prints_each_feature_and_exits_1_on_drift(

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
+from celery import Celery
+from redis.client import Monitor
+
+from mlops_core.settings import Settings
 from tests.api.conftest import Api
 from tests.support.processes import ManagedProcess, wait_for
 from tests.support.services import RedisServer
 
 NO_WORKER = "no worker answered on queue 'pipelines'"
+NO_WORKERS = {"queue": "pipelines", "count": 0, "nodes": [], "age_seconds": 0}
 
 
 def test_health_is_up_while_parts_are_down(api: Api) -> None:
@@ -25,7 +34,11 @@ def test_ready_names_each_part_that_is_down(
     redis_server = RedisServer(tmp_path / "ready-redis")
     redis_server.start()
     try:
-        api = make_api(redis_url=redis_server.url, mlflow_tracking_uri=mlflow_uri)
+        api = make_api(
+            redis_url=redis_server.url,
+            mlflow_tracking_uri=mlflow_uri,
+            worker_check_interval_seconds=0.2,
+        )
         partly = api.client.get("/ready")
         assert partly.status_code == 503
         body = partly.json()
@@ -35,13 +48,18 @@ def test_ready_names_each_part_that_is_down(
         assert body["checks"]["mlflow"] == "ok"
         assert "ConnectError" in body["checks"]["model_server"]
         assert body["checks"]["worker"] == NO_WORKER
-        assert body["workers"] == {"queue": "pipelines", "count": 0, "nodes": []}
+        assert body["workers"] | {"age_seconds": 0} == NO_WORKERS
 
         redis_server.stop()
         worse = api.client.get("/ready").json()
         assert worse["down"] == ["redis", "model_server"]
-        assert worse["checks"]["worker"] not in ("ok", NO_WORKER)  # the broker error, named
-        assert worse["workers"]["count"] == 0
+
+        def broker_error() -> dict[str, Any] | None:
+            body = api.client.get("/ready").json()
+            # The worker check runs in the background: its next pass names the broker error.
+            return body if body["checks"]["worker"] not in ("ok", NO_WORKER) else None
+
+        assert wait_for(broker_error, 30, 0.2)["workers"]["count"] == 0
     finally:
         redis_server.stop()
 
@@ -60,11 +78,13 @@ def test_ready_when_every_part_answers(
     required = {"database": "ok", "redis": "ok", "mlflow": "ok", "model_server": "ok"}
     response = api.client.get("/ready")
     assert response.status_code == 200, response.text
-    assert response.json() == {
+    body = response.json()
+    assert body["workers"]["age_seconds"] >= 0
+    assert body | {"workers": body["workers"] | {"age_seconds": 0}} == {
         "status": "ready",
         "checks": {**required, "worker": NO_WORKER, "sandbox": "ok"},
         "down": [],
-        "workers": {"queue": "pipelines", "count": 0, "nodes": []},
+        "workers": NO_WORKERS,
     }
 
     worker = start_worker(api.database_url, api.settings.redis_url)
@@ -79,6 +99,62 @@ def test_ready_when_every_part_answers(
     assert body["checks"] == {**required, "worker": "ok", "sandbox": "ok"}
     assert body["workers"]["count"] == 1
     assert body["workers"]["nodes"][0].startswith("api-")
+
+
+@contextmanager
+def broadcasts_seen(redis_url: str) -> Iterator[list[str]]:
+    """The Celery control broadcasts (PUBLISH to the pidbox channel) sent while in the block,
+    as Redis's MONITOR sees them."""
+    seen: list[str] = []
+    end = f"end-of-watch-{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(redis_url)
+
+    def watch(monitor: Monitor) -> None:
+        while end not in (command := monitor.next_command()["command"]):
+            if command.startswith("PUBLISH") and "pidbox" in command:
+                seen.append(command[:200])
+
+    with client.monitor() as monitor, ThreadPoolExecutor(1) as pool:
+        watching = pool.submit(watch, monitor)
+        try:
+            yield seen
+        finally:
+            client.echo(end)
+            watching.result(timeout=30)
+    client.close()
+
+
+def test_ready_serves_the_worker_check_from_memory_instead_of_broadcasting_per_request(
+    make_api: Callable[..., Api],
+    make_settings: Callable[..., Settings],
+    start_worker: Callable[..., ManagedProcess],
+    tmp_path: Path,
+) -> None:
+    """Asking the workers is a broadcast waiting out a one-second reply window: /ready answers
+    from the background check's last sighting, with its age, and sends no broadcast itself."""
+    redis_server = RedisServer(tmp_path / "watch-redis")
+    redis_server.start()
+    try:
+        # A backend checking only once a minute: between its checks, /ready broadcasts nothing.
+        worker = start_worker(make_settings().database_url, redis_server.url)
+        celery = Celery(broker=redis_server.url)
+
+        def worker_answers() -> bool:
+            assert worker.alive(), worker.log_text()[-3000:]
+            return bool(celery.control.ping(timeout=0.5))
+
+        wait_for(worker_answers, 60, 0.2, "the worker to answer")
+        celery.close()
+        api = make_api(redis_url=redis_server.url, worker_check_interval_seconds=60)
+        first = api.client.get("/ready").json()["workers"]  # waits for the first check
+        with broadcasts_seen(redis_server.url) as broadcasts, ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: api.client.get("/ready").json(), range(24)))
+        assert broadcasts == [], "a /ready request broadcast to the workers"
+        assert {answer["workers"]["count"] for answer in answers} == {first["count"]} == {1}
+        assert all(a["workers"]["age_seconds"] >= first["age_seconds"] for a in answers)
+        assert {answer["checks"]["worker"] for answer in answers} == {"ok"}
+    finally:
+        redis_server.stop()
 
 
 def test_ready_says_when_notebooks_run_unconfined(

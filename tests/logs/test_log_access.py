@@ -90,6 +90,29 @@ def test_the_stored_log_needs_the_read_token(
     assert answered.status_code == 200
     assert len(answered.json()["lines"]) == LINES + 1
 
+    # The whole log as text (the page's "Download log"), behind the same guard.
+    text_url = f"{url}.txt"
+    refused = httpx.get(text_url)
+    assert refused.status_code == 401
+    assert refused.json()["detail"].startswith("missing read token")
+    assert httpx.get(text_url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    text = httpx.get(text_url, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    assert text.status_code == 200
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"
+    assert f'filename="pipeline-{finished_pipeline}.log"' in text.headers["content-disposition"]
+    lines = text.text.splitlines()
+    stored = answered.json()["lines"]
+    assert len(lines) == len(stored)
+    for line, event in zip(lines, stored, strict=True):
+        assert line.endswith(f" {event['text']}"), (line, event)
+    assert (
+        httpx.get(
+            f"{guarded_backend.http_url}/pipelines/424242/logs.txt",
+            headers={"Authorization": f"Bearer {READ_TOKEN}"},
+        ).status_code
+        == 404
+    )
+
 
 def test_a_query_token_never_reaches_the_access_log(
     guarded_backend: Backend, finished_pipeline: int

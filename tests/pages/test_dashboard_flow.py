@@ -58,6 +58,9 @@ def follow_pipeline_to_success(page: Page, stack: Stack, pipeline_id: int) -> No
     expect(page.locator("#log")).to_contain_text("accuracy=")
     expect(page.locator("#pipeline-status")).to_have_text("Succeeded")
     expect(page.locator('.phase[data-status="success"]')).to_have_count(5)
+    # The notebook has no requirements.txt: its environment phase shows as skipped.
+    environment = page.locator('.phase[data-phase="environment"]')
+    expect(environment).to_have_attribute("data-status", "skipped")
 
 
 def test_register_push_watch_predict_and_roll_back(
@@ -88,9 +91,17 @@ def test_register_push_watch_predict_and_roll_back(
     assert webhook_url == f"{stack.url}/webhook/github"
     page.screenshot(path=artifacts / "repo-added.png", full_page=True)
 
-    # Overview: the push appears without a reload.
+    # Overview: the repo with its notebook and schedule; the push appears without a reload.
+    admin = {"Authorization": f"Bearer {API_TOKEN}"}
+    repo = httpx.get(f"{stack.url}/repos", headers=admin).json()[-1]  # the one just added
+    scheduled = httpx.patch(
+        f"{stack.url}/repos/{repo['id']}", json={"schedule": "0 3 * * *"}, headers=admin
+    )
+    assert scheduled.status_code == 200, scheduled.text
     page.goto("/ui/")
     expect(page.locator("#repos-list")).to_contain_text("remote/iris")
+    notebook = page.locator(".repo-notebook", has_text=git_remote.notebook_path)
+    expect(notebook).to_contain_text("schedule 0 3 * * * UTC, next ")
     worker_tile = page.locator("#health-list .health-item", has_text="Worker")
     # Health refreshes every 10 s; a worker just started may miss one ping window.
     expect(worker_tile).to_have_class(re.compile(r"\bup\b"), timeout=25_000)

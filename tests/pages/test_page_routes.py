@@ -42,3 +42,17 @@ def test_pages_live_under_ui_and_the_api_keeps_its_paths(
     api = client.get("/pipelines/424242")
     assert api.status_code == 404
     assert api.headers["content-type"] == "application/json"
+
+
+def test_an_app_used_without_its_lifespan_says_it_is_not_started(
+    base_env: dict[str, str],
+    database_url: str,
+    settings_from_env: Callable[[dict[str, str]], Settings],
+) -> None:
+    """Its services are built only by the lifespan (backend/services.py): a clear 503, not a 500."""
+    settings = settings_from_env({**base_env, "DATABASE_URL": database_url})
+    client = TestClient(create_app(settings))
+
+    answer = client.get("/models")
+    assert answer.status_code == 503
+    assert answer.json()["detail"] == "the backend is not started: its services are not running"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -21,6 +24,7 @@ from tests.pipeline.conftest import (
     unique_model_name,
     wait_finished,
 )
+from tests.support.processes import VENV_BIN
 
 
 def test_iris_example_registers_a_version_with_metrics_notebook_and_log(
@@ -98,6 +102,33 @@ def test_iris_example_registers_a_version_with_metrics_notebook_and_log(
     events = log_events(shared_worker.redis_url, pipeline_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     texts = [e.text for e in events]
+    # `mlops run`, the installed command, runs the same notebook to the pipeline's metrics and
+    # cells (tests/pipeline/test_cli_run.py covers the command itself).
+    local = tmp_path / "laptop" / "train.ipynb"
+    local.parent.mkdir()
+    local.write_text(notebook_source(NOTEBOOKS / "iris_classifier.ipynb", name))
+    ran = subprocess.run(
+        [str(VENV_BIN / "mlops"), "run", str(local), "--json", "-o", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    local_events = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert local_events[-1]["metrics"] == state["metrics"]
+
+    def cells(lines: list[tuple[str, str, int | None]]) -> list[tuple[str, str, int | None]]:
+        """Cell markers (durations left out) and cell output, as (stream, text, cell)."""
+        return [
+            (stream, re.sub(r" in [0-9.]+ s$", "", text), cell)
+            for stream, text, cell in lines
+            if cell is not None or text.startswith(("▶", "■"))
+        ]
+
+    pipeline_cells = cells([(e.stream, e.text, e.cell) for e in events if e.phase == "execute"])
+    assert pipeline_cells and pipeline_cells == cells(
+        [(e["stream"], e["text"], e["cell"]) for e in local_events if e["phase"] == "execute"]
+    )
     assert any(e.phase == "execute" and e.cell is not None and "started" in e.text for e in events)
     assert any(e.stream == "stdout" and "loaded 150 rows" in e.text for e in events)
     assert not any("without encryption" in t for t in texts)

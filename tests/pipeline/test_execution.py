@@ -59,6 +59,17 @@ def test_a_raising_cell_fails_execute_with_its_position_and_error_and_registers_
     ]
     errors = [e for e in log_events(shared_worker.redis_url, pipeline_id) if e.stream == "error"]
     assert any("ValueError: the data is bad" in e.text and e.cell == 2 for e in errors)
+    # The user's line is logged once, in its cell's source; the outcome lines name the error
+    # without repeating the traceback.
+    raised = [e.text for e in errors if "raise ValueError" in e.text]
+    assert raised == ["--> 3 | raise ValueError('the data is bad')"], raised
+    # ... and kept with the pipeline, for its page.
+    with session_scope(shared_worker.database_url) as session:
+        failure = session.get(Pipeline, pipeline_id).failure
+    assert failure["cell"] == 3 and failure["exception"] == "ValueError: the data is bad"
+    [frame] = failure["frames"]
+    assert (frame["cell"], frame["line"], frame["tag"]) == (3, 3, "mlops:training")
+    assert {"number": 3, "text": "raise ValueError('the data is bad')"} in frame["source"]
 
 
 def test_a_cell_that_kills_its_kernel_fails_execute_naming_the_cell(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
+from mlops_core.database import session_scope
+from mlops_core.schema import Pipeline
 from tests.pipeline.conftest import (
     WorkerGroup,
     build_notebook,
@@ -21,7 +23,10 @@ def test_the_pushed_commit_runs_even_after_the_branch_moved_on(
     name = unique_model_name("pinned")
     repo = make_repo()
     pushed = repo.commit({"train.ipynb": small_notebook(name, training="print('RUN-OF-PUSHED')")})
-    head = repo.commit({"train.ipynb": small_notebook(name, training="print('RUN-OF-HEAD')")})
+    head = repo.commit(
+        {"train.ipynb": small_notebook(name, training="print('RUN-OF-HEAD')")},
+        message="Train on the head\n\nWith a body.",
+    )
     pinned = create_pipeline(shared_worker.database_url, repo, commit_sha=pushed)
     manual = create_pipeline(shared_worker.database_url, repo, commit_sha=None)
     shared_worker.send(pinned)
@@ -35,6 +40,12 @@ def test_the_pushed_commit_runs_even_after_the_branch_moved_on(
     # A manual trigger (no commit) runs the branch head and records which commit that was.
     assert manual_state["status"] == "success", manual_state
     assert manual_state["commit_sha"] == head
+    # No push described the commit: fetch read its message and author from git (a local
+    # repository has no web page for it).
+    with session_scope(shared_worker.database_url) as session:
+        manual_row = session.get(Pipeline, manual)
+        described = (manual_row.commit_message, manual_row.commit_author, manual_row.commit_url)
+    assert described == ("Train on the head\n\nWith a body.", "t", None)
     client = MlflowClient(shared_worker.mlflow_uri)
     commits = {
         v.tags["pipeline_id"]: v.tags["commit"]

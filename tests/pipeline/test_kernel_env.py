@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from mlops_core.kernel_env import git_environment, kernel_environment
 from mlops_core.settings import Settings
-from worker.kernel_env import git_environment, kernel_environment
 from worker.phases.fetch import add_config, auth_header, origin
 
 WORKER_ENV = {

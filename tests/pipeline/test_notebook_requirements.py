@@ -12,6 +12,7 @@ import cloudpickle
 import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -137,18 +138,30 @@ def test_a_models_requirements_are_the_packages_its_pickle_refers_to() -> None:
     assert unprovided == ["unpackaged_helpers"]
 
 
+def test_a_model_holding_a_large_array_has_its_requirements_found() -> None:
+    """Regression (the corpus' digits notebook): protocol 5 writes a large numpy array as a
+    PickleBuffer, and the register phase failed with "PickleBuffer has no len()"."""
+    x = np.random.default_rng(0).random((2000, 64))
+    model = KNeighborsClassifier().fit(x, np.arange(2000) % 10)  # keeps its 1 MB of rows
+    requirements, unprovided = model_requirements(model)
+    names = [r.split("==")[0] for r in requirements]
+    assert names == ["cloudpickle", "numpy", "scikit-learn"] and unprovided == []
+
+
 def test_the_hint_knows_packages_installed_from_the_pipelines_requirements(
     tmp_path: Path,
 ) -> None:
     """A package of the notebook's requirements.txt that lacks a name is "another version",
     not "missing"; `xgboost` is the kernel's xgboost-cpu."""
-    site = tmp_path / requirements_install.FOLDER / "lib" / "python3.11" / "site-packages"
+    environment = tmp_path / "environment"  # pip's --prefix layout
+    site = environment / "lib" / "python3.11" / "site-packages"
     (site / "tabulate-0.8.0.dist-info").mkdir(parents=True)
     (site / "tabulate-0.8.0.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: tabulate\nVersion: 0.8.0\n"
     )
-    assert requirements_install.installed_version("tabulate", tmp_path) == "0.8.0"
-    assert requirements_install.installed_version("xgboost", tmp_path) == (
+    assert requirements_install.installed_version("tabulate", environment) == "0.8.0"
+    assert requirements_install.installed_version("tabulate", None) is None
+    assert requirements_install.installed_version("xgboost", environment) == (
         importlib.metadata.version("xgboost-cpu")
     )
-    assert requirements_install.installed_version("no-such-package", tmp_path) is None
+    assert requirements_install.installed_version("no-such-package", environment) is None

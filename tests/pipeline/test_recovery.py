@@ -403,7 +403,8 @@ def lost_running_pipeline(database_url: str, attempts: int) -> int:
             for i, (phase, status) in enumerate(
                 zip(
                     PHASE_ORDER,
-                    [PhaseStatus.SUCCESS, PhaseStatus.SUCCESS, PhaseStatus.RUNNING]
+                    [PhaseStatus.SUCCESS] * 3  # fetch, validate, environment
+                    + [PhaseStatus.RUNNING]
                     + [PhaseStatus.PENDING] * 2,
                     strict=True,
                 )

@@ -6,7 +6,10 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
+import stat
 import tempfile
+import threading
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -14,8 +17,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mlops_core import sandbox
 from mlops_core.settings import Settings
+from mlops_core.states import PHASE_ORDER, Phase
 from model_server.loaded_model import ModelLoadError, load_version
 from tests.pipeline.conftest import (
     WorkerGroup,
@@ -26,7 +29,8 @@ from tests.pipeline.conftest import (
     wait_finished,
 )
 from tests.support.phases import log_lines
-from worker import requirements_install
+from worker import environment_cache, requirements_install
+from worker.phases import environment
 from worker.phases.context import PhaseContext, PhaseFailed
 
 # A small pure-Python wheel on PyPI that the platform's environment does not have.
@@ -111,6 +115,96 @@ def test_a_missing_package_is_named_and_requirements_txt_beside_the_notebook_add
         load_version(name, state["model_version"], shared_worker.mlflow_uri, tmp_path)
 
 
+def test_a_second_run_with_the_same_requirements_reuses_the_cached_environment(
+    shared_worker: WorkerGroup, make_repo
+) -> None:
+    """The environment phase installs on a miss and caches the environment by the file's hash;
+    the next run with the same requirements.txt runs no pip. The kernels import the package
+    from the cache, and cannot change it for the pipelines that come after them."""
+    name = unique_model_name("cached-env")
+    # A key no other test (or earlier session run of this worker) has.
+    requirements = f"# environment cache test {uuid.uuid4().hex}\n{EXTRA_PACKAGE}\n"
+    source = notebook(
+        name,
+        f"import pathlib\nimport mlflow\nimport {EXTRA_PACKAGE}\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "model = LogisticRegression().fit(X, y)\n"
+        f"module = pathlib.Path({EXTRA_PACKAGE}.__file__)\n"
+        "mlflow.log_metric('from_cache', float('/environments/' in str(module)))\n"
+        "try:\n"
+        "    module.write_text('poisoned = True')\n"
+        "    mlflow.log_metric('cache_written', 1.0)\n"
+        "except OSError:\n"
+        "    mlflow.log_metric('cache_written', 0.0)",
+    )
+    repo = make_repo()
+    first_id, first = push(
+        shared_worker, repo, {"train.ipynb": source, "requirements.txt": requirements}
+    )
+    assert first["status"] == "success", first["error"]
+    assert list(first["phases"]) == [phase.value for phase in PHASE_ORDER]
+    assert first["phases"][Phase.ENVIRONMENT] == ("success", None)
+    installing = [
+        event.text
+        for event in log_events(shared_worker.redis_url, first_id)
+        if event.phase == Phase.ENVIRONMENT
+    ]
+    assert any(f"Successfully installed {EXTRA_PACKAGE}-" in line for line in installing)
+    assert any(line.startswith("environment cached (key ") for line in installing)
+
+    second_id, second = push(shared_worker, repo, {"README.md": "another commit\n"})
+    assert second["status"] == "success", second["error"]
+    lines = [event.text for event in log_events(shared_worker.redis_url, second_id)]
+    assert any("reused the environment cached for this requirements.txt" in line for line in lines)
+    assert not any("installing from requirements.txt" in line for line in lines)
+    assert not any("Successfully installed" in line for line in lines)
+    for state in (first, second):
+        assert state["metrics"]["from_cache"] == 1.0
+        assert state["metrics"]["cache_written"] == 0.0
+
+
+def test_runs_publishing_the_same_environment_at_once_leave_one_whole_entry(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "environments"
+    key = environment_cache.environment_key(b"toolz\n", [("numpy", "2.3.0")], "https://x/simple")
+    builds = []
+    for i in range(4):
+        package = tmp_path / f"work-{i}" / "prefix" / "lib" / "python3.11" / "site-packages" / "pkg"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(f"BUILD = {i}\n")
+        (package / "__init__.py").chmod(0o666)  # as a careless wheel might leave it
+        builds.append(package.parents[3])
+    start = threading.Barrier(len(builds))
+    published: list[Path] = []
+
+    def publish(built: Path) -> None:
+        start.wait()
+        published.append(environment_cache.publish(root, key, built, {"requirements": ["toolz"]}))
+
+    threads = [threading.Thread(target=publish, args=(built,)) for built in builds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert published == [root / key] * len(builds)
+    assert [path.name for path in root.iterdir()] == [key]  # no half-written copy left
+    assert environment_cache.lookup(root, key) == root / key
+    module = root / key / "lib" / "python3.11" / "site-packages" / "pkg" / "__init__.py"
+    assert module.read_text() in {f"BUILD = {i}\n" for i in range(len(builds))}
+    assert stat.S_IMODE(module.stat().st_mode) == 0o644  # writable by the worker alone
+    assert not any(built.exists() for built in builds)
+
+
+def test_the_environment_key_follows_the_file_the_kernel_and_the_index() -> None:
+    key = environment_cache.environment_key
+    base = key(b"toolz\n", [("numpy", "2.3.0")], "https://pypi.org/simple")
+    assert base == key(b"toolz\n", [("numpy", "2.3.0")], "https://pypi.org/simple")
+    assert base != key(b"toolz==1.0.0\n", [("numpy", "2.3.0")], "https://pypi.org/simple")
+    assert base != key(b"toolz\n", [("numpy", "2.3.1")], "https://pypi.org/simple")
+    assert base != key(b"toolz\n", [("numpy", "2.3.0")], "https://mirror.example/simple")
+
+
 def test_a_gradient_boosting_model_records_its_library_and_serves(
     shared_worker: WorkerGroup, make_repo, tmp_path: Path
 ) -> None:
@@ -154,11 +248,10 @@ def install_context(
     (checkout / "requirements.txt").write_text(requirements)
     ctx = make_phase_context(
         Settings(_env_file=None, mlops_home=tmp_path / "home"),  # type: ignore[call-arg]
-        phase="execute",
+        phase="environment",
         notebook_file=checkout / "train.ipynb",
     )
-    (ctx.work_dir / "home").mkdir(parents=True)
-    sandbox.prepare_work_dir(ctx.settings, ctx.work_dir)  # as execute.prepare leaves it
+    ctx.work_dir.mkdir(parents=True)  # as the runner leaves it after fetch
     return ctx
 
 
@@ -181,7 +274,7 @@ def test_a_requirements_txt_that_would_change_the_kernel_or_steer_pip_is_refused
 ) -> None:
     ctx = install_context(make_phase_context, tmp_path, requirements)
     with pytest.raises(PhaseFailed, match=re.escape(expected)):
-        requirements_install.install(ctx, ctx.work_dir / "home")
+        environment.run(ctx)
     assert not (ctx.work_dir / requirements_install.FOLDER).exists()  # pip never ran
 
 
@@ -192,7 +285,7 @@ def test_a_requirement_pip_cannot_install_fails_naming_it_and_what_was_asked(
     missing = "no-such-package-mlops-test"
     ctx = install_context(make_phase_context, tmp_path, f"xgboost>=2\nseaborn\n{missing}==1.0\n")
     with pytest.raises(PhaseFailed) as failed:
-        requirements_install.install(ctx, ctx.work_dir / "home")
+        environment.run(ctx)
     assert f"No matching distribution found for {missing}==1.0" in str(failed.value)
     assert "only wheels are installed" in str(failed.value)
     lines = log_lines(ctx)
@@ -212,5 +305,5 @@ def test_a_requirements_txt_that_links_elsewhere_is_not_read(
     link.unlink()
     link.symlink_to(secret)
     with pytest.raises(PhaseFailed, match=r"requirements\.txt beside the notebook is not a plain"):
-        requirements_install.install(ctx, ctx.work_dir / "home")
+        environment.run(ctx)
     assert not any("hunter2" in line for line in log_lines(ctx))

@@ -188,6 +188,27 @@ def test_errors_a_limit_causes_are_named_with_their_setting(raised: str, named: 
     )
 
 
+@pytest.mark.parametrize(
+    "raised",
+    [
+        "URLError: <urlopen error [Errno -3] Temporary failure in name resolution>",
+        "ConnectionError: HTTPSConnectionPool(host='example.com', port=443): Max retries "
+        "exceeded (Caused by NameResolutionError(\"Failed to resolve 'example.com' ([Errno -3] "
+        'Temporary failure in name resolution)"))',
+        "gaierror: [Errno -2] Name or service not known",
+        "OSError: [Errno 101] Network is unreachable",
+    ],
+)
+def test_a_download_the_missing_network_stopped_says_so_and_what_to_do(raised: str) -> None:
+    """seaborn's load_dataset, scikit-learn's fetch_* and read_csv of a URL fail this way."""
+    hint = sandbox.no_network_hint(Settings(), raised)
+    assert hint is not None and hint.startswith("the kernel has no network (KERNEL_NETWORK=none)")
+    assert "commit the data file beside the notebook" in hint
+    for settings in (Settings(kernel_network="egress"), Settings(kernel_sandbox="off")):
+        assert sandbox.no_network_hint(settings, raised) is None  # the network was not cut
+    assert sandbox.no_network_hint(Settings(), "ValueError: the data is bad") is None
+
+
 def test_links_and_special_files_left_by_a_sandbox_are_removed_before_reading(
     tmp_path: Path,
 ) -> None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,21 +28,28 @@ class FakeModel:
     def __init__(self, seconds: float = 0.0) -> None:
         self.seconds = seconds
         self.calls: list[int] = []
+        self.asked: list[bool] = []  # whether each call was asked for probabilities
         self.lock = threading.Lock()
 
-    def __call__(self, rows: list[list[Any]]) -> Outputs:
+    def __call__(self, rows: Any, probabilities: bool) -> Outputs:
         with self.lock:
             self.calls.append(len(rows))
+            self.asked.append(probabilities)
         time.sleep(self.seconds)
         if any(row[0] < 0 for row in rows):
             raise ValueError("negative input")
-        return Outputs([row[0] * 2 for row in rows], [[row[0], 1 - row[0]] for row in rows])
+        values = [row[0] for row in rows]
+        return Outputs(
+            [value * 2 for value in values],
+            [[value, 1 - value] for value in values] if probabilities else None,
+        )
 
 
-def share(outputs: Outputs, start: int, end: int) -> Outputs:
-    probabilities = outputs.probabilities
+def share(outputs: Outputs, start: int, end: int, probabilities: bool) -> Outputs:
+    batch = outputs.probabilities
     return Outputs(
-        outputs.predictions[start:end], probabilities[start:end] if probabilities else None
+        outputs.predictions[start:end],
+        batch[start:end] if batch is not None and probabilities else None,
     )
 
 
@@ -123,3 +131,56 @@ def test_a_lone_request_waits_at_most_the_configured_delay() -> None:
     batched.close()
     assert model.calls == [1]
     assert waited == pytest.approx(0.05, abs=0.2)
+
+
+def test_probabilities_are_computed_only_for_batches_that_ask_and_given_only_to_who_asked() -> None:
+    model = FakeModel(seconds=0.005)
+    batched = batcher(model)
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(
+            *(batched.predict([[i]], probabilities=i % 2 == 0) for i in range(20))
+        )
+
+    answers = asyncio.run(run())
+    batched.close()
+    for i, answer in enumerate(answers):
+        assert answer.predictions == [i * 2]
+        assert answer.probabilities == ([[i, 1 - i]] if i % 2 == 0 else None)
+
+    alone = FakeModel()
+    batched = batcher(alone)
+    answer = asyncio.run(batched.predict([[3]], probabilities=False))
+    batched.close()
+    assert alone.asked == [False] and answer.probabilities is None
+
+
+def test_matrices_of_concurrent_requests_are_joined_into_one_matrix() -> None:
+    model = FakeModel(seconds=0.005)
+    seen: list[Any] = []
+
+    def call(rows: Any, probabilities: bool) -> Outputs:
+        seen.append(rows)
+        return model(rows, probabilities)
+
+    batched = Batcher(call, share, max_rows=64, max_delay_seconds=0.0, name="test")
+
+    async def run(lists: int) -> list[Any]:
+        return await asyncio.gather(
+            *(batched.predict(np.array([[float(i)], [float(i + 1)]])) for i in range(10)),
+            # Rows as lists (a model of string features) join the others as lists.
+            *(batched.predict([[100.0]]) for _ in range(lists)),
+        )
+
+    async def both() -> tuple[list[Any], list[Any], list[Any]]:
+        matrices = await run(lists=0)
+        joined = list(seen)
+        seen.clear()
+        return matrices, joined, await run(lists=1)
+
+    matrices, joined, mixed = asyncio.run(both())
+    batched.close()
+    assert [a.predictions for a in matrices] == [[i * 2, (i + 1) * 2] for i in range(10)]
+    assert any(isinstance(rows, np.ndarray) and len(rows) > 2 for rows in joined)
+    assert [a.predictions for a in mixed] == [[i * 2, (i + 1) * 2] for i in range(10)] + [[200.0]]
+    assert any(isinstance(rows, list) and len(rows) > 2 for rows in seen)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,13 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from mlops_core.database import session_scope
 from mlops_core.deploy_gate import default_gate, evaluate_gate
 from mlops_core.log_events import LogPublisher
-from mlops_core.model_registry import served_version, set_served_version
-from mlops_core.notebook_contract import GateSettings, NotebookContract
+from mlops_core.model_registry import (
+    TAG_GATE_VERDICT,
+    get_version,
+    served_version,
+    set_served_version,
+)
+from mlops_core.notebook_contract import GateComparison, GateSettings, NotebookContract
 from mlops_core.schema import Deployment, Pipeline
 from mlops_core.settings import Settings
 from tests.serving.conftest import ModelServer, iris_like, register_version, unique
@@ -236,3 +243,57 @@ def test_no_model_server_in_time_restores_the_previous_version(
         deploy.run(ctx)
     assert served_version(registry, name, lonely_alias) == v1
     assert deployments(database_url, ctx.pipeline_id) == [("auto", v2, v1), ("restore", v1, v2)]
+
+
+def test_a_version_worse_than_the_served_one_is_registered_not_served(
+    registry: MlflowClient,
+    make_ctx: Callable[..., PhaseContext],
+    serving_alias: str,
+    database_url: str,
+) -> None:
+    """Champion/challenger: the verdict names both numbers on the phase, the pipeline row and
+    the registered version; a tolerance or GATE_COMPARE = False in the config cell lets it by."""
+    x, y = iris_like()
+    name = unique("challenged-iris")
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    served, worse = (
+        register_version(model, x, name, metrics={"accuracy": accuracy})
+        for accuracy in (0.9333333333333333, 0.9)
+    )
+    set_served_version(registry, name, served, serving_alias)
+
+    ctx = make_ctx(name, worse, {"accuracy": 0.9}, ACCURACY)
+    refused = f"accuracy 0.900 < served v{served} 0.933 - 0.01"
+    with pytest.raises(PhaseSkipped, match=f"^{refused}: worse than the served version") as skip:
+        deploy.run(ctx)
+    assert str(skip.value).endswith(f"; {name} version {worse} is registered, not served")
+    assert served_version(registry, name, serving_alias) == served
+    assert deployments(database_url, ctx.pipeline_id) == []
+    with session_scope(database_url) as session:
+        verdict = session.get(Pipeline, ctx.pipeline_id).params["gate_verdict"]  # type: ignore[union-attr]
+    assert (verdict["passed"], verdict["failed_rule"], verdict["served_version"]) == (
+        False,
+        "served",
+        served,
+    )
+    assert (verdict["value"], verdict["served_value"], verdict["tolerance"]) == (
+        0.9,
+        0.9333333333333333,
+        0.01,
+    )
+    assert get_version(registry, name, worse).verdict == verdict
+    assert json.loads(registry.get_model_version(name, worse).tags[TAG_GATE_VERDICT]) == verdict
+
+    # The same version with a wider tolerance, or no comparison, passes (AUTO_DEPLOY off keeps
+    # it unserved here, and the verdict is still kept).
+    for comparison, fragment in [
+        (GateComparison(True, 0.05), f"accuracy 0.900 >= served v{served} 0.933 - 0.05"),
+        (GateComparison(False), "not compared with the served version (GATE_COMPARE = False)"),
+    ]:
+        ctx = make_ctx(name, worse, {"accuracy": 0.9}, ACCURACY, auto_deploy_on_success=False)
+        assert ctx.contract is not None
+        ctx.contract = replace(ctx.contract, comparison=comparison)
+        with pytest.raises(PhaseSkipped, match="AUTO_DEPLOY_ON_SUCCESS is off"):
+            deploy.run(ctx)
+        stored = get_version(registry, name, worse).verdict
+        assert stored is not None and stored["passed"] is True and fragment in stored["reason"]

@@ -15,8 +15,16 @@ from mlflow.entities import Param
 from sklearn.dummy import DummyClassifier
 
 from backend.app import create_app
+from mlops_core.deploy_gate import ServedVersion, evaluate_gate
 from mlops_core.model_events import DeploymentAction
-from mlops_core.model_registry import clear_served_version, model_exists, set_served_version
+from mlops_core.model_registry import (
+    TAG_GATE_VERDICT,
+    clear_served_version,
+    model_exists,
+    served_version,
+    set_served_version,
+)
+from mlops_core.notebook_contract import GateSettings
 from mlops_core.settings import Settings
 from tests.serving.conftest import ModelServer, iris_like, register_version, unique
 from tests.support.processes import free_port
@@ -233,6 +241,63 @@ def test_each_version_shows_its_gate_and_the_model_the_served_ones(
 
     clear_served_version(registry, name, serving_alias)
     assert offline_api.get(f"/models/{name}").json()["gate"] == regress  # else the newest
+
+
+def test_a_version_below_its_gate_deploys_only_with_force_and_a_reason(
+    offline_api: TestClient, registry: MlflowClient, serving_alias: str
+) -> None:
+    """The verdict the deploy phase kept on a version: shown with it, and a manual deploy of a
+    version below its gate answers 409 naming the rule until it says force and why."""
+    x, _ = iris_like()
+    name = unique("overruled")
+    served, worse = (
+        register_version(constant_classifier(label), x, name, metrics={"accuracy": accuracy})
+        for label, accuracy in (("a", 0.933), ("b", 0.9))
+    )
+    set_served_version(registry, name, served, serving_alias)
+    verdict = evaluate_gate(
+        GateSettings("accuracy", 0.8, "max"),
+        {"accuracy": 0.9},
+        served=ServedVersion(served, {"accuracy": 0.933}),
+        tolerance=0.01,
+    )
+    registry.set_model_version_tag(name, worse, TAG_GATE_VERDICT, verdict.to_json())
+
+    shown = {
+        v["version"]: v["verdict"] for v in offline_api.get(f"/models/{name}").json()["versions"]
+    }
+    assert shown[served] is None  # registered outside a pipeline: never judged
+    assert shown[worse]["passed"] is False and shown[worse]["failed_rule"] == "served"
+    assert shown[worse]["reason"].startswith(f"accuracy 0.900 < served v{served} 0.933 - 0.01")
+
+    path = f"/models/{name}/deploy"
+    refused = offline_api.post(path, json={"version": worse})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"].startswith(
+        f"version {worse} of {name} failed the comparison with the served version "
+        f"(GATE_TOLERANCE): accuracy 0.900 < served v{served} 0.933 - 0.01"
+    )
+    no_reason = offline_api.post(path, json={"version": worse, "force": True, "reason": " "})
+    assert no_reason.status_code == 409 and "force needs a reason" in no_reason.json()["detail"]
+    too_long = offline_api.post(path, json={"version": worse, "force": True, "reason": "x" * 501})
+    assert too_long.status_code == 422
+    assert served_version(registry, name, serving_alias) == served
+
+    forced = offline_api.post(
+        path, json={"version": worse, "force": True, "reason": "v1 fails on new customers"}
+    )
+    assert forced.status_code == 200, forced.text
+    assert served_version(registry, name, serving_alias) == worse
+    [row] = offline_api.get(f"/models/{name}/history").json()
+    assert (row["action"], row["version"], row["previous_version"]) == ("deploy", worse, served)
+    assert row["reason"].startswith(f"below its gate (accuracy 0.900 < served v{served} 0.933")
+    assert row["reason"].endswith("deployed anyway: v1 fails on new customers")
+    # Deploying back to a version that was never judged needs no confirmation.
+    back = offline_api.post(path, json={"version": served})
+    assert (
+        back.status_code == 200
+        and offline_api.get(f"/models/{name}/history").json()[0]["reason"] is None
+    )
 
 
 def test_feature_names_come_from_the_signature_with_no_model_server(

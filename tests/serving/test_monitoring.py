@@ -41,7 +41,14 @@ MONITORING = REPO_ROOT / "deploy" / "monitoring"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 THRESHOLD = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[-+0-9.e]+\s*$")
 # Times each phase runs for one pipeline that succeeds and one that fails in its notebook.
-PHASE_RUNS = {"fetch": 2, "validate": 2, "execute": 2, "register": 1, "deploy": 1}
+PHASE_RUNS = {
+    "fetch": 2,
+    "validate": 2,
+    "environment": 2,
+    "execute": 2,
+    "register": 1,
+    "deploy": 1,
+}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,

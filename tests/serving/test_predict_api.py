@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -17,6 +19,11 @@ from tests.serving.conftest import ModelServer, register_version, unique
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def np_bytes(rows: list[list[float]]) -> bytes:
+    """Rows as the binary tensor extension's FP64 bytes (little-endian, row-major)."""
+    return np.asarray(rows, dtype="<f8").tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +107,67 @@ def test_predict_shapes_answer_with_trained_labels(
 def test_features_single_row(server: ModelServer, models: dict[str, Any]) -> None:
     result = post(server, f"/predict/{models['clf']}", {"features": ROW}).json()
     assert result["predictions"] == ["setosa"]
+
+
+def test_one_row_keyed_by_feature_name_as_the_whole_body(
+    server: ModelServer, models: dict[str, Any]
+) -> None:
+    """Seed 004's flat body, for a model that knows its feature names."""
+    flat = dict(zip(FEATURES, [6.7, 3.0, 5.2, 2.3], strict=True))
+    result = post(server, f"/predict/{models['clf']}", flat).json()
+    assert result["predictions"] == ["virginica"] and len(result["probabilities"]) == 1
+    unknown = post(server, f"/predict/{models['clf']}", {**flat, "colour": 1})
+    assert unknown.status_code == 422
+    assert "unknown features: colour" in unknown.json()["detail"]
+    # A model without names cannot read one: it says which shapes it takes.
+    nameless = post(server, f"/predict/{models['reg']}", {"age": 0.1})
+    assert nameless.status_code == 422
+    assert "needs one of 'data', 'features' or 'records'" in nameless.json()["detail"]
+
+
+def test_probabilities_switched_off_per_request(
+    server: ModelServer, models: dict[str, Any]
+) -> None:
+    rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
+    both = post(server, f"/predict/{models['clf']}", {"data": rows}).json()
+    labels = post(
+        server, f"/predict/{models['clf']}", {"data": rows, "probabilities": False}
+    ).json()
+    assert labels["predictions"] == both["predictions"] == ["setosa", "virginica"]
+    assert "probabilities" not in labels and "classes" not in labels
+    flat = post(
+        server,
+        f"/predict/{models['clf']}",
+        {**dict(zip(FEATURES, ROW, strict=True)), "probabilities": False},
+    ).json()
+    assert flat["predictions"] == ["setosa"] and "probabilities" not in flat
+    wrong = post(server, f"/predict/{models['clf']}", {"data": rows, "probabilities": "no"})
+    assert wrong.status_code == 422 and "'probabilities' must be true or false" in wrong.text
+
+
+def test_the_same_bad_input_gets_the_same_status_on_every_protocol(
+    server: ModelServer, models: dict[str, Any]
+) -> None:
+    """One data plane, one mapping: a row of the wrong width is 422 on /predict, V2 and
+    /invocations, each in its protocol's error shape; a body that is not JSON is 400."""
+    name = models["clf"]
+    short = [[1.0, 2.0, 3.0]]
+    tensor = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": short[0]}]}
+    answers = {
+        "predict": (post(server, f"/predict/{name}", {"data": short}), "detail"),
+        "v2": (post(server, f"/v2/models/{name}/infer", tensor), "error"),
+        "mlflow": (post(server, f"/models/{name}/invocations", {"inputs": short}), "message"),
+    }
+    for protocol, (response, field) in answers.items():
+        assert response.status_code == 422, (protocol, response.text)
+        assert "wrong feature count: row 0 has 3 values" in response.json()[field], protocol
+    for path in (f"/predict/{name}", f"/v2/models/{name}/infer", f"/models/{name}/invocations"):
+        garbled = httpx.post(
+            f"{server.url}{path}",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+        assert garbled.status_code == 400, (path, garbled.text)
 
 
 def test_regressor_without_feature_names(server: ModelServer, models: dict[str, Any]) -> None:
@@ -216,6 +284,7 @@ def test_models_lists_versions_and_request_counts(
 
 
 def test_v2_health_and_metadata(server: ModelServer, models: dict[str, Any]) -> None:
+    assert httpx.get(f"{server.url}/v2").json()["extensions"] == ["binary_tensor_data"]
     assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
     meta = httpx.get(f"{server.url}/v2/models/{models['clf']}").json()
@@ -302,21 +371,21 @@ def test_v2_regressor_outputs(server: ModelServer, models: dict[str, Any]) -> No
 @pytest.mark.parametrize(
     ("request_body", "status", "fragment"),
     [
-        ({"inputs": []}, 400, "'inputs' must be a non-empty list"),
-        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64"}]}, 400, "missing 'data'"),
+        ({"inputs": []}, 422, "'inputs' must be a non-empty list"),
+        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64"}]}, 422, "missing 'data'"),
         (
             {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": ROW}]},
-            400,
+            422,
             "needs 8 values, data has 4",
         ),
         (
             {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": ROW[:3]}]},
-            400,
+            422,
             "wrong feature count",
         ),
         (
             {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP99", "data": ROW}]},
-            400,
+            422,
             "unknown datatype 'FP99'",
         ),
         (
@@ -325,12 +394,12 @@ def test_v2_regressor_outputs(server: ModelServer, models: dict[str, Any]) -> No
                     {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, "a", 2, 3]}
                 ]
             },
-            400,
+            422,
             "is not FP64",
         ),
         (
             {"inputs": [{"name": "x", "shape": [0, 4], "datatype": "FP64", "data": []}]},
-            400,
+            422,
             "empty batch",
         ),
         (
@@ -338,7 +407,7 @@ def test_v2_regressor_outputs(server: ModelServer, models: dict[str, Any]) -> No
                 "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW}],
                 "outputs": [{"name": "logits"}],
             },
-            400,
+            422,
             "unknown output 'logits'",
         ),
     ],
@@ -353,7 +422,6 @@ def test_v2_errors(
 
 def test_v2_with_the_tritonclient_library(server: ModelServer, models: dict[str, Any]) -> None:
     """A stock KServe/Triton V2 client works unchanged against the model server (JSON tensors)."""
-    import numpy as np
     import tritonclient.http as v2
 
     client = v2.InferenceServerClient(url=server.url.removeprefix("http://"))
@@ -378,3 +446,103 @@ def test_v2_with_the_tritonclient_library(server: ModelServer, models: dict[str,
     assert proba.ravel().tolist() == pytest.approx(expected.ravel().tolist())
     assert result.get_response()["id"] == "7"
     client.close()
+
+
+def test_v2_binary_tensors_with_the_tritonclient_library(
+    server: ModelServer, models: dict[str, Any]
+) -> None:
+    """Triton's HTTP client with its defaults: binary inputs, and outputs asked for as binary
+    (or all outputs binary when none is named)."""
+    import tritonclient.http as v2
+
+    client = v2.InferenceServerClient(url=server.url.removeprefix("http://"))
+    rows = np.array([ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], dtype=np.float32)
+    expected = models["classifier"].predict_proba(pd.DataFrame(rows, columns=FEATURES))
+    tensor = v2.InferInput("input-0", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)  # binary_data=True, the default
+    for outputs in (
+        [v2.InferRequestedOutput("predict"), v2.InferRequestedOutput("predict_proba")],
+        None,  # no outputs named: the client asks for every output as binary data
+    ):
+        result = client.infer(models["clf"], [tensor], outputs=outputs)
+        response = result.get_response()
+        assert all("binary_data_size" in o["parameters"] for o in response["outputs"])
+        labels = [v.decode() for v in result.as_numpy("predict")]
+        assert labels == ["setosa", "virginica", "versicolor"]
+        proba = result.as_numpy("predict_proba")
+        assert proba.shape == (3, 3)
+        assert proba.ravel().tolist() == pytest.approx(expected.ravel().tolist(), abs=1e-6)
+    # Mixed: binary input, labels as JSON.
+    result = client.infer(
+        models["clf"], [tensor], outputs=[v2.InferRequestedOutput("predict", binary_data=False)]
+    )
+    assert result.get_response()["outputs"][0]["data"] == ["setosa", "virginica", "versicolor"]
+    # One binary input per feature (MLServer's column convention), FP64, any order.
+    columns = []
+    for index in reversed(range(4)):
+        column = v2.InferInput(FEATURES[index], [3], "FP64")
+        column.set_data_from_numpy(rows[:, index].astype(np.float64))
+        columns.append(column)
+    result = client.infer(models["clf"], columns, outputs=[v2.InferRequestedOutput("predict")])
+    assert [v.decode() for v in result.as_numpy("predict")] == labels
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "tail", "status", "fragment"),
+    [
+        (None, 32, b"", 422, "binary_data_size 32 does not fit the 0 bytes"),
+        ("9999", 32, b"", 400, "Inference-Header-Content-Length is '9999'"),
+        ("json", 32, b"\0" * 32, 400, "Inference-Header-Content-Length is 'json'"),
+        ("", 16, b"\0" * 16, 422, "32 bytes, binary_data_size says 16"),
+        ("", 32, b"\0" * 40, 422, "8 bytes of binary data that no input"),
+        ("", 32, np_bytes([[float("nan"), 3.5, 1.4, 0.2]]), 422, "non-finite value at row 0"),
+    ],
+)
+def test_v2_binary_framing_errors_are_named(
+    server: ModelServer,
+    models: dict[str, Any],
+    header: str | None,
+    size: int,
+    tail: bytes,
+    status: int,
+    fragment: str,
+) -> None:
+    request = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [1, 4],
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": size},
+            }
+        ]
+    }
+    text = json.dumps(request).encode()
+    headers = {"Content-Type": "application/octet-stream"}
+    if header is not None:
+        headers["Inference-Header-Content-Length"] = header or str(len(text))
+    response = httpx.post(
+        f"{server.url}/v2/models/{models['clf']}/infer", content=text + tail, headers=headers
+    )
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+
+
+def test_mlflow_invocations_when_several_models_are_served(
+    server: ModelServer, models: dict[str, Any]
+) -> None:
+    """/invocations asks the one served model; with two it names them, and each has its own."""
+    rows = models["dx"][:3].tolist()
+    several = post(server, "/invocations", {"inputs": rows})
+    assert several.status_code == 404
+    assert several.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    message = several.json()["message"]
+    assert models["clf"] in message and models["reg"] in message and "/invocations" in message
+    named = post(server, f"/models/{models['reg']}/invocations", {"inputs": rows})
+    assert named.status_code == 200, named.text
+    assert named.json() == {
+        "predictions": pytest.approx(models["regressor"].predict(models["dx"][:3]).tolist())
+    }
+    missing = post(server, "/models/no-such-model/invocations", {"inputs": rows})
+    assert missing.status_code == 404 and "no-such-model" in missing.json()["message"]

@@ -112,7 +112,7 @@ def test_answered_predictions_are_logged_with_their_request_ids_and_queryable(
                     "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": ROW[:3]}],
                 },
             )
-            assert misshaped.status_code == 400 and misshaped.headers["X-Request-ID"] == "bad-2"
+            assert misshaped.status_code == 422 and misshaped.headers["X-Request-ID"] == "bad-2"
 
             def logged() -> int:
                 return backend.get(f"/models/{name}/predictions").json()["total"]

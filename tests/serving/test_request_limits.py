@@ -106,7 +106,7 @@ def test_a_non_finite_prediction_is_422_not_a_nan_or_a_500(
     assert proxied.status_code == 422, proxied.text
     tensor = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": huge["data"]}]}
     v2 = httpx.post(f"{server.url}/v2/models/{model}/infer", json=tensor, timeout=10)
-    assert v2.status_code == 400 and "not a finite number" in v2.json()["error"], v2.text
+    assert v2.status_code == 422 and "not a finite number" in v2.json()["error"], v2.text
     fine = httpx.post(f"{server.url}/predict/{model}", json={"data": [ROW]}, timeout=10)
     assert fine.status_code == 200, fine.text
 

@@ -1,11 +1,13 @@
 """The local stack (`make up` / `make down`) run for real on free ports in a temporary home.
 
-One expensive test carries the whole life cycle; the port checks are cheap.
+One expensive test carries the whole life cycle (with the backend's default port taken, as
+`make demo` and `make up` both meet it); the port checks are cheap.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -19,12 +21,14 @@ import pytest
 import redis
 from celery import Celery
 
+from local_stack.__main__ import BROKEN_EXIT
 from local_stack.commands import StackError, choose_ports, stack_pids
-from local_stack.plan import Layout
+from local_stack.plan import VENV_BIN, Layout
 from local_stack.ports import free_port, port_taken
 from local_stack.processes import alive
 from local_stack.supervisor import Supervisor
 from mlops_core.settings import Settings
+from mlops_core.stack_state import remembered_api_url
 from tests.support.processes import wait_for
 
 SECRET = "webhook-secret-" + os.urandom(8).hex()
@@ -60,11 +64,38 @@ def stack(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedPro
     )
 
 
+DEFAULT_BACKEND_PORT = Settings.model_fields["backend_port"].default
+
+
 @pytest.fixture
-def running_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+def default_backend_port_taken() -> Iterator[int]:
+    """The backend's default port, held by the test (or by another process already)."""
+    with socket.socket() as squatter:
+        try:
+            squatter.bind(("127.0.0.1", DEFAULT_BACKEND_PORT))
+            squatter.listen()
+        except OSError:
+            pass  # someone else's: taken all the same, if it answers on 127.0.0.1
+        if not port_taken(DEFAULT_BACKEND_PORT):
+            pytest.skip(f"port {DEFAULT_BACKEND_PORT} is held where 127.0.0.1 cannot see it")
+        yield DEFAULT_BACKEND_PORT
+
+
+@pytest.fixture
+def running_stack(
+    stack_env: dict[str, str], tmp_path: Path, default_backend_port_taken: int
+) -> Iterator[dict[str, str]]:
+    """`make up` with every port chosen but the backend's, whose default port is taken."""
+    del stack_env["BACKEND_PORT"]
     result = stack(stack_env, tmp_path, "up")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
+        moved = re.search(
+            rf"port {default_backend_port_taken} \(BACKEND_PORT\) is taken: backend uses (\d+)",
+            result.stdout,
+        )
+        assert moved, result.stdout
+        stack_env["BACKEND_PORT"] = moved[1]
         stack_env["_up_output"] = result.stdout
         yield stack_env
     finally:
@@ -80,6 +111,9 @@ def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_noth
     env = running_stack
     port = {name: int(env[name]) for name in PORT_NAMES}
     home = Path(env["MLOPS_HOME"])
+    # The backend moved off its taken default port; the stack remembers where, for the CLI.
+    backend_url = f"http://127.0.0.1:{port['BACKEND_PORT']}"
+    assert remembered_api_url(home) == backend_url
 
     # Every service answers on the port it was given, and `up` printed where.
     secrets = {path.name: path.read_text().strip() for path in (home / "secrets").iterdir()}
@@ -114,7 +148,7 @@ def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_noth
     pids = stack_pids(supervisor)
     key = secrets["encryption.key"]
     passwords = [v for k, v in secrets.items() if k.endswith((".password", ".key"))]
-    assert len(passwords) == 6
+    assert len(passwords) == 7
     for path in (home / "secrets").iterdir():
         assert path.stat().st_mode & 0o077 == 0, path
     # No secret in any command line, supervisord's environment and config, logs or answers.
@@ -139,52 +173,95 @@ def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_noth
     assert admin[1].encode() not in model_server_env
     assert redis_password.encode() not in model_server_env
 
-    again = stack(env, tmp_path, "up")
+    # A later `make up` (its default port still taken) and `make status` find the same stack.
+    no_backend_port = {k: v for k, v in env.items() if k != "BACKEND_PORT"}
+    again = stack(no_backend_port, tmp_path, "up")
     assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
+    assert backend_url in again.stdout
     kept = {path.name: path.read_text().strip() for path in (home / "secrets").iterdir()}
     assert kept == secrets
+    running = stack(no_backend_port, tmp_path, "status")
+    assert running.returncode == 0 and "is running" in running.stdout, running.stderr
+    assert f"{backend_url}  (API docs" in running.stdout
+
+    # One service stopped while the rest runs: a broken stack, named, with its own exit code.
+    supervisorctl = [
+        str(VENV_BIN / "supervisorctl"),
+        "-c",
+        str(home / "secrets" / "supervisorctl.conf"),
+    ]
+    subprocess.run([*supervisorctl, "stop", "model-server"], check=True, capture_output=True)
+    broken = stack(no_backend_port, tmp_path, "status")
+    assert broken.returncode == BROKEN_EXIT, broken.stdout + broken.stderr
+    assert "is broken: model-server not running" in broken.stdout
 
     down = stack(env, tmp_path, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert [pid for pid in pids if alive(pid)] == []
     assert [name for name, p in port.items() if port_taken(p)] == []
+    # Simply down is no error; the ports stay remembered for the next `up`.
+    stopped = stack(no_backend_port, tmp_path, "status")
+    assert stopped.returncode == 0 and "is not running" in stopped.stdout, stopped.stderr
+    assert remembered_api_url(home) == backend_url
 
 
-def test_a_taken_port_is_named_with_its_setting_and_nothing_starts(
-    stack_env: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize("set_in", ["environment", ".env"])
+def test_a_taken_explicit_port_is_named_with_its_setting_and_nothing_starts(
+    stack_env: dict[str, str], tmp_path: Path, set_in: str
 ) -> None:
+    """A port the user chose never moves, whether exported or written in `.env`."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        env = {**stack_env, "MLFLOW_PORT": str(taken)}
-        # An explicitly chosen port is never moved, even with --free-ports.
-        result = stack(env, tmp_path, "up", "--free-ports")
+        env = {k: v for k, v in stack_env.items() if k != "MLFLOW_PORT"}
+        if set_in == ".env":
+            (tmp_path / ".env").write_text(f"MLFLOW_PORT={taken}\n")
+        else:
+            env["MLFLOW_PORT"] = str(taken)
+        result = stack(env, tmp_path, "up")
     assert result.returncode == 1
     assert f"port {taken} for MLflow is already in use" in result.stderr
-    assert "MLFLOW_PORT" in result.stderr
+    assert f"MLFLOW_PORT={taken} is set (environment or .env), so it does not move" in (
+        result.stderr
+    )
     assert not Layout(Path(stack_env["MLOPS_HOME"])).supervisor_pid.exists()
 
 
-def test_free_ports_moves_a_taken_default_port_and_says_so(tmp_path: Path) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
+def test_a_taken_default_port_moves_back_to_the_last_one_and_says_so(tmp_path: Path) -> None:
+    with socket.socket() as squatter, socket.socket() as other:
+        for sock in (squatter, other):
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+        taken, also_taken = squatter.getsockname()[1], other.getsockname()[1]
         ports = {
             "backend_port": taken,
             "model_server_port": free_port(),
             "mlflow_port": free_port(),
             "redis_port": free_port(),
+            "worker_metrics_port": 0,  # off: no port to check
         }
         defaults = Settings.model_construct(_fields_set=set(), mlops_home=tmp_path, **ports)
         said: list[str] = []
-        chosen = choose_ports(defaults, False, True, said.append)
+        chosen = choose_ports(defaults, False, said.append)
         assert chosen["backend"] != taken and not port_taken(chosen["backend"])
-        assert said == [f"port {taken} (BACKEND_PORT) is taken: backend uses {chosen['backend']}"]
+        assert chosen["worker-metrics"] == 0
+        assert said == [
+            f"port {taken} (BACKEND_PORT) is taken: backend uses {chosen['backend']}; "
+            "set BACKEND_PORT to choose its port"
+        ]
 
-        with pytest.raises(StackError, match=f"port {taken} for backend .* set BACKEND_PORT"):
-            choose_ports(defaults, False, False, said.append)
+        # The port the last `up` moved to is taken again when free, else another free one.
+        last = free_port()
+        again = choose_ports(defaults, False, said.append, remembered={"backend": last})
+        assert again["backend"] == last
+        assert f"backend uses {last} (as last time)" in said[-1]
+        elsewhere = choose_ports(defaults, False, said.append, remembered={"backend": also_taken})
+        assert elsewhere["backend"] not in (taken, also_taken)
+
+        chosen_by_user = defaults.model_copy(update={"backend_port": taken})  # explicit now
+        with pytest.raises(StackError, match=f"BACKEND_PORT={taken} is set .* does not move"):
+            choose_ports(chosen_by_user, False, said.append, remembered={"backend": last})
 
 
 @pytest.mark.skipif(

@@ -76,7 +76,9 @@ class MlflowServer:
     With `auth`, it runs MLflow's basic-auth app as the local stack does; `admin` is then the
     (user, password) pair clients pass as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
     Its sign-in check is the platform's unless `authorization_function` names another (the
-    benchmark's MLflow default).
+    benchmark's MLflow default). `artifacts_destination` replaces the local artifact folder
+    (s3://bucket/prefix, with the store's endpoint and credentials in `env`, which only this
+    process gets).
     """
 
     def __init__(
@@ -85,8 +87,12 @@ class MlflowServer:
         *,
         auth: bool = False,
         authorization_function: str = MLFLOW_AUTHORIZATION_FUNCTION,
+        artifacts_destination: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
+        self.artifacts_destination = artifacts_destination or str(workdir / "artifacts")
+        self.env = env or {}
         self.uri = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         self.admin = (MLFLOW_ADMIN_USER, secrets.token_urlsafe(16)) if auth else None
@@ -126,11 +132,16 @@ class MlflowServer:
                 "--backend-store-uri",
                 f"sqlite:///{self.workdir / 'mlflow.db'}",
                 "--artifacts-destination",
-                str(self.workdir / "artifacts"),
+                self.artifacts_destination,
                 "--allowed-hosts",
                 "localhost:*,127.0.0.1:*",
             ],
-            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth_env, **_no_proxy()},
+            env={
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                **auth_env,
+                **self.env,
+                **_no_proxy(),
+            },
             log_path=self.workdir / "mlflow.log",
         )
         wait_http(f"{self.uri}/health", timeout=300, process=self.process)

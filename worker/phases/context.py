@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from mlops_core.database import session_scope
 from mlops_core.log_events import LogPublisher
 from mlops_core.notebook_contract import GateSettings, NotebookContract
+from mlops_core.notebook_runner import RunFolder
 from mlops_core.schema import Pipeline
 from mlops_core.settings import Settings
 
@@ -78,6 +79,9 @@ class PhaseContext:
     notebook_file: Path | None = None
     contract: NotebookContract | None = None
     mlflow_run_id: str | None = None
+    # The installed packages of the notebook's requirements.txt (pip's prefix layout), from the
+    # environment phase; the kernel and the model logger import from it, read-only.
+    environment: Path | None = None
     # The run the sandboxed kernel logs to, in the work folder's own store (local_tracking).
     local_run_id: str | None = None
     executed_notebook: Path | None = None
@@ -94,12 +98,12 @@ class PhaseContext:
     @property
     def model_output_path(self) -> Path:
         """Where the notebook's export cell must write the model (injected as MODEL_OUTPUT_PATH)."""
-        return self.work_dir / "output" / "model.joblib"
+        return RunFolder(self.work_dir).model_output_path
 
     @property
     def reference_data_path(self) -> Path:
         """Where a notebook may save its training rows, as CSV (injected as REFERENCE_DATA_PATH)."""
-        return self.work_dir / "output" / "reference.csv"
+        return RunFolder(self.work_dir).reference_data_path
 
     @property
     def gate(self) -> GateSettings | None:

@@ -6,6 +6,12 @@ reports it cannot load it, the alias goes back to the previous version, so what 
 serving, and the phase fails. A version below its gate stays registered but unserved: the phase
 is skipped with the gate's verdict and the pipeline still succeeds.
 
+The gate includes the champion/challenger rule (mlops_core/deploy_gate.py): the version must not
+be worse than the one served now by more than GATE_TOLERANCE. The verdict, with both numbers, is
+kept on the pipeline row (`params["gate_verdict"]`) and on the registered version (tag
+TAG_GATE_VERDICT), also when AUTO_DEPLOY_ON_SUCCESS is off: the model page marks a version below
+its gate, and deploying one by hand asks for confirmation.
+
 Redis only makes the wait prompt. When it is down, the alias still moves (the registry is the
 truth; replicas reconcile against it) and the wait asks the replicas of MODEL_SERVER_URL what
 they serve (`GET /models`) instead of reading their reports.
@@ -15,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 
 import httpx
 import redis
 from sqlalchemy import select
 
-from mlops_core.deploy_gate import default_gate, evaluate_gate
+from mlops_core.deploy_gate import GateResult, ServedVersion, default_gate, evaluate_gate
 from mlops_core.deployments import change_served_version
 from mlops_core.model_events import (
     MODEL_LOADED_CHANNEL,
@@ -28,8 +35,9 @@ from mlops_core.model_events import (
     DeployWaitError,
     wait_until_loaded,
 )
-from mlops_core.model_registry import get_version, served_version
-from mlops_core.schema import Deployment
+from mlops_core.model_registry import TAG_GATE_VERDICT, get_version, served_version
+from mlops_core.notebook_contract import GateComparison
+from mlops_core.schema import Deployment, Pipeline
 from worker.mlflow_retry import MlflowUnreachable
 from worker.phases.context import PhaseContext, PhaseFailed, PhaseSkipped
 
@@ -45,22 +53,19 @@ def run(ctx: PhaseContext) -> None:
     version = ctx.model_version
     if not name or not version:
         raise PhaseSkipped("no model version was registered")
+    alias = settings.serving_alias
+    verdict = judge(ctx, name, version, alias)
     if not settings.auto_deploy_on_success:
         raise PhaseSkipped(
             f"AUTO_DEPLOY_ON_SUCCESS is off: {name} version {version} is registered, not served"
         )
-    gate = ctx.gate or default_gate(settings.min_accuracy_threshold)
-    metrics = ctx.metrics or get_version(ctx.mlflow, name, version).metrics
-    verdict = evaluate_gate(gate, metrics, accuracy_floor=settings.accuracy_floor)
-    ctx.log(verdict.reason)
     if not verdict.passed:
         raise PhaseSkipped(f"{verdict.reason}; {name} version {version} is registered, not served")
 
-    alias = settings.serving_alias
     timeout = max(1.0, min(settings.deploy_wait_seconds, ctx.remaining()))
     subscription = _subscribe(ctx)  # before the alias moves: no report is missed
     try:
-        previous = _point_alias(ctx, name, version, alias)
+        previous = _point_alias(ctx, name, version, alias, verdict.reason)
         ctx.log(
             f"serving alias {alias!r} of {name} moved to version {version} "
             f"(was {previous or 'none'}); waiting up to {timeout:g}s for a model server"
@@ -100,6 +105,39 @@ def run(ctx: PhaseContext) -> None:
     ctx.log(f"{name} version {version} is served (loaded by model server {replica})")
 
 
+def judge(ctx: PhaseContext, name: str, version: str, alias: str) -> GateResult:
+    """The gate's verdict on `version` (its gate, the floor, the served version), logged and
+    stored on the pipeline row and the registered version."""
+    settings = ctx.settings
+    gate = ctx.gate or default_gate(settings.min_accuracy_threshold)
+    comparison = ctx.contract.comparison if ctx.contract else GateComparison()
+    tolerance = settings.gate_tolerance if comparison.tolerance is None else comparison.tolerance
+    metrics = ctx.metrics or get_version(ctx.mlflow, name, version).metrics
+    served = _served(ctx, name, version, alias) if comparison.enabled else None
+    verdict = evaluate_gate(
+        gate, metrics, accuracy_floor=settings.accuracy_floor, served=served, tolerance=tolerance
+    )
+    if verdict.passed and not comparison.enabled:
+        note = "not compared with the served version (GATE_COMPARE = False)"
+        verdict = replace(verdict, reason=f"{verdict.reason}; {note}")
+    ctx.log(verdict.reason)
+    ctx.mlflow.set_model_version_tag(name, version, TAG_GATE_VERDICT, verdict.to_json())
+    with ctx.session() as session:
+        pipeline = session.get(Pipeline, ctx.pipeline_id)
+        if pipeline is not None:
+            pipeline.params = {**(pipeline.params or {}), "gate_verdict": verdict.as_dict()}
+    return verdict
+
+
+def _served(ctx: PhaseContext, name: str, version: str, alias: str) -> ServedVersion | None:
+    """The version served now with its run's metrics; None when nothing else is served (this
+    version itself is, when an earlier attempt of this pipeline got that far)."""
+    current = served_version(ctx.mlflow, name, alias)
+    if current is None or current == version:
+        return None
+    return ServedVersion(current, get_version(ctx.mlflow, name, current).metrics)
+
+
 def _subscribe(ctx: PhaseContext) -> redis.client.PubSub | None:
     """A subscription to the replicas' reports, or None while Redis is down."""
     subscription = ctx.redis.pubsub(ignore_subscribe_messages=True)
@@ -131,7 +169,7 @@ def _replica_serving(ctx: PhaseContext, name: str, version: str) -> str | None:
     return None
 
 
-def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str) -> str | None:
+def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str, reason: str) -> str | None:
     """Move the alias once per pipeline: a redelivered task finds its own deployment row."""
     with ctx.session() as session:
         done = session.scalars(
@@ -156,6 +194,7 @@ def _point_alias(ctx: PhaseContext, name: str, version: str, alias: str) -> str 
             alias=alias,
             actor=f"pipeline {ctx.pipeline_id}",
             pipeline_id=ctx.pipeline_id,
+            reason=reason,
         )
         return previous
 

@@ -18,6 +18,7 @@ then fails with a 301 instead of leaking the token: register its new URL).
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -25,9 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+
+from mlops_core.commit_info import CommitInfo, commit_web_url
+from mlops_core.kernel_env import git_environment
+from mlops_core.schema import Pipeline
 from worker.child_processes import run_command
-from worker.kernel_env import git_environment
 from worker.phases.context import PhaseContext, PhaseFailed
+
+logger = logging.getLogger(__name__)
 
 ALLOWED_SCHEMES = ("https", "http", "file")
 # The only scheme a token is ever sent over.
@@ -96,6 +104,35 @@ def run(ctx: PhaseContext) -> None:
     ctx.checkout_dir = checkout
     ctx.notebook_file = _notebook_in(checkout, ctx.notebook_path, head)
     ctx.log(f"checked out {head[:12]}; notebook {ctx.notebook_path}")
+    _describe_commit(ctx, env, checkout, head)
+
+
+def _describe_commit(ctx: PhaseContext, env: Mapping[str, str], checkout: Path, head: str) -> None:
+    """Give a run no push described (manual, scheduled) its commit's message, author and link,
+    read from git; a push's own description is kept (the UPDATE skips a row that has one)."""
+    shown = run_command(
+        ctx,
+        ["git", "-C", str(checkout), "show", "--no-patch", "--format=%an%x00%B", head],
+        env=env,
+        what="git show",
+    )
+    if shown.returncode != 0:  # the description is a courtesy: the run goes on without it
+        return
+    author, _, message = shown.stdout.partition("\0")
+    commit = CommitInfo.bounded(message, author, commit_web_url(ctx.repo_url, head))
+    try:
+        with ctx.session() as session:
+            session.execute(
+                update(Pipeline)
+                .where(Pipeline.id == ctx.pipeline_id, Pipeline.commit_message.is_(None))
+                .values(
+                    commit_message=commit.message,
+                    commit_author=commit.author,
+                    commit_url=commit.url,
+                )
+            )
+    except SQLAlchemyError as exc:
+        logger.warning("pipeline %s: commit description not stored: %s", ctx.pipeline_id, exc)
 
 
 def git_env(ctx: PhaseContext, base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from nbformat import NotebookNode
 
-from mlops_core.deploy_gate import apply_floor, describe_gates
+from mlops_core.deploy_gate import apply_floor, describe_comparison, describe_gates
 from mlops_core.model_owners import ModelSource, claim_model, ownership_conflict
 from mlops_core.notebook_contract import ContractViolation, check_notebook, read_notebook
 from mlops_core.run_parameters import overridden_by_later_cells
@@ -43,7 +43,8 @@ def run(ctx: PhaseContext) -> None:
     ctx.log(
         f"model {contract.model_name} version {contract.version}; "
         f"{len(contract.run_cells)} tagged cells will run; "
-        f"gate: {describe_gates(contract.gate, floor)}"
+        f"gate: {describe_gates(contract.gate, floor)}; "
+        + describe_comparison(contract.gate, contract.comparison, ctx.settings.gate_tolerance)
     )
 
 

@@ -188,7 +188,7 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     # The packages of the notebook's requirements.txt, where the kernel found them too (after
-    # the platform's own; see worker/sandbox/kernel_startup.py).
+    # the platform's own; see mlops_core/kernel_startup.py).
     for folder in os.environ.get(REQUIREMENTS_PATH_VARIABLE, "").split(os.pathsep):
         if folder:
             site.addsitedir(folder)

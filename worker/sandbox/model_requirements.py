@@ -18,6 +18,7 @@ MLflow's own (psutil, pyarrow) that the model does not need.
 from __future__ import annotations
 
 import importlib.metadata
+import pickle
 import sys
 import types
 from pathlib import Path
@@ -31,10 +32,14 @@ FLAVOR_PACKAGES = ("scikit-learn", "cloudpickle")
 
 
 class _Discard:
-    """A file that keeps nothing: only the pickler's observations matter."""
+    """A file that keeps nothing: only the pickler's observations matter.
 
-    def write(self, data: bytes) -> int:
-        return len(data)
+    Protocol 5 hands large buffers (a numpy array of a few hundred KB: an SVC's support
+    vectors, a k-NN's training rows) to `write` as a PickleBuffer, which has no len().
+    """
+
+    def write(self, data: bytes | pickle.PickleBuffer) -> int:
+        return memoryview(data).nbytes
 
 
 class _RecordingPickler(cloudpickle.Pickler):

@@ -160,3 +160,26 @@ export function initTokenButton() {
   updateTokenButton();
   button.addEventListener("click", () => askForToken());
 }
+
+/**
+ * Save the file at `path` as `filename`. Fetched rather than linked: a plain link cannot send the
+ * Bearer token a read-protected backend asks for. Rejects with ApiError like `api`.
+ */
+export async function download(path, filename) {
+  for (let attempt = 0; ; attempt++) {
+    const token = getToken();
+    const response = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+    if (!response.ok) {
+      const data = await readBody(response);
+      if (response.status === 401 && attempt < 3 && (await askForReadToken(messageFrom(data, 401)))) continue;
+      throw new ApiError(response.status, messageFrom(data, response.status), data);
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = Object.assign(document.createElement("a"), { href: url, download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    return;
+  }
+}

@@ -44,11 +44,16 @@ export function toast(message, kind = "info") {
   setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
 }
 
-/** Ask for confirmation in a modal <dialog>; resolves true only on the confirm button. */
-export function confirmDialog({ title, message, confirmLabel = "Confirm", danger = false }) {
+/**
+ * Ask for confirmation in a modal <dialog>; resolves true only on the confirm button. Both
+ * buttons say what they do ("Cancel pipeline" / "Keep it running"), never a bare "Cancel" that
+ * could mean either.
+ */
+export function confirmDialog({ title, message, confirmLabel = "Confirm", cancelLabel = "Change nothing", danger = false }) {
   const dialog = $("#confirm-dialog");
   $("#confirm-title").textContent = title;
   $("#confirm-message").textContent = message;
+  $("#confirm-cancel").textContent = cancelLabel;
   const ok = $("#confirm-ok");
   ok.textContent = confirmLabel;
   ok.classList.toggle("btn-danger", danger);

@@ -1,5 +1,7 @@
 // The log panel: appends lines in animation-frame batches and follows the tail unless the
-// reader has scrolled up, in which case it waits and offers a button to catch up.
+// reader has scrolled up, in which case it waits and offers a button to catch up. Each phase
+// starts under a heading the reader can jump to; cells are numbered from 1, as the pipeline's
+// messages ("cell 3 raised ...") number them (events carry the 0-based index).
 
 import { h } from "./dom.js";
 import { clockTime } from "./format.js";
@@ -17,6 +19,7 @@ export class LogView {
     this.unseen = 0;
     this.frame = 0;
     this.lastPhase = undefined;
+    this.onPhase = () => {};
     container.addEventListener("scroll", () => this.onScroll(), { passive: true });
     followButton.addEventListener("click", () => {
       this.following = true;
@@ -59,7 +62,10 @@ export class LogView {
     for (const event of batch) {
       if (!event.note && event.phase && event.phase !== this.lastPhase) {
         this.lastPhase = event.phase;
-        fragment.append(h("div", { class: "log-phase", text: event.phase }));
+        const selector = `.log-phase[data-phase="${CSS.escape(event.phase)}"]`;
+        const first = !this.container.querySelector(selector) && !fragment.querySelector(selector);
+        fragment.append(h("div", { class: "log-phase", dataset: { phase: event.phase }, tabindex: "-1", text: event.phase }));
+        if (first) this.onPhase(event.phase);
       }
       fragment.append(this.line(event));
     }
@@ -78,9 +84,20 @@ export class LogView {
       "div",
       { class: "log-line", dataset: { stream: event.stream || "system", seq: event.seq } },
       h("span", { class: "log-time", "aria-hidden": "true", text: clockTime(event.ts) }),
-      event.cell !== null && event.cell !== undefined ? h("span", { class: "log-cell", title: `cell ${event.cell}`, text: `[${event.cell}]` }) : null,
+      event.cell !== null && event.cell !== undefined ? h("span", { class: "log-cell", title: `cell ${event.cell + 1}`, text: `[${event.cell + 1}]` }) : null,
       h("span", { class: "log-text", text }),
     );
+  }
+
+  /** Scroll the log to the first line of `phase` (its heading) and stop following the tail. */
+  jumpTo(phase) {
+    const heading = this.container.querySelector(`.log-phase[data-phase="${CSS.escape(phase)}"]`);
+    if (!heading) return false;
+    this.following = false;
+    this.container.scrollTop = heading.offsetTop - 4; // .log is the headings' offsetParent
+    this.updateButton();
+    heading.focus({ preventScroll: true });
+    return true;
   }
 
   scrollToEnd() {

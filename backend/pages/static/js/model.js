@@ -7,6 +7,7 @@ import { metricChart } from "./chart.js";
 import { metricList, pipelineLink } from "./components.js";
 import { $, confirmDialog, h, poll, show, toast } from "./dom.js";
 import { absoluteTime, number, shortSha, since } from "./format.js";
+import { belowGate, confirmBelowGate, verdictView } from "./gate_verdict.js";
 import { chartPoints, metricNames, normalizeModel } from "./model_data.js";
 import { renderMonitoring } from "./model_monitoring.js";
 
@@ -23,7 +24,8 @@ let busy = false;
 
 function actionFor(version) {
   if (version.version === model.served) return h("span", { class: "badge", dataset: { status: "success" }, text: "Serving" });
-  const older = model.served !== null && Number(version.version) < Number(model.served);
+  // A version below its gate is never "rolled back" to: deploying it asks for a reason.
+  const older = !belowGate(version) && model.served !== null && Number(version.version) < Number(model.served);
   const label = older ? "Roll back" : "Deploy";
   return h("button", {
     type: "button",
@@ -44,6 +46,7 @@ function versionRow(v) {
     h("td", { class: "mono hide-sm", title: v.commit || "" }, shortSha(v.commit)),
     h("td", { class: "hide-sm" }, pipelineLink(v.pipeline_id)),
     h("td", { class: "hide-sm", title: absoluteTime(v.created_at), text: since(v.created_at) }),
+    h("td", { class: "verdict-cell" }, verdictView(v.verdict)),
     h("td", { class: "actions-cell" }, actionFor(v)),
   );
 }
@@ -120,6 +123,7 @@ async function refreshHistory() {
         item.previous_version ? h("span", { class: "muted", text: ` (was v${item.previous_version})` }) : "",
         item.pipeline_id ? [" · pipeline ", pipelineLink(item.pipeline_id)] : "",
         item.actor ? h("span", { class: "muted small", text: ` · by ${item.actor}` }) : "",
+        item.reason ? h("div", { class: "history-reason muted small", text: item.reason }) : "",
       ),
     ),
   );
@@ -153,15 +157,23 @@ async function refresh() {
 
 async function changeServed(action, version) {
   const rollback = action === "rollback";
-  const ok = await confirmDialog({
-    title: rollback ? `Roll back ${name} to v${version}?` : `Deploy v${version} of ${name}?`,
-    message: `Every model server switches from ${model.served ? `v${model.served}` : "nothing"} to v${version}. Requests keep being answered during the swap.`,
-    confirmLabel: rollback ? `Roll back to v${version}` : `Deploy v${version}`,
-  });
-  if (!ok) return;
+  const target = model.versions.find((v) => v.version === version);
+  let body = { version };
+  if (!rollback && belowGate(target)) {
+    const reason = await confirmBelowGate({ name, version, served: model.served, verdict: target.verdict });
+    if (reason === null) return;
+    body = { version, force: true, reason };
+  } else {
+    const ok = await confirmDialog({
+      title: rollback ? `Roll back ${name} to v${version}?` : `Deploy v${version} of ${name}?`,
+      message: `Every model server switches from ${model.served ? `v${model.served}` : "nothing"} to v${version}. Requests keep being answered during the swap.`,
+      confirmLabel: rollback ? `Roll back to v${version}` : `Deploy v${version}`,
+    });
+    if (!ok) return;
+  }
   busy = true;
   try {
-    await api(`${base}/${action}`, { method: "POST", body: { version } });
+    await api(`${base}/${action}`, { method: "POST", body });
     toast(`${name} now serves v${version}.`);
   } catch (err) {
     toast(`${rollback ? "Roll back" : "Deploy"} failed: ${err.message}`, "error");

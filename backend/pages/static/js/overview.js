@@ -2,13 +2,15 @@
 
 import { api } from "./api.js";
 import { itemsOf } from "./common.js";
-import { pipelineLink, repoLabel, statusBadge } from "./components.js";
+import { metricCell, pipelineLink, repoLabel, repoLabels, statusBadge } from "./components.js";
 import { $, confirmDialog, h, poll, show, toast, wireCopyButtons } from "./dom.js";
-import { FINISHED, absoluteTime, duration, elapsed, headlineMetric, number, shortSha, since } from "./format.js";
+import { FINISHED, absoluteTime, duration, elapsed, shortSha, since } from "./format.js";
 
 const PAGE_SIZE = 15;
 let page = 1;
 let reposById = new Map();
+// Each repo's label, unique among them (`owner/name`, widened where two would read the same).
+let labels = new Map();
 let lastPipelinesKey = "";
 let lastReposKey = "";
 
@@ -85,7 +87,6 @@ async function refreshHealth() {
 // ---- pipelines ----------------------------------------------------------------------------
 
 function pipelineRow(p) {
-  const metric = headlineMetric(p.metrics);
   const repo = reposById.get(p.repo_id);
   const repoUrl = repo ? repo.github_url : p.repo_url;
   const seconds = p.started_at ? elapsed(p.started_at, FINISHED.has(p.status) ? p.finished_at : null) : null;
@@ -94,11 +95,11 @@ function pipelineRow(p) {
     { dataset: { pipelineId: p.id, status: p.status } },
     h("td", {}, pipelineLink(p.id)),
     h("td", {}, statusBadge(p.status)),
-    h("td", { class: "mono ellipsis hide-xs", title: repoUrl || "" }, repoLabel(repoUrl)),
+    h("td", { class: "mono ellipsis hide-xs", title: repoUrl || "" }, labels.get(repoUrl) || repoLabel(repoUrl)),
     h("td", { class: "mono hide-sm", title: p.commit_sha || "" }, shortSha(p.commit_sha)),
     h("td", { class: "hide-sm", text: p.trigger || "–" }),
     h("td", { class: "num", text: seconds === null ? "–" : duration(seconds) }),
-    h("td", { class: "num" }, metric ? h("span", { title: metric.name }, h("span", { class: "muted small", text: `${metric.name} ` }), number(metric.value)) : "–"),
+    h("td", { class: "num" }, metricCell(p)),
     h("td", { class: "hide-sm", title: absoluteTime(p.created_at), text: since(p.created_at) }),
   );
 }
@@ -135,6 +136,26 @@ async function lastPipelineOf(repo) {
   return itemsOf(body)[0] || null;
 }
 
+function notebooksOf(repo) {
+  // Backends from before notebooks were listed give only the one notebook_path.
+  if (repo.notebooks && repo.notebooks.length) return repo.notebooks;
+  return [{ notebook_path: repo.notebook_path, schedule: repo.schedule, next_run_at: repo.next_run_at }];
+}
+
+function notebookItem(notebook) {
+  const schedule = notebook.schedule
+    ? h(
+        "span",
+        { class: "notebook-schedule", title: notebook.next_run_at ? `next run ${absoluteTime(notebook.next_run_at)}` : "" },
+        " · schedule ",
+        h("span", { class: "mono", text: notebook.schedule }),
+        " UTC",
+        notebook.next_run_at ? `, next ${absoluteTime(notebook.next_run_at)}` : "",
+      )
+    : null;
+  return h("li", { class: "repo-notebook" }, h("span", { class: "mono", text: notebook.notebook_path }), schedule);
+}
+
 function repoItem(repo, last) {
   const inputId = `webhook-${repo.id}`;
   return h(
@@ -143,8 +164,9 @@ function repoItem(repo, last) {
     h(
       "div",
       { class: "repo-main" },
-      h("h3", { class: "repo-name mono", title: repo.github_url, text: repoLabel(repo.github_url) }),
-      h("p", { class: "muted small" }, h("span", { class: "mono", text: repo.branch }), " · ", h("span", { class: "mono", text: repo.notebook_path })),
+      h("h3", { class: "repo-name mono", title: repo.github_url }, h("a", { href: `/ui/repos/${encodeURIComponent(repo.id)}`, text: labels.get(repo.github_url) })),
+      h("p", { class: "muted small" }, h("span", { class: "mono", text: repo.branch })),
+      h("ul", { class: "repo-notebooks muted small" }, ...notebooksOf(repo).map(notebookItem)),
       h(
         "div",
         { class: "copy-row" },
@@ -172,6 +194,7 @@ function repoItem(repo, last) {
 async function refreshRepos() {
   const repos = itemsOf(await api("/repos"));
   reposById = new Map(repos.map((repo) => [repo.id, repo]));
+  labels = repoLabels(repos.map((repo) => repo.github_url));
   const lasts = await Promise.all(repos.map((repo) => lastPipelineOf(repo).catch(() => null)));
   const key = JSON.stringify([repos, lasts]);
   if (key === lastReposKey) return;
@@ -202,7 +225,8 @@ async function removeRepo(repo) {
   const ok = await confirmDialog({
     title: "Remove repository?",
     message: `Pushes to ${repo.github_url} will no longer run. Past pipelines and models are kept.`,
-    confirmLabel: "Remove",
+    confirmLabel: "Remove repository",
+    cancelLabel: "Keep it",
     danger: true,
   });
   if (!ok) return;

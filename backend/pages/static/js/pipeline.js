@@ -1,14 +1,16 @@
 // Pipeline page: phases as a progress bar, details, metrics, live log, Cancel and Run again.
 
-import { api } from "./api.js";
+import { api, download } from "./api.js";
 import { itemsOf } from "./common.js";
 import { repoLabel, statusBadge } from "./components.js";
 import { $, confirmDialog, h, show, toast } from "./dom.js";
 import { FINISHED, absoluteTime, duration, elapsed, number, shortSha } from "./format.js";
+import { verdictView } from "./gate_verdict.js";
+import { LogSearch } from "./log_search.js";
 import { LogStream } from "./log_stream.js";
 import { LogView } from "./log_view.js";
+import { renderCommit, renderFailure, renderMetricsNote } from "./pipeline_panels.js";
 
-const PHASES = ["fetch", "validate", "execute", "register", "deploy"];
 const pipelineId = $("#pipeline-root").dataset.pipelineId;
 const mlflowUi = document.body.dataset.mlflowUi;
 const view = new LogView($("#log"), $("#log-follow"));
@@ -34,14 +36,12 @@ function phaseItem(phase) {
 }
 
 function renderPhases(p) {
-  const byName = new Map((p.phases || []).map((phase) => [phase.name, phase]));
-  const names = [...PHASES, ...[...byName.keys()].filter((name) => !PHASES.includes(name))];
+  // The API lists every phase in order (pending ones too), so the names live in one place.
   const finished = FINISHED.has(p.status);
-  const phases = names.map((name) => {
-    const phase = byName.get(name) || { name, status: p.status === "cancelled" ? "cancelled" : "pending" };
+  const phases = (p.phases || []).map((phase) =>
     // A phase still marked running on a finished pipeline was cut short: do not animate it.
-    return finished && phase.status === "running" ? { ...phase, status: "interrupted" } : phase;
-  });
+    finished && phase.status === "running" ? { ...phase, status: "interrupted" } : phase,
+  );
   const done = phases.filter((phase) => ["success", "skipped"].includes(phase.status)).length;
   const list = $("#phases");
   list.replaceChildren(...phases.map(phaseItem));
@@ -73,6 +73,8 @@ function renderDetails(p) {
     ...detail("Created", absoluteTime(p.created_at) || null),
     ...detail("Finished", absoluteTime(p.finished_at) || null),
     ...detail("Model", model),
+    // The deploy phase's gate verdict: the rule that passed or refused, with both numbers.
+    ...(p.params?.gate_verdict ? detail("Gate", verdictView(p.params.gate_verdict)) : []),
     ...(p.attempts > 1 ? detail("Attempts", String(p.attempts)) : []),
   );
   const metrics = p.metrics || {};
@@ -106,6 +108,9 @@ function render(p) {
   $("#pipeline-subtitle").textContent = parts.join(" ");
   renderPhases(p);
   renderDetails(p);
+  renderMetricsNote(p);
+  renderCommit(p);
+  renderFailure(p);
   const error = $("#pipeline-error");
   error.textContent = p.error || "";
   show(error, Boolean(p.error));
@@ -185,6 +190,7 @@ $("#cancel-button").addEventListener("click", async () => {
     title: `Cancel pipeline #${pipelineId}?`,
     message: "The running cell is interrupted and the pipeline ends as cancelled. Nothing is deployed.",
     confirmLabel: "Cancel pipeline",
+    cancelLabel: "Keep it running",
     danger: true,
   });
   if (!ok) return;
@@ -213,6 +219,38 @@ $("#rerun-button").addEventListener("click", async () => {
 
 $("#log-wrap").addEventListener("change", (event) => {
   $("#log").classList.toggle("nowrap", !event.target.checked);
+});
+
+// ---- log tools: jump to a phase, search, download -------------------------------------------
+
+/** One button per phase as its first line arrives, in the order the phases ran. */
+function addJumpButton(phase) {
+  $("#log-jump").append(
+    h("button", {
+      type: "button",
+      class: "btn btn-small phase-jump",
+      dataset: { phase },
+      text: phase,
+      "aria-label": `Jump to the ${phase} phase's lines`,
+      onclick: () => view.jumpTo(phase),
+    }),
+  );
+}
+view.onPhase = addJumpButton;
+
+new LogSearch($("#log"), {
+  input: $("#log-search-input"),
+  count: $("#log-search-count"),
+  prev: $("#log-search-prev"),
+  next: $("#log-search-next"),
+});
+
+$("#log-download").addEventListener("click", async () => {
+  try {
+    await download(`/pipelines/${encodeURIComponent(pipelineId)}/logs.txt`, `pipeline-${pipelineId}.log`);
+  } catch (err) {
+    toast(`Could not download the log: ${err.message}`, "error");
+  }
 });
 
 // ---- start --------------------------------------------------------------------------------

@@ -43,6 +43,18 @@ function cleanMessage(message) {
   return String(message).replace(/^Value error, /, "");
 }
 
+/** A field's name as the form shows it ("Notebook path"), not as the API spells it. */
+function labelOf(name) {
+  const label = document.querySelector(`label[for="${name}"]`);
+  const own = label ? [...label.childNodes].filter((node) => node.nodeType === Node.TEXT_NODE) : [];
+  return own.map((node) => node.textContent).join("").trim() || name;
+}
+
+/** The API's message with every field named by its label ("notebook_path: ..." → "Notebook path: ..."). */
+function withLabels(message) {
+  return FIELDS.reduce((text, name) => text.replace(new RegExp(`\\b${name}\\b`, "g"), labelOf(name)), message);
+}
+
 function showApiErrors(err) {
   const detail = err.body && typeof err.body === "object" ? err.body.detail : null;
   const items = Array.isArray(detail) ? detail : [detail ?? err.message];
@@ -51,8 +63,12 @@ function showApiErrors(err) {
     const text = cleanMessage(typeof item === "string" ? item : item?.msg || item?.message || JSON.stringify(item));
     let field = fieldOf(typeof item === "object" ? item : null, text);
     if (!field && err.status === 409) field = "github_url";
-    if (field) fieldError(field, text);
-    else general.push(text);
+    if (field) {
+      // Beside its field, an error still names it the way the form does.
+      const shown = withLabels(text);
+      fieldError(field, shown.startsWith(labelOf(field)) ? shown : `${labelOf(field)}: ${shown}`);
+    }
+    else general.push(withLabels(text));
   }
   if (general.length) {
     $("#form-error").textContent = general.join(" ");

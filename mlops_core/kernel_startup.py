@@ -1,7 +1,8 @@
 """IPython startup code for a pipeline's kernel: every top-level MLflow run is the pipeline's run.
 
-Installed by the execute phase as a startup file of the kernel's IPython profile (its source is
-copied, so the kernel needs nothing of the platform on its path). MLflow resumes the run named
+Installed as a startup file of the kernel's IPython profile by the execute phase and by `mlops run`
+(mlops_core/notebook_runner.py; its source is copied, so the kernel needs nothing of the platform
+on its path). MLflow resumes the run named
 by MLFLOW_RUN_ID only once: `start_run` deletes the variable, so after a notebook's first run
 ends (`with mlflow.start_run():` closing, or `mlflow.sklearn.autolog()` ending the run it made
 for `fit`) the next `mlflow.log_metric(...)` silently starts a new run elsewhere and the pipeline

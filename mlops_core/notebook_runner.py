@@ -1,11 +1,13 @@
 """Runs a prepared notebook with papermill and reports each step as a JSON line on a pipe.
 
-Started by the execute phase as `python -m worker.sandbox.notebook_child SPEC.json` with the
-kernel's allow-listed environment, in a session of its own: the worker can kill it (and the
-kernel) on cancel or timeout without touching itself, and no secret is in reach of the
-notebook. Events go to a dedicated file descriptor (not stdout), so nothing the kernel or
-papermill prints can corrupt them. If the worker dies, a watchdog kills this process and the
-kernel rather than letting an orphaned run go on.
+Started as `python -m mlops_core.notebook_runner SPEC.json` by the worker's execute phase (in
+the kernel sandbox, with the kernel's allow-listed environment) and by `mlops run` (on the
+user's machine), so a local run selects, injects and reports cells exactly as a pipeline does.
+It runs in a session of its own: its parent can kill it (and the kernel) on cancel or timeout
+without touching itself, and no secret is in reach of the notebook. Events go to a dedicated
+file descriptor (not stdout), so nothing the kernel or papermill prints can corrupt them. If
+the parent dies, a watchdog kills this process and the kernel rather than letting an orphaned
+run go on.
 """
 
 from __future__ import annotations
@@ -13,25 +15,105 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import resource
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import papermill
 import psutil
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
-from papermill.exceptions import PapermillExecutionError
 
-from mlops_core.notebook_contract import INDEX_METADATA_KEY, RUN_TAGS, cell_tags
+from mlops_core.cell_traceback import RanCell, cell_failure
+from mlops_core.notebook_contract import INDEX_METADATA_KEY, RUN_TAGS, SKIP_TAG, cell_tags
+from mlops_core.run_store import store_uri
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-TRACEBACK_TAIL_LINES = 12
+# `python -m RUNNER_MODULE SPEC.json` runs a notebook.
+RUNNER_MODULE = "mlops_core.notebook_runner"
+# Copied into the kernel's IPython profile (the kernel does not import the platform).
+KERNEL_STARTUP = Path(__file__).resolve().parent / "kernel_startup.py"
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one notebook run in its work folder: one layout for a pipeline's execute
+    phase and for `mlops run`, so both inject the same paths."""
+
+    work_dir: Path
+
+    @property
+    def model_output_path(self) -> Path:
+        """Where the export cell must write the model (injected as MODEL_OUTPUT_PATH)."""
+        return self.work_dir / "output" / "model.joblib"
+
+    @property
+    def reference_data_path(self) -> Path:
+        """Where a notebook may save its training rows, as CSV (REFERENCE_DATA_PATH)."""
+        return self.work_dir / "output" / "reference.csv"
+
+    @property
+    def home(self) -> Path:
+        """HOME of the kernel: inside the work folder, nothing of the caller's."""
+        return self.work_dir / "home"
+
+    @property
+    def input_notebook(self) -> Path:
+        return self.work_dir / "input.ipynb"
+
+    @property
+    def executed_notebook(self) -> Path:
+        return self.work_dir / "executed.ipynb"
+
+    @property
+    def spec_path(self) -> Path:
+        return self.work_dir / "execute.json"
+
+    def injected_parameters(
+        self, parameters: Mapping[str, Any], pipeline_id: int
+    ) -> dict[str, Any]:
+        """Papermill parameters: the ones given (a trigger's, `mlops run -p`), then those every
+        notebook gets, which none can replace."""
+        return {
+            **parameters,
+            "MODEL_OUTPUT_PATH": str(self.model_output_path),
+            "REFERENCE_DATA_PATH": str(self.reference_data_path),
+            "PIPELINE_ID": pipeline_id,
+            "MLFLOW_TRACKING_URI": store_uri(self.work_dir),
+        }
+
+    def kernel_variables(
+        self, *, run_id: str, pipeline_id: int, cpu_seconds: int
+    ) -> dict[str, str]:
+        """What the kernel's environment gets besides the allow-list: the local MLflow run
+        (mlops_core/run_store.py), the injected paths and ids, its IPython profile."""
+        return {
+            "MLFLOW_TRACKING_URI": store_uri(self.work_dir),
+            "MLFLOW_RUN_ID": run_id,
+            "MLFLOW_ALLOW_FILE_STORE": "true",
+            "PIPELINE_ID": str(pipeline_id),
+            "MODEL_OUTPUT_PATH": str(self.model_output_path),
+            "REFERENCE_DATA_PATH": str(self.reference_data_path),
+            "IPYTHONDIR": str(self.home / ".ipython"),
+            "MLOPS_KERNEL_CPU_SECONDS": str(cpu_seconds),
+        }
+
+    def runner_spec(
+        self, *, cwd: Path, parameters: dict[str, Any], cell_timeout: int, events_fd: int
+    ) -> dict[str, Any]:
+        """What `python -m RUNNER_MODULE SPEC.json` reads (written to `spec_path`)."""
+        return {
+            "input": str(self.input_notebook),
+            "output": str(self.executed_notebook),
+            "cwd": str(cwd),
+            "parameters": parameters,
+            "cell_timeout": cell_timeout,
+            "skip_tag": SKIP_TAG,
+            "events_fd": events_fd,
+        }
 
 
 class EventWriter:
@@ -56,6 +138,8 @@ class CellTracker:
         self.current: int | None = None
         self.current_tag: str | None = None
         self._started = 0.0
+        # Each cell run so far by its execution count, to place a traceback's `In[N]` frames.
+        self.ran: dict[int, RanCell] = {}
 
     def on_cell_execute(self, cell: NotebookNode, cell_index: int) -> None:
         self.current = cell.metadata.get(INDEX_METADATA_KEY)
@@ -66,7 +150,11 @@ class CellTracker:
     def on_cell_executed(
         self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any]
     ) -> None:
-        status = execute_reply.get("content", {}).get("status", "ok")
+        content = execute_reply.get("content", {})
+        status = content.get("status", "ok")
+        count = content.get("execution_count")
+        if isinstance(count, int) and self.current is not None:
+            self.ran[count] = RanCell(self.current + 1, self.current_tag, cell.source)
         self.events.emit(
             "cell_end",
             index=self.current,
@@ -118,6 +206,12 @@ def watch_parent(parent_pid: int) -> None:
 
 def run(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
     """Execute the notebook, sending cell and output events; return the result event's fields."""
+    # Imported here, in the runner's own process: the worker and the CLI import this module for
+    # its constants and need not pay for papermill's import.
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
     tracker = CellTracker(events)
     try:
         papermill.execute_notebook(
@@ -137,13 +231,21 @@ def run(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
             on_cell_executed=tracker.on_cell_executed,
         )
     except PapermillExecutionError as exc:
+        message = f"{exc.ename}: {exc.evalue}"
+        failure = cell_failure(
+            exc.traceback,
+            message,
+            tracker.ran,
+            cell=None if tracker.current is None else tracker.current + 1,
+            tag=tracker.current_tag,
+        )
         return {
             "ok": False,
             "kind": "error",
             "index": tracker.current,
             "tag": tracker.current_tag,
-            "message": f"{exc.ename}: {exc.evalue}",
-            "traceback": _tail(exc.traceback),
+            "message": message,
+            "failure": failure.as_json(),
         }
     except CellTimeoutError:
         return {
@@ -180,9 +282,18 @@ def kernel_peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
-def _tail(traceback: list[str]) -> list[str]:
-    lines = [line for chunk in traceback for line in ANSI_ESCAPE.sub("", chunk).splitlines()]
-    return [line for line in lines if line.strip()][-TRACEBACK_TAIL_LINES:]
+def install_kernel_startup(ipython_dir: Path) -> None:
+    """Give the kernel's IPython profile the startup file that keeps the run's MLflow run id
+    (mlops_core/kernel_startup.py); the kernel gets IPYTHONDIR=`ipython_dir`."""
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    module = ipython_dir / "mlops_kernel_startup.py"
+    module.write_bytes(KERNEL_STARTUP.read_bytes())
+    # Run in a namespace of its own: the notebook's namespace stays as Jupyter's would be.
+    (startup / "00-mlops-pipeline-run.py").write_text(
+        f"import runpy\nrunpy.run_path({str(module)!r}, run_name='__main__')\ndel runpy\n",
+        encoding="utf-8",
+    )
 
 
 def refuse_tracing() -> None:
