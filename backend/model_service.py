@@ -27,6 +27,7 @@ from backend.model_views import (
     OwnerView,
     VersionView,
 )
+from backend.notebook_registry import find_notebook
 from mlops_core.deployments import (
     change_served_version,
     deployment_history,
@@ -94,16 +95,26 @@ class ModelService:
             n_features=features.count,
         )
 
-    def transfer_owner(self, name: str, repo_id: int) -> OwnerTransfer:
-        """Give the model name to a repository and its notebook: from then on only that repo's
-        pipelines may publish versions of it (the previous owner's fail their validate phase)."""
+    def transfer_owner(
+        self, name: str, repo_id: int, notebook_path: str | None = None
+    ) -> OwnerTransfer:
+        """Give the model name to a repository and one of its notebooks (default: its first):
+        from then on only that notebook's pipelines may publish versions of it (the previous
+        owner's fail their validate phase)."""
         repo = self._session.get(Repo, repo_id)
         if repo is None:
             raise ModelNotFound(f"repo {repo_id} not found")
+        notebook_path = notebook_path or repo.notebook_path
+        if find_notebook(repo, notebook_path) is None:
+            registered = ", ".join(n.notebook_path for n in repo.notebooks)
+            raise ModelNotFound(
+                f"notebook_path: {notebook_path} is not a notebook of repo {repo_id} "
+                f"(it runs {registered})"
+            )
         previous = get_ownership(self._session, name)
         if previous is None:
             self._require_model(name)  # a model registered before it had an owner
-        new_owner = ModelSource(repo.github_url, repo.notebook_path, repo.id)
+        new_owner = ModelSource(repo.github_url, notebook_path, repo.id)
         self._session.close()  # the transfer is its own transaction (mlops_core.model_owners)
         ownership = transfer_model(self._settings.database_url, name, new_owner)
         logger.info(

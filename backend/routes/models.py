@@ -82,9 +82,11 @@ class DeployChoice(VersionChoice):
 
 
 class OwnerChoice(BaseModel):
-    """Body of an owner transfer: the registered repository that gets the model name."""
+    """Body of an owner transfer: the registered repository (and which of its notebooks; default
+    its first) that gets the model name."""
 
     repo_id: RowId
+    notebook_path: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 def model_service(
@@ -123,7 +125,9 @@ async def transfer_owner(
 ) -> OwnerTransfer:
     """Give the model name to a repository and its notebook: from then on only that repo's
     pipelines may publish versions of it (the previous owner's fail their validate phase)."""
-    return await _on_gate(gate, lambda: service.transfer_owner(name, choice.repo_id))
+    return await _on_gate(
+        gate, lambda: service.transfer_owner(name, choice.repo_id, choice.notebook_path)
+    )
 
 
 @router.get("/{name}/history", dependencies=[Depends(require_read_token)])

@@ -248,6 +248,20 @@ def test_a_transfer_names_an_existing_repo_and_model(
     assert missing_repo.status_code == 404 and "repo 999999" in missing_repo.text
     assert api.client.post(f"/models/{name}/owner", json={}, headers=headers).status_code == 422
 
+    # Of a repository running several notebooks, the transfer names which one gets the name.
+    added = api.client.post(
+        f"/repos/{repo['id']}/notebooks", json={"notebook_path": "b.ipynb"}, headers=headers
+    )
+    assert added.status_code == 201, added.text
+    body = {"repo_id": repo["id"], "notebook_path": "b.ipynb"}
+    moved = api.client.post(f"/models/{name}/owner", json=body, headers=headers)
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["owner"]["notebook_path"] == "b.ipynb"
+    body["notebook_path"] = "c.ipynb"
+    unknown = api.client.post(f"/models/{name}/owner", json=body, headers=headers)
+    assert unknown.status_code == 404
+    assert "notebook_path: c.ipynb is not a notebook of repo" in unknown.json()["detail"]
+
 
 def test_the_models_api_shows_the_owner_and_refuses_an_unknown_model(
     make_api: Callable[..., Api], mlflow_uri: str
