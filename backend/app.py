@@ -13,6 +13,7 @@ from backend.api_docs import DocsPolicy
 from backend.auth import install_token_redaction, warn_if_open
 from backend.pages import mount_pages
 from backend.routes import (
+    canary,
     deliveries,
     drift,
     health,
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks,
         logs,
         models,
+        canary,
         predictions,
         drift,
     ):

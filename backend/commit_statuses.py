@@ -130,6 +130,9 @@ def describe(pipeline: Pipeline) -> tuple[str, str]:
             return "success", "succeeded"
         if pipeline.deployed:
             return "success", _short(f"v{version} served{_headline(pipeline)}")
+        canary = (pipeline.params or {}).get("canary")
+        if isinstance(canary, dict):  # the deploy phase started it as the challenger
+            return "success", _short(f"v{version} canary started beside v{canary.get('champion')}")
         reason = (_phase(pipeline, Phase.DEPLOY) or "not deployed").split("; ")[0]
         reason = _NOT_SERVED_TAIL.sub("", reason)
         return "success", _short(f"v{version} registered, not served: {reason}")

@@ -234,6 +234,7 @@ def latest_versions(database_url: str) -> dict[str, str]:
     with session_scope(database_url) as session:
         newest = (
             select(PredictionLogRow.model_name, func.max(PredictionLogRow.at).label("at"))
+            .where(PredictionLogRow.shadow.is_(False))  # a shadow challenger serves no one
             .group_by(PredictionLogRow.model_name)
             .subquery()
         )

@@ -13,6 +13,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -100,6 +101,36 @@ def live_quality(database_url: str, model: str, window: int) -> list[VersionQual
             LIVE_METRIC.labels(model, version, metric).set(value)
             results.append(VersionQuality(version, metric, value, len(matched)))
     return results
+
+
+def quality_since(
+    database_url: str, model: str, version: str, since: datetime, *, shadow: bool
+) -> VersionQuality | None:
+    """One version's live quality over its labelled answers logged since `since` (its shadow
+    answers with `shadow`: feedback names a request, and both versions answered it), or None
+    when none is labelled yet. The canary comparison's: no gauge is updated."""
+    with session_scope(database_url) as session:
+        pairs = session.execute(
+            select(PredictionLogRow, PredictionFeedback)
+            .join(
+                PredictionFeedback,
+                (PredictionFeedback.model_name == PredictionLogRow.model_name)
+                & (PredictionFeedback.request_id == PredictionLogRow.request_id),
+            )
+            .where(PredictionLogRow.model_name == model)
+            .where(PredictionLogRow.model_version == version)
+            .where(PredictionLogRow.shadow.is_(shadow))
+            .where(PredictionLogRow.at >= since)
+        )
+        matched: list[tuple[Any, Any]] = []
+        classifier = False
+        for logged, feedback in pairs:
+            matched.extend(zip(logged.predictions, feedback.labels, strict=False))
+            classifier = classifier or _is_classification(logged)
+    if not matched:
+        return None
+    metric, value = next(iter(_metrics(matched, classifier).items()))
+    return VersionQuality(version, metric, value, len(matched))
 
 
 def _is_classification(logged: PredictionLogRow) -> bool:

@@ -141,6 +141,7 @@ class ModelService:
                 pipeline_id=row.pipeline_id,
                 actor=row.actor,
                 reason=row.reason,
+                evidence=row.evidence,
                 created_at=row.created_at,
             )
             for row in rows

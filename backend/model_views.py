@@ -82,6 +82,9 @@ class HistoryEntry(BaseModel):
     actor: str
     # Why: the gate verdict of a pipeline's deploy, or the reason given for a forced one.
     reason: str | None = None
+    # A canary change's numbers: its weight and mode when started, both versions' live figures
+    # and the policy's checks when promoted or aborted (mlops_core/canary_policy.py).
+    evidence: dict[str, Any] | None = None
     created_at: UtcDatetime
 
 

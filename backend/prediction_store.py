@@ -108,6 +108,7 @@ def store_records(
                 predictions=record.predictions,
                 probabilities=record.probabilities,
                 latency_ms=record.latency_ms,
+                shadow=record.shadow,
             )
             for sid, record in fresh
         )
@@ -121,6 +122,7 @@ def store_records(
                 replica=record.replica,
                 reason=record.reason.value,
                 status=record.status,
+                shadow=record.shadow,
             )
             for sid, record in fresh_failures
         )

@@ -20,6 +20,7 @@ from typing import Final
 import redis
 from mlflow import MlflowClient
 
+from backend.canary_watch import canary_policy_loop
 from backend.commit_statuses import commit_status_loop
 from backend.drift import drift_watch_loop
 from backend.log_fanout import LogFanout, running_log_fanout
@@ -84,4 +85,7 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
         await stack.enter_async_context(commit_status_loop(settings))
         await stack.enter_async_context(prediction_log_consumer(settings))
         await stack.enter_async_context(drift_watch_loop(settings))
+        await stack.enter_async_context(
+            canary_policy_loop(settings, services.registry, announcer)
+        )
         yield services

@@ -5,7 +5,9 @@ The model page draws its monitoring charts from this, so they work without Prome
 (table `prediction_errors`), and the error rate is errors / (requests + errors). Reads at most
 MAX_ROWS records of each kind in the window (the newest), enough for a day of a busy model at
 the default sampling; with PREDICTION_LOG_SAMPLE_RATE below 1, both counts are of sampled
-records (sampled alike, so the error rate holds).
+records (sampled alike, so the error rate holds). A shadow challenger's answers
+(mlops_core/canary.py) answered no caller: `traffic` leaves them out, `latency_since` reads
+them on request (the canary comparison).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def traffic(
             select(PredictionLogRow.at, PredictionLogRow.model_version, PredictionLogRow.latency_ms)
             .where(PredictionLogRow.model_name == model)
             .where(PredictionLogRow.at >= since)
+            .where(PredictionLogRow.shadow.is_(False))
             .order_by(PredictionLogRow.at.desc())
             .limit(MAX_ROWS)
         ).all()
@@ -87,6 +90,7 @@ def traffic(
             )
             .where(PredictionErrorRow.model_name == model)
             .where(PredictionErrorRow.at >= since)
+            .where(PredictionErrorRow.shadow.is_(False))
             .order_by(PredictionErrorRow.at.desc())
             .limit(MAX_ROWS)
         ).all()
@@ -124,3 +128,30 @@ def traffic(
             for version in sorted(per_version.keys() | errors_per_version.keys())
         },
     )
+
+
+def latency_since(
+    database_url: str, model: str, version: str, since: datetime, *, shadow: bool
+) -> Latency:
+    """One version's answers and failures since `since`: those it returned to callers, or with
+    `shadow` those to the copies it got as a shadow challenger."""
+    with session_scope(database_url) as session:
+        values = session.scalars(
+            select(PredictionLogRow.latency_ms)
+            .where(PredictionLogRow.model_name == model)
+            .where(PredictionLogRow.model_version == version)
+            .where(PredictionLogRow.shadow.is_(shadow))
+            .where(PredictionLogRow.at >= since)
+            .order_by(PredictionLogRow.at.desc())
+            .limit(MAX_ROWS)
+        ).all()
+        reasons = session.scalars(
+            select(PredictionErrorRow.reason)
+            .where(PredictionErrorRow.model_name == model)
+            .where(PredictionErrorRow.model_version == version)
+            .where(PredictionErrorRow.shadow.is_(shadow))
+            .where(PredictionErrorRow.at >= since)
+            .order_by(PredictionErrorRow.at.desc())
+            .limit(MAX_ROWS)
+        ).all()
+    return _latency(list(values), Counter(reasons))

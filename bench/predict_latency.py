@@ -29,7 +29,7 @@ import mlflow.sklearn
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
-from mlops_core.launch_commands import MODEL_SERVER_APP, uvicorn_command
+from mlops_core.launch_commands import model_server_command
 from mlops_core.model_registry import registry_client, set_served_version
 from tests.support.processes import ManagedProcess, free_port, wait_http
 from tests.support.services import MlflowServer, RedisServer
@@ -108,9 +108,10 @@ def register_bench_model(
 
 
 def start_model_server(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
-    """A model-server process on `port`, ready once the registry's versions are loaded."""
+    """A model server on `port` (MODEL_SERVER_WORKERS processes), ready once every process has
+    loaded the registry's versions."""
     process = ManagedProcess(
-        uvicorn_command(MODEL_SERVER_APP, port, log_level="warning"),
+        model_server_command(port, log_level="warning"),
         env=env,
         log_path=log_path,
         cwd=Path(__file__).resolve().parents[1],

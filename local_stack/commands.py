@@ -415,6 +415,12 @@ def status(say: Say = print) -> StackStatus:
         for name in (p.name for p in plan.programs)
         if infos.get(name, {}).get("statename") not in LIVE_STATES
     )
+    if len(stopped) == len(plan.programs):
+        say(
+            f"the stack in {layout.home} is not running: supervisord is up but none of its "
+            "services (make up starts them, make down stops supervisord)"
+        )
+        return StackStatus.DOWN
     if stopped:
         say(
             f"the stack in {layout.home} is broken: {', '.join(stopped)} not running "

@@ -32,7 +32,7 @@ from local_stack.credentials import (
 )
 from mlops_core.launch_commands import (
     BACKEND_APP,
-    MODEL_SERVER_APP,
+    model_server_command,
     uvicorn_command,
     worker_command,
 )
@@ -52,6 +52,8 @@ WORKER_NAME = "mlops-worker"
 MODEL_SERVER_WITHHELD = frozenset(
     {"DATABASE_URL", "ENCRYPTION_KEY", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET"}
 )
+# Settings only the MLflow server reads: the platform's processes reach MLflow over HTTP.
+MLFLOW_SERVER_ONLY = frozenset({"MLFLOW_BACKEND_STORE_URI"})
 
 # service name → the setting that chooses its port (a port of 0 turns the worker's metrics off).
 PORT_SETTINGS = {
@@ -133,7 +135,8 @@ class Layout:
 
     @property
     def mlflow_auth_db(self) -> Path:
-        """MLflow's user store (its runs and models are in mlflow.db beside it)."""
+        """MLflow's user store (its runs and models are in mlflow.db beside it, or in
+        MLFLOW_BACKEND_STORE_URI's database)."""
         return self.home / "mlflow" / "auth.db"
 
     @property
@@ -315,7 +318,11 @@ def build_plan(
     # Settings the user exported reach the platform through the private env file, because
     # supervisord itself is started without them (see supervisor.supervisord_environment).
     names = setting_env_names(settings)
-    env = {key: value for key, value in environ.items() if key.upper() in names}
+    env = {
+        key: value
+        for key, value in environ.items()
+        if key.upper() in names and key.upper() not in MLFLOW_SERVER_ONLY
+    }
     env.update(
         {
             "MLOPS_HOME": str(layout.home),
@@ -358,6 +365,7 @@ def build_plan(
         creds,
         env,
         model_server_env,
+        mlflow_store_uri(settings, layout),
     )
     files[layout.mlflow_log_config] = mlflow_logging.render()
     programs = _programs(layout, resolved_ports, external_redis, settings.worker_concurrency)
@@ -384,17 +392,37 @@ def _json(values: dict[str, str]) -> str:
     return json.dumps(values, indent=1, sort_keys=True)
 
 
+def mlflow_store_uri(settings: Settings, layout: Layout) -> str:
+    """Where MLflow keeps runs and registry: MLFLOW_BACKEND_STORE_URI, else SQLite in the home.
+
+    A plain postgresql:// URL gets the psycopg (3) driver, the one installed; SQLAlchemy
+    would otherwise look for psycopg2.
+    """
+    if settings.mlflow_backend_store_uri is None:
+        return f"sqlite:///{layout.home / 'mlflow' / 'mlflow.db'}"
+    url = make_url(settings.mlflow_backend_store_uri.get_secret_value())
+    if url.drivername in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
 def _private_files(
     layout: Layout,
     redis_port: int | None,
     creds: StackSecrets,
     platform_env: dict[str, str],
     model_server_env: dict[str, str],
+    mlflow_store: str,
 ) -> dict[Path, str]:
     """Path → content of every file holding a secret (`redis_port` None: no Redis of ours)."""
     mlflow_env = {
         "MLFLOW_AUTH_CONFIG_PATH": str(layout.mlflow_auth_config),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.mlflow_flask_key,
+        # `mlflow server` reads its stores from these when not given on its command line,
+        # where a database password would show (the registry said too: MLflow prints a
+        # notice at every start otherwise).
+        "MLFLOW_BACKEND_STORE_URI": mlflow_store,
+        "MLFLOW_REGISTRY_STORE_URI": mlflow_store,
     }
     files = {
         layout.platform_env: _json(platform_env),
@@ -424,7 +452,6 @@ def _programs(
             )
         )
     mlflow_dir = layout.home / "mlflow"
-    mlflow_store = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
     programs += [
         Program(
             name="mlflow",
@@ -432,7 +459,8 @@ def _programs(
             # Nothing needs MLflow to start (the model server retries its first sync), so it
             # starts beside the platform: `up` then takes the slowest start, not the sum.
             phase=2,
-            # Its admin password and Flask secret come from private files (credentials.py).
+            # Its admin password, Flask secret and store URIs come from private files
+            # (credentials.py, _private_files).
             env_file=layout.env_file("mlflow"),
             command=[
                 str(bin_ / "mlflow"),
@@ -445,11 +473,6 @@ def _programs(
                 str(ports["mlflow"]),
                 "--workers",
                 "1",
-                "--backend-store-uri",
-                mlflow_store,
-                # Said, not defaulted: MLflow prints a notice at every start otherwise.
-                "--registry-store-uri",
-                mlflow_store,
                 "--uvicorn-opts",
                 shlex.join(["--log-config", str(layout.mlflow_log_config)]),
                 "--artifacts-destination",
@@ -482,9 +505,8 @@ def _programs(
             title="model server",
             phase=2,
             env_file=layout.env_file("model-server"),
-            command=uvicorn_command(
-                MODEL_SERVER_APP, ports["model-server"], host=LOOPBACK, bin_dir=bin_
-            ),
+            # MODEL_SERVER_WORKERS processes (default: one per CPU) on the one port.
+            command=model_server_command(ports["model-server"], host=LOOPBACK, bin_dir=bin_),
         ),
     ]
     return programs

@@ -141,12 +141,17 @@ class Supervisor:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        secret = password_file(layout.home, "supervisor")
+
+    @property
+    def _proxy(self) -> Any:
+        """A client signing in with the home's password as it is now (`up` generates it after
+        making this handle)."""
+        secret = password_file(self.layout.home, "supervisor")
         password = secret.read_text().strip() if secret.exists() else None
         transport = SupervisorTransport(
-            SUPERVISOR_USER, password, f"unix://{layout.supervisor_socket}"
+            SUPERVISOR_USER, password, f"unix://{self.layout.supervisor_socket}"
         )
-        self._proxy: Any = ServerProxy("http://127.0.0.1", transport=transport)
+        return ServerProxy("http://127.0.0.1", transport=transport)
 
     def running(self) -> bool:
         """True when this home's supervisord answers."""

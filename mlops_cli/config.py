@@ -5,6 +5,9 @@
     $MLOPS_API_URL / $API_TOKEN           the environment
     api_url = "..." / token = "..."       $MLOPS_CONFIG, else $XDG_CONFIG_HOME/mlops/config.toml
                                           (~/.config/mlops/config.toml)
+    the local stack's backend             where the last `make up`/`make demo` in $MLOPS_HOME
+                                          (default .mlops) started it (mlops_core/stack_state.py)
+    http://127.0.0.1:8000                 otherwise
 
 The config file is TOML. One that holds a token and that other users can read is refused, as
 ssh refuses such a key: the token would be everyone's on that machine.
@@ -15,14 +18,19 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from mlops_core.stack_state import remembered_api_url
 
 DEFAULT_API_URL: Final = "http://127.0.0.1:8000"
 API_URL_VARIABLE: Final = "MLOPS_API_URL"
 TOKEN_VARIABLE: Final = "API_TOKEN"  # noqa: S105 (the variable's name)
 CONFIG_VARIABLE: Final = "MLOPS_CONFIG"
+HOME_VARIABLE: Final = "MLOPS_HOME"
+DEFAULT_HOME: Final = Path(".mlops")
 KNOWN_KEYS: Final = frozenset({"api_url", "token"})
 
 
@@ -41,7 +49,7 @@ class Connection:
     config_path: Path
 
 
-def config_path(environ: dict[str, str] | None = None) -> Path:
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
     """$MLOPS_CONFIG, else $XDG_CONFIG_HOME/mlops/config.toml, else ~/.config/mlops/config.toml."""
     env = os.environ if environ is None else environ
     if env.get(CONFIG_VARIABLE):
@@ -76,9 +84,10 @@ def read_config(path: Path) -> dict[str, str]:
 
 
 def resolve(
-    api_flag: str | None, token_flag: str | None, environ: dict[str, str] | None = None
+    api_flag: str | None, token_flag: str | None, environ: Mapping[str, str] | None = None
 ) -> Connection:
-    """Each setting from the first of flag, environment, config file (then the default URL)."""
+    """Each setting from the first of flag, environment, config file (the URL then from the
+    local stack, else the default)."""
     env = os.environ if environ is None else environ
     path = config_path(env)
     file_values: dict[str, str] | None = None
@@ -95,6 +104,8 @@ def resolve(
         api_url, api_source = env[API_URL_VARIABLE], f"${API_URL_VARIABLE}"
     elif "api_url" in from_file():
         api_url, api_source = from_file()["api_url"], str(path)
+    elif (stack_url := _local_stack_url(env)) is not None:
+        api_url, api_source = stack_url
     else:
         api_url, api_source = DEFAULT_API_URL, "default"
     token: str | None
@@ -107,3 +118,11 @@ def resolve(
     else:
         token, token_source = None, None
     return Connection(api_url.rstrip("/"), api_source, token, token_source, path)
+
+
+def _local_stack_url(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The backend of the local stack last started in $MLOPS_HOME, which may have moved off
+    its default port (`make demo` does when 8000 is taken)."""
+    home = Path(env.get(HOME_VARIABLE) or DEFAULT_HOME)
+    url = remembered_api_url(home)
+    return None if url is None else (url, f"the local stack in {home}")

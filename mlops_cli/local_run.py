@@ -286,6 +286,7 @@ def _pump(run: LocalRun, proc: subprocess.Popen[bytes], events_fd: int) -> dict[
 
 
 def _describe_failure(run: LocalRun, result: dict[str, Any]) -> str:
+    """The pipeline's error for this failure, its traceback logged as the pipeline logs it."""
     message = notebook_run_log.describe_failure(
         result,
         cell_timeout_seconds=run.settings.cell_timeout_seconds,
@@ -396,6 +397,7 @@ def run_locally(run: LocalRun) -> int:
         run.contract = validate(run)
         outcome.update(model_name=run.contract.model_name, version=run.contract.version)
         if run.mlflow_uri:
+            run.phase = None
             start_mlflow_run(run)
         run.phase = "execute"
         started = time.monotonic()
@@ -414,7 +416,7 @@ def run_locally(run: LocalRun) -> int:
         status = "success"
         code = EXIT_SUCCESS if verdict.passed else EXIT_GATE_FAILED
     except RunFailed as exc:
-        run.log(f"{run.phase}: {exc}", stream="error")
+        run.log(f"{run.phase}: {exc}" if run.phase else str(exc), stream="error")
         code = exc.exit_code
     except KeyboardInterrupt:
         run.log("interrupted", stream="error")

@@ -18,13 +18,14 @@ $MLOPS_API_URL/$API_TOKEN, else the config file (mlops_cli/config.py).
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 import click
 
 from mlops_cli import (
-    local_run,
     models,
     monitoring,
     notebook_check,
@@ -59,8 +60,28 @@ Exit status:
   130 interrupted (Ctrl-C)"""
 
 
+# Commands whose module is imported only when they run: `mlops run` needs MLflow and the
+# notebook runner, seconds of imports every other command would pay for.
+LAZY_COMMANDS: Final = {"run": "mlops_cli.local_run:run_command"}
+
+
+class LazyGroup(click.Group):
+    """A group that imports the modules of LAZY_COMMANDS when one of them is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, _, name = LAZY_COMMANDS[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
     "mlops",
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_STATUS_HELP,
 )
@@ -107,7 +128,6 @@ for command in (
     monitoring.feedback_command,
     notebook_check.check_command,
     notebook_tag.tag_command,
-    local_run.run_command,
 ):
     cli.add_command(command)
 

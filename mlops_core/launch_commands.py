@@ -14,6 +14,7 @@ from mlops_core.task_queue import PIPELINE_QUEUE
 
 BACKEND_APP = "backend.app:create_app"
 MODEL_SERVER_APP = "model_server.app:create_app"
+MODEL_SERVER_LAUNCHER = "model_server.serve"
 LOOPBACK = "127.0.0.1"
 
 
@@ -31,6 +32,21 @@ def uvicorn_command(
 ) -> list[str]:
     """`uvicorn <app> --factory` for the backend or the model server."""
     command = [_bin(bin_dir, "uvicorn"), app, "--factory", "--host", host, "--port", str(port)]
+    if log_level:
+        command += ["--log-level", log_level]
+    return command
+
+
+def model_server_command(
+    port: int,
+    *,
+    host: str = LOOPBACK,
+    log_level: str | None = None,
+    bin_dir: Path | None = None,
+) -> list[str]:
+    """The model server: MODEL_SERVER_WORKERS processes on `port` (model_server/serve.py)."""
+    command = [_bin(bin_dir, "python"), "-m", MODEL_SERVER_LAUNCHER]
+    command += ["--host", host, "--port", str(port)]
     if log_level:
         command += ["--log-level", log_level]
     return command

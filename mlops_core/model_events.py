@@ -11,6 +11,11 @@ Two pub/sub channels and one hash per model:
   heartbeat (per alias too: fleets following different aliases share Redis without confusion).
   Hash fields cannot expire one by one on Redis < 7.4, so readers drop reports older than the
   staleness window and the whole key expires when no replica refreshes it.
+
+A model server may run several processes on one port (MODEL_SERVER_WORKERS), each loading and
+swapping on its own: each reports for itself, naming its server and how many processes that
+server runs. A server serves a version once all of its processes report it (`complete_servers`):
+until then a request could reach a process still on the old one.
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ class DeploymentAction(StrEnum):
     DELETE = "delete"  # an operator stopped serving the model
     AUTO = "auto"  # a pipeline served the version it registered
     RESTORE = "restore"  # a pipeline's deploy failed and gave the alias back
+    # Canary and shadow traffic (mlops_core/canary.py): these change the challenger beside the
+    # served version; PROMOTE also makes the challenger the served version.
+    CANARY = "canary"  # a challenger started (or its weight, mode or sticky key changed)
+    PROMOTE = "promote"  # the challenger became the served version
+    ABORT = "abort"  # the challenger stopped; the served version takes every request again
+
+
+# The actions that do not move the serving alias: `previously_served_version` skips them.
+CHALLENGER_ACTIONS = frozenset({DeploymentAction.CANARY, DeploymentAction.ABORT})
 
 
 ReportStatus = Literal["loaded", "failed", "unloaded"]
@@ -100,9 +114,13 @@ class ModelEvent(BaseModel):
 
 
 class ReplicaReport(BaseModel):
-    """What one model-server replica holds for one model."""
+    """What one model-server replica (one process of a server) holds for one model."""
 
     replica: str
+    # The server this process belongs to and how many processes it runs (None: the replica is a
+    # server of one process).
+    server: str | None = None
+    processes: int = Field(default=1, ge=1)
     alias: str
     model: str
     version: str | None
@@ -131,17 +149,64 @@ def publish_report(client: redis.Redis, report: ReplicaReport, ttl_seconds: floa
     pipe.execute()
 
 
+def fresh_reports(
+    client: redis.Redis, alias: str, model_name: str, stale_after_seconds: float
+) -> list[ReplicaReport]:
+    """The reports of processes following `alias` that hold a version and beat recently."""
+    now = time.time()
+    reports = (
+        ReplicaReport.model_validate_json(raw)
+        for raw in client.hgetall(replicas_key(alias, model_name)).values()
+    )
+    return [r for r in reports if r.version is not None and now - r.ts <= stale_after_seconds]
+
+
 def replica_versions(
     client: redis.Redis, alias: str, model_name: str, stale_after_seconds: float
 ) -> dict[str, str]:
-    """Replica id → loaded version, for replicas following `alias` whose heartbeat is fresh."""
-    now = time.time()
-    versions: dict[str, str] = {}
-    for replica, raw in client.hgetall(replicas_key(alias, model_name)).items():
-        report = ReplicaReport.model_validate_json(raw)
-        if report.version is not None and now - report.ts <= stale_after_seconds:
-            versions[replica.decode() if isinstance(replica, bytes) else replica] = report.version
-    return versions
+    """Server id → loaded version (`merged_versions`) for servers following `alias`."""
+    return merged_versions(fresh_reports(client, alias, model_name, stale_after_seconds))
+
+
+def merged_versions(reports: list[ReplicaReport]) -> dict[str, str]:
+    """One entry per server whose processes all report one version (keyed by the server); the
+    processes one by one (keyed by their replica id) for a server mid-swap or still starting."""
+    view: dict[str, str] = {}
+    for server, group in _by_server(reports).items():
+        version = _common_version(group)
+        if version is not None:
+            view[server] = version
+        else:
+            view.update({r.replica: r.version for r in group if r.version is not None})
+    return view
+
+
+def complete_servers(reports: list[ReplicaReport]) -> dict[str, str]:
+    """Server id → version, for the servers every one of whose processes reports that version."""
+    return {
+        server: version
+        for server, group in _by_server(reports).items()
+        if (version := _common_version(group)) is not None
+    }
+
+
+def _by_server(reports: list[ReplicaReport]) -> dict[str, list[ReplicaReport]]:
+    groups: dict[str, list[ReplicaReport]] = {}
+    for report in reports:
+        groups.setdefault(report.server or report.replica, []).append(report)
+    return groups
+
+
+def _common_version(group: list[ReplicaReport]) -> str | None:
+    """The version all of a server's processes hold, if each of them has reported it.
+
+    A process that died without withdrawing counts until its report goes stale, so a restarted
+    process's server waits that long rather than risk counting a process that never swapped.
+    """
+    versions = {r.version for r in group}
+    if len(versions) != 1 or len(group) < max(r.processes for r in group):
+        return None
+    return versions.pop()
 
 
 def prune_stale_reports(
@@ -180,8 +245,9 @@ def wait_until_loaded(
     check: Callable[[], None] | None = None,
     fallback: Callable[[], str | None] | None = None,
 ) -> str:
-    """Block until a replica reports `version` of `model_name` loaded; return that replica's id.
+    """Block until a model server serves `version` of `model_name`; return that server's id.
 
+    A server serves it once every one of its processes reports it loaded (`complete_servers`).
     Pass a `subscription` already subscribed to MODEL_LOADED_CHANNEL *before* the alias moved, so
     that a report published in between is not missed; the hash is checked as well, which covers
     replicas that loaded the version through their periodic reconcile. A replica reporting that
@@ -208,11 +274,11 @@ def wait_until_loaded(
             if check is not None:
                 check()
             try:
-                for replica, loaded in replica_versions(
-                    client, alias, model_name, stale_after_seconds
+                for server, loaded in complete_servers(
+                    fresh_reports(client, alias, model_name, stale_after_seconds)
                 ).items():
                     if loaded == version:
-                        return replica
+                        return server
             except redis.RedisError:
                 found = fallback() if fallback is not None else None
                 if found is not None:
@@ -238,8 +304,8 @@ def wait_until_loaded(
                 version,
             ):
                 continue
-            if report.status == "loaded":
-                return report.replica
+            # "loaded": the hash holds it already (one transaction); back to the top, which
+            # tells whether the reporter's server is now complete.
             if report.status == "failed":
                 raise DeployWaitError(
                     f"model server {report.replica} failed to load {model_name} version "

@@ -42,7 +42,8 @@ def registry_client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def _not_found(exc: MlflowException) -> bool:
+def not_found(exc: MlflowException) -> bool:
+    """Whether MLflow answered that the model, version, alias or tag does not exist."""
     return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or (
         isinstance(exc, RestException) and "not found" in str(exc).lower()
     )
@@ -96,7 +97,7 @@ def model_exists(client: MlflowClient, name: str) -> bool:
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
-        if _not_found(exc):
+        if not_found(exc):
             return False
         raise
     return True
@@ -107,7 +108,7 @@ def version_exists(client: MlflowClient, name: str, version: str) -> bool:
     try:
         client.get_model_version(name, version)
     except MlflowException as exc:
-        if _not_found(exc):
+        if not_found(exc):
             return False
         raise
     return True
@@ -118,7 +119,7 @@ def served_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        if _not_found(exc):
+        if not_found(exc):
             return None
         raise
 
@@ -133,7 +134,7 @@ def clear_served_version(client: MlflowClient, name: str, alias: str) -> None:
     try:
         client.delete_registered_model_alias(name, alias)
     except MlflowException as exc:
-        if not _not_found(exc):
+        if not not_found(exc):
             raise
 
 
@@ -257,7 +258,7 @@ def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
         try:
             data = client.get_run(mv.run_id).data
         except MlflowException as exc:
-            if not _not_found(exc):
+            if not not_found(exc):
                 raise
         else:
             metrics, params = dict(data.metrics), dict(data.params)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import nbformat
 from nbformat import NotebookNode
 
+from mlops_core.canary import DeployStrategy
 from mlops_core.notebook_requirements import REQUIREMENTS_FILE, installs_in_cell
 
 CONFIG_TAG = "mlops:config"
@@ -63,6 +64,7 @@ CONFIG_NAMES = (
     "GATE_DIRECTION",
     "GATE_COMPARE",
     "GATE_TOLERANCE",
+    "DEPLOY_STRATEGY",
 )
 
 
@@ -106,6 +108,8 @@ class NotebookContract:
     # The experiment a run cell names with `mlflow.set_experiment("...")`, if any.
     experiment_name: str | None = None
     comparison: GateComparison = GateComparison()
+    # The config cell's DEPLOY_STRATEGY; None: the operator's setting applies.
+    deploy_strategy: DeployStrategy | None = None
 
 
 class ContractViolation(ValueError):
@@ -221,11 +225,13 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
     model_name = version = None
     gate: GateSettings | None = None
     comparison = GateComparison()
+    strategy: DeployStrategy | None = None
     if config_cells and not config_unreadable:
         model_name = _model_name(config, non_literal, violations)
         version = _version(config, non_literal, violations)
         gate = _gate(config, default_threshold, violations)
         comparison = _comparison(config, violations)
+        strategy = _deploy_strategy(config, violations)
 
     if violations:
         raise ContractViolation(violations)
@@ -240,6 +246,7 @@ def check_notebook(notebook: NotebookNode, *, default_threshold: float) -> Noteb
         run_cells=tuple(i for i, cell in enumerate(cells) if runs(cell)),
         experiment_name=_named_experiment(cell.source for cell in cells if runs(cell)),
         comparison=comparison,
+        deploy_strategy=strategy,
     )
 
 
@@ -463,6 +470,17 @@ def _comparison(config: dict[str, Any], violations: list[str]) -> GateComparison
         violations.append(f"GATE_TOLERANCE must be a finite number >= 0, not {tolerance!r}")
         return GateComparison(enabled, None)
     return GateComparison(enabled, float(tolerance))
+
+
+def _deploy_strategy(config: dict[str, Any], violations: list[str]) -> DeployStrategy | None:
+    strategy = config.get("DEPLOY_STRATEGY")
+    if strategy is None:
+        return None
+    if strategy not in {s.value for s in DeployStrategy}:
+        names = ", ".join(f'"{s.value}"' for s in DeployStrategy)
+        violations.append(f"DEPLOY_STRATEGY must be one of {names}, not {strategy!r}")
+        return None
+    return DeployStrategy(strategy)
 
 
 def _jsonable(value: Any) -> Any:

@@ -29,8 +29,9 @@ from nbformat import NotebookNode
 
 from mlops_core.cell_traceback import RanCell, cell_failure
 from mlops_core.notebook_contract import INDEX_METADATA_KEY, RUN_TAGS, SKIP_TAG, cell_tags
-from mlops_core.run_store import store_uri
 
+# The MLflow file store the notebook logs to, in the run's work folder (mlops_core/run_store.py).
+STORE_DIR = "mlruns"
 # `python -m RUNNER_MODULE SPEC.json` runs a notebook.
 RUNNER_MODULE = "mlops_core.notebook_runner"
 # Copied into the kernel's IPython profile (the kernel does not import the platform).
@@ -54,6 +55,11 @@ class RunFolder:
     def reference_data_path(self) -> Path:
         """Where a notebook may save its training rows, as CSV (REFERENCE_DATA_PATH)."""
         return self.work_dir / "output" / "reference.csv"
+
+    @property
+    def store_uri(self) -> str:
+        """The tracking URI the kernel gets: a file store in its own work folder."""
+        return (self.work_dir / STORE_DIR).as_uri()
 
     @property
     def home(self) -> Path:
@@ -82,7 +88,7 @@ class RunFolder:
             "MODEL_OUTPUT_PATH": str(self.model_output_path),
             "REFERENCE_DATA_PATH": str(self.reference_data_path),
             "PIPELINE_ID": pipeline_id,
-            "MLFLOW_TRACKING_URI": store_uri(self.work_dir),
+            "MLFLOW_TRACKING_URI": self.store_uri,
         }
 
     def kernel_variables(
@@ -91,7 +97,7 @@ class RunFolder:
         """What the kernel's environment gets besides the allow-list: the local MLflow run
         (mlops_core/run_store.py), the injected paths and ids, its IPython profile."""
         return {
-            "MLFLOW_TRACKING_URI": store_uri(self.work_dir),
+            "MLFLOW_TRACKING_URI": self.store_uri,
             "MLFLOW_RUN_ID": run_id,
             "MLFLOW_ALLOW_FILE_STORE": "true",
             "PIPELINE_ID": str(pipeline_id),

@@ -39,6 +39,9 @@ class PredictionRecord(BaseModel):
     predictions: list[Any]
     probabilities: list[list[float]] | None = None
     latency_ms: float
+    # A shadow challenger's answer to a copy of the request (mlops_core/canary.py): logged
+    # beside the champion's answer to the same request id, never returned to the caller.
+    shadow: bool = False
 
     def stream_fields(self) -> dict[str, str]:
         return {RECORD_FIELD: self.model_dump_json()}
@@ -72,6 +75,7 @@ class PredictionErrorRecord(BaseModel):
     replica: str
     reason: ErrorReason
     status: int = Field(ge=100, le=599)
+    shadow: bool = False  # a shadow challenger failed on its copy (the caller saw no error)
 
     def stream_fields(self) -> dict[str, str]:
         return {ERROR_FIELD: self.model_dump_json()}

@@ -31,8 +31,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 from mlops_core.notebook_contract import NotebookContract
+from mlops_core.notebook_runner import STORE_DIR, RunFolder
 
-STORE_DIR = "mlruns"
 # Set by the local client for the notebook's own environment; the real run keeps its own.
 LOCAL_ONLY_TAGS = frozenset(
     {
@@ -57,7 +57,7 @@ Say = Callable[[str], None]
 
 def store_uri(work_dir: Path) -> str:
     """The tracking URI the kernel gets: a file store in its own work folder."""
-    return (work_dir / STORE_DIR).as_uri()
+    return RunFolder(work_dir).store_uri
 
 
 def local_client(work_dir: Path) -> MlflowClient:

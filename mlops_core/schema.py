@@ -212,6 +212,9 @@ class Deployment(Base):
     # Why, when a person said so: a version below its gate deployed by hand carries the verdict
     # and the reason given (backend/deploy_confirmation.py); a pipeline's deploy, the verdict.
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What a canary change rested on: its weight and mode when started, the live comparison of
+    # both versions when promoted or aborted (mlops_core/canary_policy.py: evidence_record).
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ModelOwner(Base):
@@ -282,6 +285,9 @@ class PredictionLogRow(Base):
     predictions: Mapped[list[Any]] = mapped_column(JSON)
     probabilities: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float)
+    # A challenger's answer to a copy of the request (shadow mode): never returned to the
+    # caller; the champion's answer to the same request id is logged beside it.
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class PredictionErrorRow(Base):
@@ -307,6 +313,7 @@ class PredictionErrorRow(Base):
     replica: Mapped[str] = mapped_column(String(255))
     reason: Mapped[str] = mapped_column(String(20))  # an ErrorReason (prediction_log.py)
     status: Mapped[int] = mapped_column(Integer)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class PredictionFeedback(Base):

@@ -5,9 +5,10 @@ writes beside that: tqdm progress bars for every artifact download, "🏃 View r
 on stdout for every finished run, and its own stderr handler, which a Celery worker takes in at
 WARNING (Celery logs a worker's stray output at that level), so MLflow's INFO notes turned into
 warnings. Its HTTP client (urllib3) also warns at every retry while the tracking server starts,
-retries that then succeed; a request that fails for good raises, and the services log that
-themselves. Each service calls `quiet_libraries` once at start (the backend and the model server
-through `configure_logging`); a variable set in the environment wins over these defaults.
+retries that then succeed, and httpx notes every request the backend forwards at INFO, beside
+the access log; a request that fails for good raises, and the services log that themselves.
+Each service calls `quiet_libraries` once at start (the backend and the model server through
+`configure_logging`); a variable set in the environment wins over these defaults.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ QUIET_MLFLOW_ENV: Final = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 # logger → the lowest level kept from it.
-QUIET_LOGGERS: Final = {"urllib3.connectionpool": logging.ERROR}
+QUIET_LOGGERS: Final = {"urllib3.connectionpool": logging.ERROR, "httpx": logging.WARNING}
 
 
 def quiet_libraries() -> None:

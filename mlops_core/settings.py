@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlops_core.canary import DeployStrategy
+
 # A host name or IP address with an optional port, as GITHUB_TOKEN_HOSTS lists them.
 TOKEN_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
 
@@ -57,6 +59,10 @@ class Settings(BaseSettings):
     mlflow_tracking_password: SecretStr | None = None
     # Link shown to users for MLflow runs; defaults to the tracking URI.
     mlflow_ui_url: str | None = None
+    # The local stack's MLflow server keeps its runs and registry here (SQLite in MLOPS_HOME
+    # when unset). Read only by `make up`, which hands it to MLflow alone: the platform's
+    # processes talk to MLflow over HTTP and never hold its database password.
+    mlflow_backend_store_uri: SecretStr | None = None
     # One model-server replica, or several separated by commas: the backend spreads predictions
     # over them and retries one on another replica when the first is unreachable or answers 503.
     model_server_url: str = "http://127.0.0.1:8001"
@@ -81,6 +87,24 @@ class Settings(BaseSettings):
     # comparison off with GATE_COMPARE = False; mlops_core/deploy_gate.py).
     gate_tolerance: float = Field(default=0.01, ge=0)
     serving_alias: str = "production"
+    # Progressive delivery (mlops_core/canary.py, mlops_core/canary_policy.py): how a version
+    # passing its gate is served ("direct": at once; "canary"/"shadow": as the challenger,
+    # answering or shadowing CANARY_WEIGHT % of requests; a config cell may set
+    # DEPLOY_STRATEGY), the registry alias naming the challenger, and the promotion policy's
+    # evidence and tolerances. The policy runs every CANARY_CHECK_INTERVAL_SECONDS.
+    deploy_strategy: DeployStrategy = DeployStrategy.DIRECT
+    challenger_alias: str = "challenger"
+    canary_weight: float = Field(default=10.0, gt=0, le=100)
+    canary_min_requests: int = Field(default=100, ge=1)
+    canary_min_seconds: float = Field(default=300.0, ge=0)
+    canary_max_seconds: float = Field(default=3600.0, gt=0)
+    canary_error_rate_tolerance: float = Field(default=0.01, ge=0)
+    canary_latency_tolerance: float = Field(default=0.5, ge=0)
+    canary_latency_slack_ms: float = Field(default=20.0, ge=0)
+    canary_quality_tolerance: float = Field(default=0.05, ge=0, le=1)
+    canary_min_feedback: int = Field(default=30, ge=1)
+    canary_drift_tolerance: float = Field(default=0.25, ge=0, le=1)
+    canary_check_interval_seconds: float = Field(default=15.0, gt=0)
     cell_timeout_seconds: int = 600
     pipeline_timeout_seconds: int = 3600
     worker_concurrency: int = 1
@@ -173,6 +197,9 @@ class Settings(BaseSettings):
     model_heartbeat_interval_seconds: float = 5.0
     # Stable id of a model-server replica in its reports; empty means hostname:pid.
     model_server_replica_id: str = ""
+    # Processes of one model server sharing its port (`python -m model_server.serve`), each
+    # following the registry with model processes of its own; 0: one per CPU it may use.
+    model_server_workers: int = Field(default=0, ge=0)
 
     # Backend request handlers' calls to MLflow (backend/registry_gate.py): they run on threads
     # of their own, never on those of webhook intake and pipeline reads. Each HTTP call to MLflow
@@ -224,6 +251,15 @@ class Settings(BaseSettings):
                 f"MODEL_SERVER_URL entries must be http:// or https:// URLs, got {bad!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _canary_bounds(self) -> Settings:
+        """A challenger alias that is the serving alias would serve one version as both."""
+        if self.challenger_alias == self.serving_alias:
+            raise ValueError("CHALLENGER_ALIAS must differ from SERVING_ALIAS")
+        if self.canary_max_seconds <= self.canary_min_seconds:
+            raise ValueError("CANARY_MAX_SECONDS must be more than CANARY_MIN_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

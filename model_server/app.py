@@ -1,16 +1,16 @@
 """The model server: serves the registry's served versions, hot-swapped with no dropped request.
 
-Run with `uvicorn model_server.app:create_app --factory --port 8001`. It needs only MLflow (the
-registry and artifacts) and Redis (model events and reports); it knows nothing of the database.
+Run with `python -m model_server.serve --port 8001` (MODEL_SERVER_WORKERS processes of this app
+on one port, model_server/serve.py) or, one process, `uvicorn model_server.app:create_app
+--factory --port 8001`. It needs only MLflow (the registry and artifacts) and Redis (model events
+and reports); it knows nothing of the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,10 +35,12 @@ from model_server.http_io import answer, body_reader, error_answer
 from model_server.inference_errors import InferenceError
 from model_server.inference_protocol import infer_router
 from model_server.inference_protocol import router as inference_router
+from model_server.metrics import forget_dead_processes, forget_this_process
 from model_server.mlflow_protocol import router as mlflow_router
 from model_server.model_store import ModelStore
 from model_server.predict_codec import PredictCodec
 from model_server.prediction_log import PredictionLog
+from model_server.process_group import ReplicaIdentity
 from model_server.registry_sync import RegistrySync
 
 log = logging.getLogger("model_server")
@@ -48,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the model-server app (uvicorn's `--factory` calls it with no arguments)."""
     settings = settings or get_settings()
     configure_logging()
-    replica_id = settings.model_server_replica_id or f"{socket.gethostname()}:{os.getpid()}"
+    identity = ReplicaIdentity.of_this_process(settings)
+    replica_id = identity.replica
     store = ModelStore()
 
     @asynccontextmanager
@@ -56,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
         mlflow.set_registry_uri(settings.mlflow_tracking_uri)
         cache_dir = Path(tempfile.mkdtemp(prefix="mlops-model-cache-"))
-        sync = RegistrySync(settings, store, replica_id, cache_dir)
+        forget_dead_processes()
+        sync = RegistrySync(settings, store, identity, cache_dir)
         prediction_log = PredictionLog(settings, replica_id)
         app.state.sync = sync
         app.state.prediction_log = prediction_log
@@ -64,14 +68,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await prediction_log.start()
         app.state.isolation = await asyncio.to_thread(_report_isolation, settings)
         await sync.start()
+        marking = asyncio.create_task(_mark_when_ready(sync.ready, identity))
         log.info("model server replica %s following alias %r", replica_id, settings.serving_alias)
         warn_if_open(settings)
         try:
             yield
         finally:
+            marking.cancel()
+            identity.mark_ready(False)
             await sync.stop()
             await prediction_log.stop()
             shutil.rmtree(cache_dir, ignore_errors=True)
+            forget_this_process()
 
     app = FastAPI(
         title="notebook-mlops model server",
@@ -96,9 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 {"status": "starting", "detail": "first sync with the registry not done yet"},
                 status_code=503,
             )
+        ready_processes = identity.processes_ready()
+        if ready_processes < identity.processes:
+            detail = f"{ready_processes} of this server's {identity.processes} processes ready"
+            return JSONResponse({"status": "starting", "detail": detail}, status_code=503)
         return JSONResponse(
             {
                 "status": "ready",
+                "replica": replica_id,
                 "models": len(store.names()),
                 "sandbox": request.app.state.isolation,
             }
@@ -127,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 body_reader(request, settings.predict_max_body_bytes),
                 authorization=headers.get("authorization"),
                 presented_id=headers.get(REQUEST_ID_HEADER),
+                headers=headers,
             )
         except InferenceError as exc:
             return error_answer(exc, {"detail": exc.message})
@@ -152,6 +166,12 @@ def _hot_routes_first(app: FastAPI, paths: tuple[str, ...]) -> None:
         if getattr(route, "path", None) in paths
         else len(paths)
     )
+
+
+async def _mark_when_ready(ready: asyncio.Event, identity: ReplicaIdentity) -> None:
+    """Tell this server's other processes when this one has done its first sync."""
+    await ready.wait()
+    identity.mark_ready(True)
 
 
 def _report_isolation(settings: Settings) -> str:

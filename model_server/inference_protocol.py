@@ -138,6 +138,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
             body_reader(request, plane.settings.predict_max_body_bytes),
             authorization=headers.get("authorization"),
             presented_id=headers.get(REQUEST_ID_HEADER),
+            headers=headers,
         )
     except InferenceError as exc:
         return _error(exc)

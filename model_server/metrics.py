@@ -10,9 +10,14 @@ bounded.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+import psutil
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 from mlops_core.prediction_log import ErrorReason
+from model_server.process_group import MULTIPROC_DIR_VARIABLE
 
 PREDICTIONS = Counter(
     "ml_predictions",
@@ -44,6 +49,18 @@ MODEL_LOADED = Gauge(
 )
 
 
+SHADOW_DROPPED = Counter(
+    "ml_shadow_copies_dropped",
+    "Shadow copies of requests not sent to a challenger because too many were still "
+    "predicting (model_server/data_plane.py: MAX_SHADOW_COPIES), by model.",
+    ["model"],
+)
+
+
+def record_shadow_dropped(model: str) -> None:
+    SHADOW_DROPPED.labels(model).inc()
+
+
 def record_prediction(model: str, version: str, seconds: float) -> None:
     PREDICTIONS.labels(model, version).inc()
     PREDICTION_DURATION.labels(model, version).observe(seconds)
@@ -63,3 +80,25 @@ def record_served(model: str, version: str | None, previous: str | None) -> None
         MODEL_LOADED.labels(model, previous).set(0)
     if version is not None:
         MODEL_LOADED.labels(model, version).set(1)
+
+
+def forget_dead_processes() -> None:
+    """Drop the live-gauge files of this server's processes that are gone.
+
+    In multiprocess mode (several processes on one port, model_server/serve.py) each process
+    writes `ml_model_loaded` to a file of its own; one that crashed (uvicorn starts another)
+    would go on saying it serves what it served. Its counters stay: what it counted happened.
+    """
+    folder = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if not folder:
+        return
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if not psutil.pid_exists(pid):
+            multiprocess.mark_process_dead(pid, folder)
+
+
+def forget_this_process() -> None:
+    """At a clean stop: this process's live gauges no longer describe anything."""
+    if os.environ.get(MULTIPROC_DIR_VARIABLE):
+        multiprocess.mark_process_dead(os.getpid())

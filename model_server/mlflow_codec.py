@@ -44,6 +44,9 @@ class MlflowCodec:
                 )
         return loads(raw), None
 
+    def body_object(self, body: Any) -> Any:
+        return body
+
     def decode(self, body: Any, model: ServedModel) -> Decoded:
         if not isinstance(body, dict):
             raise InputError(

@@ -78,6 +78,7 @@ async def _invoke(request: Request, name: str | None) -> Response:
             body_reader(request, plane.settings.predict_max_body_bytes),
             authorization=headers.get("authorization"),
             presented_id=headers.get(REQUEST_ID_HEADER),
+            headers=headers,
         )
     except InferenceError as exc:
         code = _ERROR_CODES.get(exc.failure, "BAD_REQUEST")

@@ -4,6 +4,9 @@ A request looks its model up once and keeps that object to the end, so it is ans
 one version even when a swap lands mid-request; the previous version stays alive until the last
 request holding it returns. Replacing a dict entry is a single reference assignment under the
 GIL, so readers never see a half-made state.
+
+Beside each served version (the champion) a challenger may run (mlops_core/canary.py): it is
+kept with its canary settings as one `Challenger` object, swapped the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mlops_core.canary import CanaryConfig
 from mlops_core.model_names import model_name_problem
 from model_server.loaded_model import LoadedModel
 
@@ -29,21 +33,44 @@ class LoadFailure:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """A version running beside the champion, and how it takes part (weight, mode, sticky key)."""
+
+    model: LoadedModel
+    config: CanaryConfig
+
+
 class ModelStore:
     """Model name → the LoadedModel that answers its requests, plus the last load failures."""
 
     def __init__(self) -> None:
         self._models: dict[str, LoadedModel] = {}
+        self._challengers: dict[str, Challenger] = {}
         self._failures: dict[str, LoadFailure] = {}
 
     def get(self, name: str) -> LoadedModel | None:
         return self._models.get(name)
 
+    def challenger(self, name: str) -> Challenger | None:
+        return self._challengers.get(name)
+
+    def set_challenger(self, name: str, challenger: Challenger | None) -> Challenger | None:
+        """Run `challenger` beside `name`'s champion from now on (None: none); returns the one
+        it replaced."""
+        previous = self._challengers.get(name)
+        if challenger is None:
+            self._challengers.pop(name, None)
+        else:
+            self._challengers[name] = challenger
+        return previous
+
     def names(self) -> list[str]:
         return sorted(self._models)
 
     def loaded(self) -> list[LoadedModel]:
-        return list(self._models.values())
+        """Every loaded version: champions and challengers."""
+        return [*self._models.values(), *(c.model for c in self._challengers.values())]
 
     def swap_in(self, model: LoadedModel) -> LoadedModel | None:
         """Serve `model` from now on; returns the version it replaced."""
@@ -69,6 +96,7 @@ class ModelStore:
         for name in sorted(set(self._models) | set(self._failures)):
             model = self._models.get(name)
             failure = self._failures.get(name)
+            challenger = self._challengers.get(name)
             rows.append(
                 {
                     "name": name,
@@ -88,6 +116,17 @@ class ModelStore:
                             "at": failure.at.isoformat(),
                         }
                         if failure
+                        else None
+                    ),
+                    "challenger": (
+                        {
+                            "version": challenger.model.version,
+                            "mode": challenger.config.mode.value,
+                            "weight": challenger.config.weight,
+                            "sticky_key": challenger.config.sticky_key,
+                            "requests": challenger.model.requests,
+                        }
+                        if challenger
                         else None
                     ),
                 }

@@ -65,6 +65,9 @@ class OipCodec:
         named = body_id if isinstance(body_id, str) and body_id else None
         return (body, binary), named
 
+    def body_object(self, parsed: Any) -> Any:
+        return parsed[0]
+
     def decode(self, parsed: Any, model: ServedModel) -> Decoded:
         body, binary = parsed
         if not isinstance(body, dict):

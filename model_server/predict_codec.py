@@ -22,6 +22,9 @@ class PredictCodec:
     def parse(self, raw: bytes) -> tuple[Any, str | None]:
         return loads(raw), None
 
+    def body_object(self, body: Any) -> Any:
+        return body
+
     def decode(self, body: Any, model: ServedModel) -> Decoded:
         wanted = True
         names = model.features.names or ()

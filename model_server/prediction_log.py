@@ -62,6 +62,7 @@ class _Answered:
     predictions: list[Any]
     probabilities: list[list[float]] | None
     latency_ms: float
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class _Failed:
     version: str
     reason: ErrorReason
     status: int
+    shadow: bool = False
 
 
 class PredictionLog:
@@ -96,8 +98,11 @@ class PredictionLog:
         predictions: list[Any],
         probabilities: list[list[float]] | None,
         latency_ms: float,
+        *,
+        shadow: bool = False,
     ) -> None:
-        """Keep an answer for the log (sampled); O(1), never blocks."""
+        """Keep an answer for the log (sampled); O(1), never blocks. `shadow`: a challenger's
+        answer to a copy of the request (mlops_core/canary.py)."""
         self._keep(
             _Answered(
                 request_id,
@@ -109,14 +114,22 @@ class PredictionLog:
                 predictions,
                 probabilities,
                 latency_ms,
+                shadow,
             )
         )
 
     def record_error(
-        self, request_id: str, model: str, version: str, reason: ErrorReason, status: int
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        reason: ErrorReason,
+        status: int,
+        *,
+        shadow: bool = False,
     ) -> None:
         """Keep a failed request for the log (sampled like answers); O(1), never blocks."""
-        self._keep(_Failed(request_id, datetime.now(UTC), model, version, reason, status))
+        self._keep(_Failed(request_id, datetime.now(UTC), model, version, reason, status, shadow))
 
     def _keep(self, item: _Answered | _Failed) -> None:
         rate = self._settings.prediction_log_sample_rate
@@ -180,6 +193,7 @@ class PredictionLog:
                 replica=self._replica,
                 reason=item.reason,
                 status=item.status,
+                shadow=item.shadow,
             )
         return PredictionRecord(
             request_id=item.request_id,
@@ -194,4 +208,5 @@ class PredictionLog:
             predictions=item.predictions,
             probabilities=item.probabilities,
             latency_ms=item.latency_ms,
+            shadow=item.shadow,
         )

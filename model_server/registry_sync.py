@@ -4,6 +4,10 @@ Three loops: model events from Redis (act at once), a periodic reconcile against
 (heals missed messages, restarts and Redis outages) and a heartbeat that keeps this replica's
 "loaded" reports fresh. Events are only triggers: each one re-reads the alias from the registry,
 so reordered or duplicated messages cannot make a replica serve the wrong version.
+
+A model's challenger (mlops_core/canary_registry.py) is followed the same way, read in the
+same call as its champion, and reported under CHALLENGER_ALIAS. Promoting it loads nothing:
+the challenger's loaded version becomes the champion, so no request waits for a load.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from mlops_core.model_events import (
     publish_report,
     replicas_key,
 )
-from mlops_core.model_registry import all_served_versions, registry_client, served_version
+from mlops_core.canary import CanaryConfig
+from mlops_core.canary_registry import Serving, all_serving, serving_state
+from mlops_core.model_registry import registry_client
 from mlops_core.settings import Settings
-from model_server.loaded_model import load_version
+from model_server.loaded_model import LoadedModel, load_version
 from model_server.metrics import record_load, record_served
 from model_server.model_process import SpareProcesses
-from model_server.model_store import ModelStore
+from model_server.model_store import Challenger, ModelStore
+from model_server.process_group import ReplicaIdentity
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +47,13 @@ log = logging.getLogger(__name__)
 class RegistrySync:
     """Applies the registry's serving aliases to a ModelStore and reports what it loaded."""
 
-    def __init__(self, settings: Settings, store: ModelStore, replica_id: str, cache_dir: Path):
+    def __init__(
+        self, settings: Settings, store: ModelStore, identity: ReplicaIdentity, cache_dir: Path
+    ):
         self.settings = settings
         self.store = store
-        self.replica_id = replica_id
+        self.identity = identity  # which process of which server (model_server/process_group.py)
+        self.replica_id = identity.replica
         self.cache_dir = cache_dir
         self.ready = asyncio.Event()
         self._client: MlflowClient = registry_client(settings.mlflow_tracking_uri)
@@ -86,78 +96,143 @@ class RegistrySync:
         await asyncio.to_thread(self._spares.close)
 
     async def reconcile_all(self) -> None:
-        """Make the store match every served alias in the registry."""
+        """Make the store match every served alias (and challenger) in the registry."""
+        settings = self.settings
         served = await asyncio.to_thread(
-            all_served_versions, self._client, self.settings.serving_alias
+            all_serving, self._client, settings.serving_alias, settings.challenger_alias
         )
         changes = [
             *served.items(),
-            *((name, None) for name in set(self.store.names()) - set(served)),
+            *((name, Serving(None)) for name in set(self.store.names()) - set(served)),
         ]
-        await asyncio.gather(*(self.apply(name, version) for name, version in changes))
+        await asyncio.gather(*(self.apply(name, state) for name, state in changes))
 
     async def refresh(self, name: str) -> None:
-        """Re-read one model's alias from the registry and apply it."""
-        version = await asyncio.to_thread(
-            served_version, self._client, name, self.settings.serving_alias
+        """Re-read one model's aliases from the registry and apply them."""
+        settings = self.settings
+        state = await asyncio.to_thread(
+            serving_state, self._client, name, settings.serving_alias, settings.challenger_alias
         )
-        await self.apply(name, version)
+        await self.apply(name, state)
 
-    async def apply(self, name: str, version: str | None) -> None:
-        """Serve `version` of `name` (None: stop serving it); one change per model at a time."""
+    async def apply(self, name: str, state: Serving) -> None:
+        """Serve what `state` names for `name` (no champion: stop serving it); one change per
+        model at a time."""
         async with self._locks[name]:
-            current = self.store.get(name)
-            if version is None:
-                if current is not None:
-                    self.store.remove(name)
-                    current.retire()
-                    record_served(name, None, current.version)
-                    log.info("stopped serving %s (was version %s)", name, current.version)
-                    await self._report(name, None, "unloaded")
+            await self._apply_champion(name, state.champion)
+            await self._apply_challenger(name, state.canary)
+
+    async def _apply_champion(self, name: str, version: str | None) -> None:
+        current = self.store.get(name)
+        if version is None:
+            if current is not None:
+                self.store.remove(name)
+                current.retire()
+                record_served(name, None, current.version)
+                log.info("stopped serving %s (was version %s)", name, current.version)
+                await self._report(name, None, "unloaded")
+            return
+        if current is not None and current.version == version:
+            return
+        running = self.store.challenger(name)
+        if running is not None and running.model.version == version:
+            # A promotion: the challenger's loaded version answers everyone from now on.
+            self.store.set_challenger(name, None)
+            model = running.model
+            await self._report(name, None, "unloaded", alias=self.settings.challenger_alias)
+        else:
+            loaded = await self._load(name, version, self.settings.serving_alias)
+            if loaded is None:
                 return
-            if current is not None and current.version == version:
-                return
-            try:
-                model = await self._in_loader(
-                    load_version,
-                    name,
-                    version,
-                    self.settings.mlflow_tracking_uri,
-                    self.cache_dir,
-                    self.settings,
-                    self._spares,
-                )
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log.exception(
-                    "failed to load %s version %s; keeping what was served", name, version
-                )
-                record_load(name, succeeded=False)
-                self.store.record_failure(name, version, error[:2000])
-                await self._report(name, version, "failed", error[:2000])
-                return
-            previous = self.store.swap_in(model)
-            record_load(name, succeeded=True)
-            record_served(name, version, previous.version if previous else None)
-            if previous is not None:
-                previous.retire()
-            log.info(
-                "now serving %s version %s (was %s)",
+            model = loaded
+        previous = self.store.swap_in(model)
+        record_served(name, version, previous.version if previous else None)
+        if previous is not None:
+            previous.retire()
+        log.info(
+            "now serving %s version %s (was %s)",
+            name,
+            version,
+            previous.version if previous else "none",
+        )
+        await self._report(name, version, "loaded")
+
+    async def _apply_challenger(self, name: str, config: CanaryConfig | None) -> None:
+        """Run the challenger `config` names beside the champion (None: none)."""
+        alias = self.settings.challenger_alias
+        running = self.store.challenger(name)
+        champion = self.store.get(name)
+        if config is None or champion is None or champion.version == config.version:
+            if running is not None:
+                self.store.set_challenger(name, None)
+                if running.model is not champion:
+                    running.model.retire()
+                log.info("challenger %s version %s stopped", name, running.model.version)
+                await self._report(name, None, "unloaded", alias=alias)
+            return
+        if running is not None and running.model.version == config.version:
+            if running.config != config:  # a new weight, mode or sticky key: no reload
+                self.store.set_challenger(name, Challenger(running.model, config))
+            return
+        model = await self._load(name, config.version, alias)
+        if model is None:
+            if running is not None:  # the registry no longer names the one running
+                self.store.set_challenger(name, None)
+                running.model.retire()
+            return
+        previous = self.store.set_challenger(name, Challenger(model, config))
+        if previous is not None:
+            previous.model.retire()
+        log.info(
+            "challenger %s version %s beside %s: %s %g%%",
+            name,
+            config.version,
+            champion.version,
+            config.mode,
+            config.weight,
+        )
+        await self._report(name, config.version, "loaded", alias=alias)
+
+    async def _load(self, name: str, version: str, alias: str) -> LoadedModel | None:
+        """Load and warm a version; None (reported as failed) when it cannot be loaded."""
+        try:
+            model: LoadedModel = await self._in_loader(
+                load_version,
                 name,
                 version,
-                previous.version if previous else "none",
+                self.settings.mlflow_tracking_uri,
+                self.cache_dir,
+                self.settings,
+                self._spares,
             )
-            await self._report(name, version, "loaded")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("failed to load %s version %s; keeping what was served", name, version)
+            record_load(name, succeeded=False)
+            if alias == self.settings.serving_alias:
+                self.store.record_failure(name, version, error[:2000])
+            await self._report(name, version, "failed", error[:2000], alias=alias)
+            return None
+        record_load(name, succeeded=True)
+        return model
 
     async def _in_loader(self, func, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._loader, func, *args)
 
     async def _report(
-        self, name: str, version: str | None, status: str, error: str | None = None
+        self,
+        name: str,
+        version: str | None,
+        status: str,
+        error: str | None = None,
+        *,
+        alias: str | None = None,
     ) -> None:
         report = ReplicaReport(
             replica=self.replica_id,
-            alias=self.settings.serving_alias,
+            server=self.identity.server,
+            processes=self.identity.processes,
+            alias=alias or self.settings.serving_alias,
             model=name,
             version=version if status != "unloaded" else None,
             status=status,  # type: ignore[arg-type]
@@ -240,13 +315,25 @@ class RegistrySync:
             except redis.RedisError as exc:
                 log.warning("heartbeat to Redis failed: %s", exc)
 
+    def _held(self) -> list[tuple[str, LoadedModel]]:
+        """(alias, model) for every version this replica holds: champions and challengers."""
+        held = [(self.settings.serving_alias, self.store.get(name)) for name in self.store.names()]
+        held += [
+            (self.settings.challenger_alias, running.model)
+            for name in self.store.names()
+            if (running := self.store.challenger(name)) is not None
+        ]
+        return [(alias, model) for alias, model in held if model is not None]
+
     def _refresh_reports(self) -> None:
         pipe = self._redis.pipeline()
         ttl = max(1, int(self.report_ttl))
-        alias = self.settings.serving_alias
-        for model in self.store.loaded():
+        held = self._held()
+        for alias, model in held:
             report = ReplicaReport(
                 replica=self.replica_id,
+                server=self.identity.server,
+                processes=self.identity.processes,
                 alias=alias,
                 model=model.name,
                 version=model.version,
@@ -255,11 +342,12 @@ class RegistrySync:
             pipe.hset(replicas_key(alias, model.name), self.replica_id, report.model_dump_json())
             pipe.expire(replicas_key(alias, model.name), ttl)
         pipe.execute()
-        for model in self.store.loaded():
+        for alias, model in held:
             prune_stale_reports(self._redis, alias, model.name, self.report_ttl)
 
     def _withdraw_reports(self) -> None:
         pipe = self._redis.pipeline()
         for name in self.store.names():
-            pipe.hdel(replicas_key(self.settings.serving_alias, name), self.replica_id)
+            for alias in (self.settings.serving_alias, self.settings.challenger_alias):
+                pipe.hdel(replicas_key(alias, name), self.replica_id)
         pipe.execute()

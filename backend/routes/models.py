@@ -9,7 +9,7 @@ has not size-checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -37,6 +37,7 @@ from backend.model_views import (
 )
 from backend.registry_gate import RegistryGate
 from mlops_core.access_tokens import PREDICT, configured
+from mlops_core.prediction_log import REQUEST_ID_HEADER
 from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
 from mlops_core.request_limits import BodyTooLarge, read_capped_body
 from mlops_core.settings import Settings
@@ -190,7 +191,7 @@ async def predict(
     """Forward a prediction to a model-server replica, same body in, same status and body out."""
     body = await _limited_body(request, settings.predict_max_body_bytes)
     path = f"/predict/{quote(name, safe='')}"
-    upstream = await forwarder.post(path, body, _forward_headers(settings))
+    upstream = await forwarder.post(path, body, _forward_headers(settings, request.headers))
     if upstream.status_code == 401:
         # The caller passed this backend's guard; the backend's own token is what is wrong.
         replica = str(upstream.request.url).removesuffix(path)
@@ -199,16 +200,26 @@ async def predict(
             f"the model server at {replica} refused the backend's prediction "
             "call: give the backend and the model servers the same PREDICT_TOKEN",
         )
+    request_id = upstream.headers.get(REQUEST_ID_HEADER)
     return Response(
         content=upstream.content,
         status_code=upstream.status_code,
         media_type=upstream.headers.get("content-type", "application/json"),
+        headers={REQUEST_ID_HEADER: request_id} if request_id else None,
     )
 
 
-def _forward_headers(settings: Settings) -> dict[str, str]:
-    """JSON, and the backend's own PREDICT_TOKEN: the caller's token is never passed on."""
-    headers = {"content-type": "application/json"}
+def _forward_headers(settings: Settings, given: Mapping[str, str]) -> dict[str, str]:
+    """JSON, the backend's own PREDICT_TOKEN (the caller's token is never passed on), and the
+    caller's `X-` headers: X-Request-ID names the request in the prediction log, and a canary's
+    sticky key may be a header (X-User-Id). X-Forwarded-* describe this hop, not the caller's
+    request, and are left out."""
+    headers = {
+        key: value
+        for key, value in given.items()
+        if key.lower().startswith("x-") and not key.lower().startswith("x-forwarded-")
+    }
+    headers["content-type"] = "application/json"
     token = configured(settings, PREDICT)
     if token is not None:
         headers["authorization"] = f"Bearer {token}"

@@ -45,6 +45,7 @@ CSV_COLUMNS = (
     "inputs",
     "predictions",
     "probabilities",
+    "shadow",
 )
 
 
@@ -59,6 +60,8 @@ class PredictionEntry(BaseModel):
     predictions: list[Any]
     probabilities: list[list[float]] | None
     latency_ms: float
+    # A shadow challenger's answer to a copy of this request (never returned to the caller).
+    shadow: bool = False
 
 
 class PredictionPage(BaseModel):
@@ -80,6 +83,7 @@ def _entry(row: PredictionLogRow) -> PredictionEntry:
         predictions=row.predictions,
         probabilities=row.probabilities,
         latency_ms=row.latency_ms,
+        shadow=row.shadow,
     )
 
 
@@ -141,6 +145,7 @@ def _csv(entries: list[PredictionEntry]) -> str:
                 json.dumps(entry.inputs),
                 json.dumps(entry.predictions),
                 json.dumps(entry.probabilities) if entry.probabilities is not None else "",
+                "true" if entry.shadow else "false",
             )
         )
     return out.getvalue()

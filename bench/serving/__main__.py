@@ -13,8 +13,10 @@ and the peak RSS of each server's process tree. Before measuring, one request of
 each server checks that it answers the labels scikit-learn gives.
 
 Run: .venv/bin/python -m bench.serving [--duration 10] [--warmup 2] [--rounds 2]
-                                        [--only ours,mlserver-batched] [--quick]
+                                        [--only ours,mlserver-batched] [--quick] [--workers 1,2]
 --quick: 2 s per measurement, 1 s warm-up, one round (a smoke run, not figures to quote).
+--workers 1,2: one server of ours per MODEL_SERVER_WORKERS value, measured side by side, with
+each one's requests/s divided by the first's (how ours scales with processes).
 It installs wrk (Debian) if missing, builds MLServer's environment once with uv under
 --cache-dir (default ~/.cache/notebook-mlops/bench), and starts a private Redis, MLflow server
 and every server on free ports. Our server takes its settings from the environment as deployed
@@ -75,6 +77,11 @@ def parse_args() -> argparse.Namespace:
         f"(default: {', '.join(DEFAULT_ENDPOINTS)})",
     )
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 s warm-up, 1 round")
+    parser.add_argument(
+        "--workers",
+        help="comma-separated MODEL_SERVER_WORKERS values: one server of ours per value "
+        "(default: one server, MODEL_SERVER_WORKERS from the environment)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     args = parser.parse_args()
     quick = {"duration": 2, "warmup": 1, "rounds": 1}
@@ -89,6 +96,12 @@ def parse_args() -> argparse.Namespace:
     if min(args.duration, args.warmup + 1, args.rounds) < 1:
         parser.error("--duration and --rounds must be at least 1, --warmup at least 0")
     args.keys = keys
+    try:
+        args.workers = [int(w) for w in args.workers.split(",")] if args.workers else []
+    except ValueError:
+        parser.error(f"--workers: comma-separated whole numbers, got {args.workers!r}")
+    if any(w < 1 for w in args.workers) or len(set(args.workers)) != len(args.workers):
+        parser.error("--workers: distinct values of at least 1")
     return args
 
 
@@ -144,6 +157,13 @@ def header(args: argparse.Namespace, wrk: str) -> str:
             f"{args.rounds} round(s), median over rounds; wrk: 1 thread, closed loop",
             f"ours: settings from the environment {ours or '(defaults)'}; answers labels and "
             "probabilities, the others labels only",
+            "load average (1, 5, 15 min) before measuring: "
+            + ", ".join(f"{load:.2f}" for load in args.load_before)
+            + (
+                "; after: " + ", ".join(f"{load:.2f}" for load in args.load_after)
+                if getattr(args, "load_after", None)
+                else ""
+            ),
         ]
     )
 
@@ -224,6 +244,11 @@ def report(
             if ours_key.startswith("ours") and anchors:
                 print(f"\n{ours_title}: requests/s divided by each anchor's\n")
                 print(ratio_table(figures, ours_key, anchors, LOADS))
+        for protocol in ("ours-w", "ours-v2-w"):
+            scaled = [(key, title) for key, title in servers if key.startswith(protocol)]
+            for key, title in scaled[1:]:
+                print(f"\n{title}: requests/s divided by {scaled[0][1]}'s\n")
+                print(ratio_table(figures, key, scaled[:1], LOADS))
     print("\n### Memory: peak RSS of each server's process tree (children included)\n")
     print(memory_table(peaks, servers, [(m.key, m.title) for m in models]))
     print(
@@ -231,7 +256,8 @@ def report(
         "server per model; the others hold both models in one tree. Ours excludes the Redis and "
         "MLflow server it follows.)\nrun: .venv/bin/python -m bench.serving "
         f"--duration {args.duration} --warmup {args.warmup} --rounds {args.rounds} "
-        f"--only {','.join(args.keys)}",
+        f"--only {','.join(args.keys)}"
+        + (f" --workers {','.join(map(str, args.workers))}" if args.workers else ""),
         flush=True,
     )
 
@@ -250,12 +276,14 @@ def main() -> None:
         work = Path(tmp)
         script = write_script(work)
         with Fleet(work, models, x[:2], args.cache_dir) as fleet:
-            endpoints = fleet.start(args.keys)
+            endpoints = fleet.start(args.keys, args.workers)
             for endpoint, model, rows in product(endpoints, models, (single, batch)):
                 check_answers(endpoint, model, rows)
             bodies = write_bodies(work, endpoints, [single, batch])
+            args.load_before = os.getloadavg()
             print(header(args, wrk), flush=True)
             runs, peaks = measure(args, wrk, script, models, endpoints, bodies)
+            args.load_after = os.getloadavg()
     report(args, wrk, models, endpoints, runs, peaks)
 
 

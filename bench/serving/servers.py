@@ -1,8 +1,9 @@
 """The servers the serving benchmark compares, started on free loopback ports with the same models.
 
 - ours: the model server from this repository (our .venv), following the registry alias of a
-  private MLflow server, with a private Redis, as deployed: `/predict/{name}` and, as `ours-v2`,
-  the Open Inference Protocol route of the same process;
+  private MLflow server, with a private Redis, as deployed (`python -m model_server.serve`):
+  `/predict/{name}` and, as `ours-v2`, the Open Inference Protocol route of the same server;
+  with `--workers 1,2` one such server per MODEL_SERVER_WORKERS value (keys `ours-w1`, ...);
 - mlflow: `mlflow models serve --env-manager local` (our .venv's MLflow), one process per model,
   as MLflow serves one model per server;
 - mlserver / mlserver-batched: Seldon MLServer with mlserver-sklearn in its own environment
@@ -129,6 +130,30 @@ def v2_labels(answer: Any) -> list[Any]:
     return next(o["data"] for o in answer["outputs"] if o["name"] == "predict")
 
 
+def _our_endpoints(
+    base: str, server: ManagedProcess, suffix: str, note: str
+) -> dict[str, Endpoint]:
+    """`/predict` and V2 infer of one server of ours (`suffix`: the key's, `note`: the title's)."""
+    return {
+        f"ours{suffix}": Endpoint(
+            f"ours{suffix}",
+            f"ours /predict{note}",
+            lambda name: f"{base}/predict/{name}",
+            rows_body,
+            predictions_of,
+            lambda name: [server],
+        ),
+        f"ours-v2{suffix}": Endpoint(
+            f"ours-v2{suffix}",
+            f"ours /v2 infer{note}",
+            lambda name: f"{base}/v2/models/{name}/infer",
+            v2_body,
+            v2_labels,
+            lambda name: [server],
+        ),
+    }
+
+
 class Fleet:
     """Starts the servers behind the chosen endpoints and stops them all on exit."""
 
@@ -147,11 +172,12 @@ class Fleet:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def start(self, keys: list[str]) -> list[Endpoint]:
-        """Start what `keys` need (each server once) and return their endpoints in that order."""
+    def start(self, keys: list[str], workers: list[int]) -> list[Endpoint]:
+        """Start what `keys` need (each server once) and return their endpoints in that order;
+        ours once per count in `workers` (none: as the environment says), keys `ours-w<n>`."""
         made: dict[str, Endpoint] = {}
         if {"ours", "ours-v2"} & set(keys):
-            made.update(self._ours())
+            made.update(self._ours(workers))
         if "mlflow" in keys:
             made["mlflow"] = self._mlflow_serve()
         for key, batching in (("mlserver", False), ("mlserver-batched", True)):
@@ -159,7 +185,12 @@ class Fleet:
                 made[key] = self._mlserver(key, batching)
         if "fastapi" in keys:
             made["fastapi"] = self._floor()
-        return [made[key] for key in keys]
+        return [
+            endpoint
+            for key in keys
+            for made_key, endpoint in made.items()
+            if made_key == key or made_key.startswith(f"{key}-w")
+        ]
 
     def _process(
         self, name: str, args: list[str], env: dict[str, str], **kw: Any
@@ -168,7 +199,7 @@ class Fleet:
         self._stack.callback(process.stop)
         return process
 
-    def _ours(self) -> dict[str, Endpoint]:
+    def _ours(self, workers: list[int]) -> dict[str, Endpoint]:
         (self.work / "redis").mkdir()
         redis_server = RedisServer(self.work / "redis")
         redis_server.start()
@@ -190,34 +221,25 @@ class Fleet:
                 )
             version = mlflow.register_model(info.model_uri, model.name).version
             set_served_version(client, model.name, str(version), ALIAS)
-        port = free_port()
         env = {
             "REDIS_URL": redis_server.url,
             "MLFLOW_TRACKING_URI": tracking.uri,
             "SERVING_ALIAS": ALIAS,
             **NO_PROXY,
         }
-        server = start_model_server(port, env, self.work / "ours.log")
-        self._stack.callback(server.stop)
-        base = f"http://127.0.0.1:{port}"
-        return {
-            "ours": Endpoint(
-                "ours",
-                "ours /predict",
-                lambda name: f"{base}/predict/{name}",
-                rows_body,
-                predictions_of,
-                lambda name: [server],
-            ),
-            "ours-v2": Endpoint(
-                "ours-v2",
-                "ours /v2 infer",
-                lambda name: f"{base}/v2/models/{name}/infer",
-                v2_body,
-                v2_labels,
-                lambda name: [server],
-            ),
-        }
+        endpoints: dict[str, Endpoint] = {}
+        for count in workers or [None]:
+            suffix, note = ("", "") if count is None else (f"-w{count}", f", {count} proc.")
+            port = free_port()
+            server = start_model_server(
+                port,
+                {**env, "MODEL_SERVER_REPLICA_ID": f"ours{suffix}"}
+                | ({} if count is None else {"MODEL_SERVER_WORKERS": str(count)}),
+                self.work / f"ours{suffix}.log",
+            )
+            self._stack.callback(server.stop)
+            endpoints.update(_our_endpoints(f"http://127.0.0.1:{port}", server, suffix, note))
+        return endpoints
 
     def _mlflow_serve(self) -> Endpoint:
         bases: dict[str, str] = {}

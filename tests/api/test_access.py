@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from backend.api_docs import DOCS_PATHS
 from backend.auth import TokenRedactor, redact_token_query
 from tests.api.conftest import NOTEBOOK, Api, github_url
 from tests.support.github import delivery, push_payload
@@ -123,7 +124,9 @@ SPECIAL = {
     ("GET", "/metrics"): "metrics",
     ("POST", "/models/{name}/predict"): "predict",
 }
-OPEN = {"/health", "/ready", "/webhook/github", "/"}
+# The API's documentation pages stay public, as FastAPI's own are (what routes exist is no secret;
+# every route they describe keeps its guard).
+OPEN = {"/health", "/ready", "/webhook/github", "/", *DOCS_PATHS, "/docs/oauth2-redirect"}
 
 
 def test_every_route_meets_its_guard(make_api: Callable[..., Api]) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mlops_cli.config import resolve
 from mlops_cli.main import main as cli_main
+from mlops_core.stack_state import StackState, write_state
 from tests.api.conftest import LiveBackend, dead_url, github_url
 
 ADMIN_TOKEN = "cli-pipelines-admin-token"
@@ -150,3 +152,17 @@ def test_where_the_cli_finds_the_backend_and_how_it_names_a_fix(
     monkeypatch.setenv("MLOPS_CONFIG", str(broken))
     code, _, err = run(capsys, "repos", "list")
     assert code == 64 and "unknown key(s) tokn" in err
+
+
+def test_without_a_url_the_cli_finds_the_local_stack_where_it_was_started(tmp_path: Path) -> None:
+    """`make demo` may move the backend off a taken 8000; the CLI follows it there."""
+    home = tmp_path / "home"
+    env = {"MLOPS_HOME": str(home), "MLOPS_CONFIG": str(tmp_path / "none.toml")}
+    assert resolve(None, None, env).api_url == "http://127.0.0.1:8000"
+    write_state(home, StackState(ports={"backend": 18123}))
+    found = resolve(None, None, env)
+    assert (found.api_url, found.api_url_source) == (
+        "http://127.0.0.1:18123",
+        f"the local stack in {home}",
+    )
+    assert resolve(None, None, {**env, "MLOPS_API_URL": "http://x:1"}).api_url == "http://x:1"

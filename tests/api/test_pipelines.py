@@ -66,12 +66,20 @@ def test_list_pages_newest_first_with_filters(api: Api) -> None:
     default = api.client.get("/pipelines").json()
     assert (default["page"], default["size"], len(default["items"])) == (1, 20, 20)
 
+    # By trigger: a retry of a finished run is the only one not started by hand.
+    retry = api.client.post(f"/pipelines/{ids[3]}/retry").json()["pipeline_id"]
+    retries = api.client.get("/pipelines", params={"trigger": "retry"}).json()
+    assert [item["id"] for item in retries["items"]] == [retry]
+    manual = api.client.get("/pipelines", params={"trigger": "manual", "status": "failed"}).json()
+    assert [item["id"] for item in manual["items"]] == [ids[3], ids[0]]
+
 
 def test_list_rejects_bad_parameters_naming_them(api: Api) -> None:
     for params, name in [
         ({"status": "exploded"}, "status"),
         ({"size": 1000}, "size"),
         ({"page": 0}, "page"),
+        ({"trigger": "cron"}, "trigger"),
     ]:
         response = api.client.get("/pipelines", params=params)
         assert response.status_code == 422
@@ -177,9 +185,25 @@ def test_retry_runs_a_finished_pipeline_again_at_the_same_commit(api: Api) -> No
         session.execute(
             update(Pipeline)
             .where(Pipeline.id == original)
-            .values(status="failed", commit_sha="a" * 40)
+            .values(
+                status="failed",
+                commit_sha="a" * 40,
+                commit_message="Scale the features",
+                commit_author="Octo Cat",
+                error="execute: cell 4 (mlops:training) raised ValueError: bad\ncell 4, line 2: x",
+            )
         )
+    listed = api.client.get("/pipelines", params={"repo_id": repo["id"]}).json()["items"]
+    assert [(item["id"], item["failed_phase"]) for item in listed] == [(original, "execute")]
     retried = api.client.post(f"/pipelines/{original}/retry")
     assert retried.status_code == 202
     row = api.pipeline(retried.json()["pipeline_id"])
     assert (row.trigger, row.commit_sha, row.status) == ("retry", "a" * 40, "queued")
+    # The same commit, as people know it.
+    assert (row.commit_message, row.commit_author) == ("Scale the features", "Octo Cat")
+    detail = api.client.get(f"/pipelines/{row.id}").json()
+    assert (detail["commit_message"], detail["failed_phase"], detail["failure"]) == (
+        "Scale the features",
+        None,
+        None,
+    )

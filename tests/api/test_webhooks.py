@@ -55,6 +55,30 @@ def test_signed_push_queues_a_pipeline_at_the_pushed_commit(api: Api, repo: dict
     assert queued_messages(api.settings.redis_url) == 1
 
 
+def test_a_push_keeps_its_commits_message_author_and_link(api: Api, repo: dict) -> None:  # type: ignore[type-arg]
+    sha, earlier = random_sha(), random_sha()
+    commits = [
+        commit_object(repo["github_url"], earlier, modified=[NOTEBOOK], message="First"),
+        commit_object(repo["github_url"], sha, modified=[NOTEBOOK], message="Tune C\n\nWhy."),
+    ]
+    response = api.deliver(delivery(push(repo, after=sha, commits=commits), repo["webhook_secret"]))
+    detail = api.client.get(f"/pipelines/{response.json()['pipeline_id']}").json()
+    assert (detail["commit_message"], detail["commit_author"], detail["commit_url"]) == (
+        "Tune C\n\nWhy.",
+        "Octo Cat",
+        f"{repo['github_url']}/commit/{sha}",
+    )
+
+    # A link is only ever an http(s) URL: the page puts it in an href.
+    hostile = commit_object(repo["github_url"], sha, modified=[NOTEBOOK], message="x")
+    hostile["url"] = "javascript:alert(document.cookie)"
+    payload = push(repo, after=sha, commits=[hostile])
+    payload["head_commit"] = None  # GitHub sends null for some pushes: `commits` still has it
+    again = api.deliver(delivery(payload, repo["webhook_secret"]))
+    row = api.pipeline(again.json()["pipeline_id"])
+    assert (row.commit_message, row.commit_author, row.commit_url) == ("x", "Octo Cat", None)
+
+
 @pytest.mark.parametrize("problem", ["wrong secret", "missing", "tampered body", "sha1 only"])
 def test_bad_signatures_are_401_and_create_nothing(
     api: Api,

@@ -102,6 +102,13 @@ def test_a_real_run_streams_cell_output_live_to_viewers_and_the_cli(
     assert row[:3] == [str(pipeline_id), "success", "manual"]
     assert row[4] == f"{model_name}:1"
 
+    # The worker's log is for people: no start banner, no MLflow run links, and MLflow's INFO
+    # notes not relabelled WARNING by Celery's capture of stray output (service_logging.py).
+    log = worker.log_text()
+    assert "[tasks]" not in log and "View run" not in log
+    assert [line for line in log.splitlines() if "WARNING/" in line and " INFO " in line] == []
+    assert "Task mlops.run_pipeline" in log and "succeeded" in log
+
 
 def _mlops(*args: str, api: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

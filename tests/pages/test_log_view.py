@@ -98,6 +98,10 @@ def test_log_follows_pauses_when_scrolled_up_and_resumes_after_reconnect(
 
     # Cancel asks for confirmation, then for the API token, then asks the worker to stop.
     page.get_by_role("button", name="Cancel", exact=True).click()
+    # Each button says what it does: no bare "Cancel" that could mean either.
+    expect(page.locator("#confirm-dialog button")).to_have_text(
+        ["Keep it running", "Cancel pipeline"]
+    )
     page.locator("#confirm-dialog").get_by_role("button", name="Cancel pipeline").click()
     page.locator("#token-dialog").get_by_label("Token").fill(API_TOKEN)
     page.locator("#token-dialog").get_by_role("button", name="Save").click()

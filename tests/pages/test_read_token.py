@@ -3,6 +3,8 @@ shows the data, and sends the stored token on the log WebSocket as a subprotocol
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 from playwright.sync_api import Browser, expect
@@ -44,4 +46,12 @@ def test_the_dashboard_asks_for_the_read_token_then_shows_the_data(
     expect(page.locator("#log-state")).to_have_text("live")
     expect(dialog).to_be_hidden()
     assert sockets and not any("token" in url for url in sockets), sockets
+
+    # The raw log downloads with the stored token (a plain link could not send it).
+    with page.expect_download() as saving:
+        page.get_by_role("button", name="Download log").click()
+    saved = Path(saving.value.path())
+    assert [line.rsplit(" ", 2)[-2:] for line in saved.read_text().splitlines()] == [
+        ["step", str(i)] for i in range(1, 6)
+    ]
     page.close()

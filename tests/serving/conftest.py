@@ -21,7 +21,7 @@ import pytest
 import redis
 from mlflow import MlflowClient
 
-from mlops_core.launch_commands import MODEL_SERVER_APP, uvicorn_command
+from mlops_core.launch_commands import model_server_command
 from mlops_core.model_events import ModelEvent, announce
 from mlops_core.model_registry import registry_client, set_served_version
 from tests.support.processes import ManagedProcess, free_port, wait_for, wait_http
@@ -73,7 +73,7 @@ def register_version(
 
 @dataclass
 class ModelServer:
-    """A model-server replica: `uvicorn model_server.app:create_app --factory`."""
+    """A model-server replica: `python -m model_server.serve` (MODEL_SERVER_WORKERS processes)."""
 
     env: dict[str, str]
     log_dir: Path
@@ -87,7 +87,7 @@ class ModelServer:
 
     def start(self, wait: bool = True) -> ModelServer:
         self.process = ManagedProcess(
-            uvicorn_command(MODEL_SERVER_APP, self.port, log_level="warning"),
+            model_server_command(self.port, log_level="warning"),
             env={**self.env, "MODEL_SERVER_REPLICA_ID": self.replica},
             log_path=self.log_dir / f"{self.replica}.log",
             cwd=REPO_ROOT,
@@ -147,6 +147,8 @@ def server_env(redis_url: str, mlflow_uri: str, serving_alias: str) -> dict[str,
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        # One process per server unless a test asks for more: each process loads every model.
+        "MODEL_SERVER_WORKERS": "1",
     }
 
 

@@ -62,6 +62,16 @@ def server(models: dict[str, Any], start_server: Callable[..., ModelServer]) -> 
     return server
 
 
+def test_loading_models_logs_one_line_each_and_no_progress_bars(
+    server: ModelServer, models: dict[str, Any]
+) -> None:
+    """MLflow's artifact downloads draw tqdm bars unless told not to (service_logging.py)."""
+    assert server.process is not None
+    log = server.process.log_text()
+    assert f"loaded {models['clf']} version {models['clf_version']}" in log
+    assert "Downloading artifacts" not in log and "it/s]" not in log
+
+
 def post(server: ModelServer, path: str, body: Any, **kwargs: Any) -> httpx.Response:
     return httpx.post(f"{server.url}{path}", json=body, timeout=10, **kwargs)
 

@@ -1,8 +1,10 @@
-"""Losing a model-server replica loses no prediction through the backend.
+"""Losing a model-server replica, or both swapping versions, loses no prediction through the
+backend.
 
 The backend is a real uvicorn process forwarding to two real replicas (MODEL_SERVER_URL lists
 both); a steady stream of predictions goes through it while a replica is killed (SIGKILL of its
-whole process group) or restarted (SIGTERM to its group, as supervisord's stopasgroup sends it).
+whole process group) or restarted (SIGTERM to its group, as supervisord's stopasgroup sends it),
+or while a deploy and a rollback swap the version both replicas serve.
 A replica's SIGTERM drain is also checked directly: it stops accepting, finishes the request it
 was reading, then exits.
 """
@@ -18,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -86,11 +89,23 @@ def start_backend(
         process.stop()
 
 
+def answered_seven(body: dict[str, Any]) -> bool:
+    """The `model` fixture's answer."""
+    return bool(body["predictions"] == [7.0])
+
+
 async def predictions_during(
-    url: str, name: str, fault: Callable[[], None], *, before: float = 1.5, after: float = 2.0
+    url: str,
+    name: str,
+    fault: Callable[[], None],
+    *,
+    before: float = 1.5,
+    after: float = 2.0,
+    valid: Callable[[dict[str, Any]], bool] = answered_seven,
 ) -> Counter[str]:
     """Predict steadily through the backend; run `fault` (in a thread) `before` seconds in, and
-    keep predicting `after` seconds once it returns. Counts each answer's status or error."""
+    keep predicting `after` seconds once it returns. Counts each answer's status or error
+    ("ok": a 200 whose body is `valid`)."""
     outcomes: Counter[str] = Counter()
     done = asyncio.Event()
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -99,7 +114,7 @@ async def predictions_during(
             while not done.is_set():
                 try:
                     answer = await client.post(f"/models/{name}/predict", json={"data": [ROW]})
-                    ok = answer.status_code == 200 and answer.json()["predictions"] == [7.0]
+                    ok = answer.status_code == 200 and valid(answer.json())
                     outcomes["ok" if ok else f"{answer.status_code} {answer.text[:200]}"] += 1
                 except httpx.HTTPError as exc:
                     outcomes[f"{type(exc).__name__}: {exc}"] += 1
@@ -188,6 +203,48 @@ def test_restarting_a_replica_with_sigterm_under_load_fails_no_prediction(
     a.wait_serving(model, "1")
     assert served_requests(a, model) > 0  # back in the rotation
     assert_all_ended(children)  # the old process stopped its model processes on the way out
+
+
+def test_a_deploy_and_a_rollback_under_load_fail_no_prediction_and_both_replicas_follow(
+    registry: MlflowClient,
+    serving_alias: str,
+    start_server: Callable[..., ModelServer],
+    start_backend: Callable[[list[ModelServer]], Backend],
+    move_alias: Callable[[str, str], None],
+) -> None:
+    x, y = iris_like()
+    name = unique("replicas-swap")
+    for value in (1, 2):
+        model = DummyRegressor(strategy="constant", constant=float(value)).fit(x, y)
+        assert register_version(model, x, name) == str(value)
+    set_served_version(registry, name, "1", serving_alias)
+    # A long reconcile interval: the announcements alone make these replicas swap.
+    a = start_server("swap-a", MODEL_RECONCILE_INTERVAL_SECONDS="600")
+    b = start_server("swap-b", MODEL_RECONCILE_INTERVAL_SECONDS="600")
+    for server in (a, b):
+        server.wait_serving(name, "1")
+    backend = start_backend([a, b])
+    answered_by: Counter[str] = Counter()
+
+    def consistent(body: dict[str, Any]) -> bool:
+        """One version answered the whole request (its constant is its version number)."""
+        answered_by[body["model_version"]] += 1
+        return bool(body["predictions"] == [float(body["model_version"])])
+
+    def deploy_then_roll_back() -> None:
+        for version in ("2", "1"):
+            move_alias(name, version)
+            for server in (a, b):
+                server.wait_serving(name, version, timeout=30)
+            # Both on the new version: predictions keep flowing through it for a while.
+            time.sleep(1.0)
+
+    outcomes = asyncio.run(
+        predictions_during(backend.url, name, deploy_then_roll_back, valid=consistent)
+    )
+    assert set(outcomes) == {"ok"}, outcomes
+    assert set(answered_by) == {"1", "2"}, answered_by
+    assert min(served_requests(a, name), served_requests(b, name)) > 0  # both in the rotation
 
 
 def test_a_replica_still_loading_is_skipped(

@@ -144,6 +144,15 @@ def test_up_answers_on_every_port_keeps_secrets_out_of_argv_and_down_leaves_noth
     with sqlite3.connect(home / "mlops.db") as db:
         assert db.execute("select version_num from alembic_version").fetchone()
 
+    # The logs say what happened, once, at its level: no banner, no access log of MLflow's
+    # internal traffic, no warning about choices the stack makes on purpose.
+    logs = {log.stem: log.read_text() for log in (home / "logs").glob("*.log")}
+    assert "[tasks]" not in logs["worker"] and " ready." in logs["worker"]
+    assert "Uvicorn running" in logs["mlflow"]
+    assert "GET /health" not in logs["mlflow"] and "experimental" not in logs["mlflow"]
+    assert "Registry store URI not provided" not in logs["mlflow"]
+    assert " CRIT " not in logs["supervisord"]
+
     supervisor = Supervisor(Layout(home))
     pids = stack_pids(supervisor)
     key = secrets["encryption.key"]

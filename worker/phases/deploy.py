@@ -12,6 +12,13 @@ kept on the pipeline row (`params["gate_verdict"]`) and on the registered versio
 TAG_GATE_VERDICT), also when AUTO_DEPLOY_ON_SUCCESS is off: the model page marks a version below
 its gate, and deploying one by hand asks for confirmation.
 
+With DEPLOY_STRATEGY `canary` or `shadow` (the setting, or the config cell's), a version that
+passes its gate starts as the challenger beside the served version instead, at CANARY_WEIGHT
+(mlops_core/canary.py); the phase waits the same way for a model server to load it (aborting
+the canary when none does) and ends "canary started". The backend's promotion policy then
+promotes or aborts it on live evidence. With nothing served yet, there is nothing to compare
+with: the version is served directly.
+
 Redis only makes the wait prompt. When it is down, the alias still moves (the registry is the
 truth; replicas reconcile against it) and the wait asks the replicas of MODEL_SERVER_URL what
 they serve (`GET /models`) instead of reading their reports.
@@ -27,8 +34,10 @@ import httpx
 import redis
 from sqlalchemy import select
 
+from mlops_core.canary import CanaryConfig, CanaryMode, DeployStrategy
+from mlops_core.canary_registry import serving_state
 from mlops_core.deploy_gate import GateResult, ServedVersion, default_gate, evaluate_gate
-from mlops_core.deployments import change_served_version
+from mlops_core.deployments import NoCanary, change_served_version, end_canary, start_canary
 from mlops_core.model_events import (
     MODEL_LOADED_CHANNEL,
     DeploymentAction,
@@ -61,6 +70,16 @@ def run(ctx: PhaseContext) -> None:
         )
     if not verdict.passed:
         raise PhaseSkipped(f"{verdict.reason}; {name} version {version} is registered, not served")
+    strategy = strategy_of(ctx)
+    if strategy is not DeployStrategy.DIRECT:
+        champion = served_version(ctx.mlflow, name, alias)
+        if champion is not None and champion != version:
+            start_challenger(ctx, name, version, champion, strategy, verdict.reason)
+            return
+        ctx.log(
+            f"DEPLOY_STRATEGY {strategy}: no other version of {name} is served to compare with, "
+            f"so version {version} is served directly"
+        )
 
     timeout = max(1.0, min(settings.deploy_wait_seconds, ctx.remaining()))
     subscription = _subscribe(ctx)  # before the alias moves: no report is missed
@@ -103,6 +122,127 @@ def run(ctx: PhaseContext) -> None:
                 subscription.close()
     ctx.update_pipeline(deployed=True)
     ctx.log(f"{name} version {version} is served (loaded by model server {replica})")
+
+
+def strategy_of(ctx: PhaseContext) -> DeployStrategy:
+    """The config cell's DEPLOY_STRATEGY, else the setting's."""
+    chosen = ctx.contract.deploy_strategy if ctx.contract else None
+    return chosen if chosen is not None else ctx.settings.deploy_strategy
+
+
+def start_challenger(
+    ctx: PhaseContext,
+    name: str,
+    version: str,
+    champion: str,
+    strategy: DeployStrategy,
+    reason: str,
+) -> None:
+    """Start `version` as the challenger and wait until a model server has loaded it; abort
+    the canary (the champion alone keeps serving) when none does."""
+    settings = ctx.settings
+    mode = CanaryMode.SHADOW if strategy is DeployStrategy.SHADOW else CanaryMode.SPLIT
+    config = CanaryConfig(
+        version=version,
+        weight=settings.canary_weight,
+        mode=mode,
+        actor=f"pipeline {ctx.pipeline_id}",
+    )
+    timeout = max(1.0, min(settings.deploy_wait_seconds, ctx.remaining()))
+    subscription = _subscribe(ctx)  # before the alias moves: no report is missed
+    try:
+        _point_challenger(ctx, name, config, reason)
+        ctx.log(
+            f"{name} version {version} starts as the challenger beside version {champion} "
+            f"({mode}, {config.weight:g}% of requests); waiting up to {timeout:g}s for a "
+            "model server"
+        )
+        try:
+            replica = wait_until_loaded(
+                ctx.redis,
+                settings.challenger_alias,
+                name,
+                version,
+                timeout_seconds=timeout,
+                stale_after_seconds=settings.model_heartbeat_interval_seconds * 3,
+                subscription=subscription,
+                check=ctx.check_cancel,
+                fallback=lambda: _replica_serving(ctx, name, version),
+            )
+        except DeployWaitError as exc:
+            _abort_challenger(ctx, name, version, str(exc))
+            raise PhaseFailed(
+                f"{exc}; the canary was aborted, {name} stays on version {champion}"
+            ) from None
+        except BaseException:
+            _abort_challenger(ctx, name, version, "the pipeline stopped while waiting")
+            raise
+    finally:
+        if subscription is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                subscription.close()
+    with ctx.session() as session:
+        pipeline = session.get(Pipeline, ctx.pipeline_id)
+        if pipeline is not None:
+            canary = {"champion": champion, "mode": mode.value, "weight": config.weight}
+            pipeline.params = {**(pipeline.params or {}), "canary": canary}
+    ctx.log(
+        f"canary started: {name} version {version} "
+        + (
+            f"answers {config.weight:g}% of requests"
+            if mode is CanaryMode.SPLIT
+            else f"shadows {config.weight:g}% of requests"
+        )
+        + f" beside version {champion} (loaded by model server {replica}); the promotion policy "
+        "promotes or aborts it on live evidence"
+    )
+
+
+def _point_challenger(ctx: PhaseContext, name: str, config: CanaryConfig, reason: str) -> None:
+    """Start the canary once per pipeline: a redelivered task finds it running."""
+    settings = ctx.settings
+    with ctx.session() as session:
+        done = session.scalars(
+            select(Deployment).where(
+                Deployment.model_name == name,
+                Deployment.version == config.version,
+                Deployment.pipeline_id == ctx.pipeline_id,
+                Deployment.action == DeploymentAction.CANARY,
+            )
+        ).first()
+        state = serving_state(ctx.mlflow, name, settings.serving_alias, settings.challenger_alias)
+        if done is not None and state.canary is not None and state.canary.version == config.version:
+            return
+        start_canary(
+            session,
+            ctx.mlflow,
+            ctx.redis,
+            model_name=name,
+            config=config,
+            serving_alias=settings.serving_alias,
+            challenger_alias=settings.challenger_alias,
+            pipeline_id=ctx.pipeline_id,
+            reason=reason,
+        )
+
+
+def _abort_challenger(ctx: PhaseContext, name: str, version: str, why: str) -> None:
+    """End the canary this pipeline started, unless another challenger replaced it."""
+    settings = ctx.settings
+    with ctx.session() as session, contextlib.suppress(NoCanary):
+        end_canary(
+            session,
+            ctx.mlflow,
+            ctx.redis,
+            model_name=name,
+            promote=False,
+            serving_alias=settings.serving_alias,
+            challenger_alias=settings.challenger_alias,
+            actor=f"pipeline {ctx.pipeline_id}",
+            reason=why,
+            expected=version,
+        )
+    ctx.log(f"canary of {name} version {version} aborted: {why}")
 
 
 def judge(ctx: PhaseContext, name: str, version: str, alias: str) -> GateResult:
@@ -164,7 +304,8 @@ def _replica_serving(ctx: PhaseContext, name: str, version: str) -> str | None:
             logger.info("model server %s did not say what it serves: %s", url, exc)
             continue
         for model in body.get("models", []):
-            if model.get("name") == name and str(model.get("version")) == version:
+            challenger = (model.get("challenger") or {}).get("version")
+            if model.get("name") == name and version in (str(model.get("version")), challenger):
                 return f"{body.get('replica', url)} (asked at {url}: Redis unreachable)"
     return None
 

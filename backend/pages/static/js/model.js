@@ -102,7 +102,7 @@ function renderReplicas() {
 // ---- history ------------------------------------------------------------------------------
 
 // One label per DeploymentAction value (mlops_core/model_events.py); a test holds them equal.
-const ACTION_WORDS = { deploy: "Deployed", auto: "Auto-deployed", rollback: "Rolled back to", delete: "Stopped serving", restore: "Restored" };
+const ACTION_WORDS = { deploy: "Deployed", auto: "Auto-deployed", rollback: "Rolled back to", delete: "Stopped serving", restore: "Restored", canary: "Canary started:", promote: "Promoted", abort: "Aborted canary of" };
 
 async function refreshHistory() {
   let items;

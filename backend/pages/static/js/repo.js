@@ -123,10 +123,12 @@ async function refresh() {
   let repos;
   try {
     repos = await loadRepos();
-    repo = repos.get(Number(repoId)) || null;
-    if (!repo) throw new Error(`repository #${repoId} is no longer registered`);
-    const key = JSON.stringify(repo);
-    if (key !== lastRepoKey) renderRepo(repo, repo.label); // unchanged: keep focus and selection
+    const known = repos.get(Number(repoId));
+    if (!known) throw new Error(`repository #${repoId} is no longer registered`);
+    const { label, ...fields } = known; // the API's fields only, and the label given to them
+    repo = fields;
+    const key = JSON.stringify(known);
+    if (key !== lastRepoKey) renderRepo(repo, label); // unchanged: keep focus and selection
     lastRepoKey = key;
     const last = await renderRuns(repos);
     await Promise.all([renderDeliveries(), renderStatus(last)]);

@@ -50,9 +50,16 @@ function labelOf(name) {
   return own.map((node) => node.textContent).join("").trim() || name;
 }
 
-/** The API's message with every field named by its label ("notebook_path: ..." → "Notebook path: ..."). */
+/**
+ * The API's message with fields named by their labels ("notebook_path: ..." → "Notebook path:
+ * ..."): a name that starts the message, and identifiers (`github_url`) wherever they are; a
+ * plain word like "branch" inside a sentence stays a word.
+ */
 function withLabels(message) {
-  return FIELDS.reduce((text, name) => text.replace(new RegExp(`\\b${name}\\b`, "g"), labelOf(name)), message);
+  return FIELDS.reduce((text, name) => {
+    const where = name.includes("_") ? new RegExp(`\\b${name}\\b`, "g") : new RegExp(`^${name}\\b`);
+    return text.replace(where, labelOf(name));
+  }, message);
 }
 
 function showApiErrors(err) {
