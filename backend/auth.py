@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Final
+from typing import Annotated, Final
 from urllib.parse import unquote_plus
 
-from fastapi import HTTPException, Request, WebSocket, status
+from fastapi import Depends, HTTPException, Request, WebSocket, status
 
 from backend.dependencies import SettingsDep, get_app_settings
 from mlops_core.access_tokens import (
@@ -27,8 +27,9 @@ from mlops_core.access_tokens import (
     READ,
     TOKEN_QUERY_PARAM,
     Guard,
+    actor,
     bearer_token,
-    configured,
+    guard_tokens,
     open_warning,
     refusal,
     subprotocol_token,
@@ -50,6 +51,15 @@ def _check(request: Request, settings: Settings, guard: Guard) -> None:
 def require_api_token(request: Request, settings: SettingsDep) -> None:
     """Calls that change state: the admin token (API_TOKEN), when set."""
     _check(request, settings, ADMIN)
+
+
+def request_actor(request: Request, settings: SettingsDep) -> str:
+    """Who asks for a state change: the name of the admin token sent (API_TOKENS), "api" for
+    API_TOKEN or an open guard. Used beside require_api_token, which has let the call in."""
+    return actor(settings, bearer_token(request.headers.get("authorization")))
+
+
+ActorDep = Annotated[str, Depends(request_actor)]
 
 
 def require_read_token(request: Request, settings: SettingsDep) -> None:
@@ -99,7 +109,7 @@ async def accept_reader(websocket: WebSocket) -> bool:
 
 def page_tokens_required(settings: Settings) -> bool:
     """Whether any call the dashboard makes needs a token (its pages then show the prompt)."""
-    return any(configured(settings, guard) is not None for guard in PAGE_GUARDS)
+    return any(guard_tokens(settings, guard) for guard in PAGE_GUARDS)
 
 
 def warn_if_open(settings: Settings) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
+import httpx
 import redis
 from fastapi import Depends, HTTPException
 from mlflow import MlflowClient
@@ -86,6 +87,10 @@ async def _worker_watch(services: ServicesDep) -> WorkerWatch:
     return services.worker_watch
 
 
+async def _probe_http(services: ServicesDep) -> httpx.AsyncClient:
+    return services.probe_http
+
+
 QueueDep = Annotated[PipelineQueue, Depends(_queue)]
 IntakeDep = Annotated[WebhookIntake, Depends(_intake)]
 RegistryDep = Annotated[MlflowClient, Depends(_registry)]
@@ -94,3 +99,4 @@ RedisDep = Annotated[redis.Redis, Depends(_redis)]
 FanoutDep = Annotated[LogFanout, Depends(_fanout)]
 ForwarderDep = Annotated[ModelForwarder, Depends(_forwarder)]
 WorkerWatchDep = Annotated[WorkerWatch, Depends(_worker_watch)]
+ProbeHttpDep = Annotated[httpx.AsyncClient, Depends(_probe_http)]

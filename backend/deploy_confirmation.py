@@ -34,6 +34,11 @@ def below_gate(version: VersionInfo) -> dict[str, Any] | None:
     return verdict if verdict is not None and not verdict["passed"] else None
 
 
+def given_reason(reason: str | None) -> str | None:
+    """A reason as the history keeps it: on one line, None when blank."""
+    return " ".join((reason or "").split()) or None
+
+
 def deployment_reason(
     name: str, version: VersionInfo, *, force: bool, reason: str | None
 ) -> str | None:
@@ -43,7 +48,7 @@ def deployment_reason(
     and its numbers otherwise); the record then carries the verdict and the reason. For any
     other version the reason, if one was given, is recorded as it is.
     """
-    given = " ".join((reason or "").split()) or None
+    given = given_reason(reason)
     verdict = below_gate(version)
     if verdict is None:
         return given

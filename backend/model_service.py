@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy.orm import Session
 
-from backend.deploy_confirmation import deployment_reason
+from backend.deploy_confirmation import deployment_reason, given_reason
 from backend.model_views import (
     DeploymentResult,
     HistoryEntry,
@@ -28,6 +28,7 @@ from backend.model_views import (
     VersionView,
 )
 from backend.notebook_registry import find_notebook
+from backend.version_comparison import VersionComparison, compare_versions
 from mlops_core.deployments import (
     change_served_version,
     deployment_history,
@@ -127,6 +128,19 @@ class ModelService:
             name=name, owner=_owner_view(ownership), previous_owner=_owner_view(previous)
         )
 
+    def compare(self, name: str, a: str, b: str) -> VersionComparison:
+        """Versions `a` and `b` side by side: parameters, metrics and their runs, differences
+        marked (backend/version_comparison.py)."""
+        self._require_version(name, a)
+        self._require_version(name, b)
+        served = served_version(self._registry, name, self._settings.serving_alias)
+        return compare_versions(
+            name,
+            get_version(self._registry, name, a),
+            get_version(self._registry, name, b),
+            lambda v: _version_view(v, served=v.version == served),
+        )
+
     def history(self, name: str, limit: int) -> list[HistoryEntry]:
         """Every change of the served version, newest first (kept even after a purge)."""
         rows = deployment_history(self._session, name, limit)
@@ -163,7 +177,9 @@ class ModelService:
         why = deployment_reason(name, info, force=force, reason=reason)
         return self._change(name, version, DeploymentAction.DEPLOY, actor, reason=why)
 
-    def rollback(self, name: str, version: str | None, *, actor: str) -> DeploymentResult:
+    def rollback(
+        self, name: str, version: str | None, *, actor: str, reason: str | None = None
+    ) -> DeploymentResult:
         """Serve `version`, or without one the version served before the current one."""
         self._require_model(name)
         if version is None:
@@ -174,12 +190,18 @@ class ModelService:
                     f"model {name!r} has no previously served version to roll back to"
                 )
         self._require_version(name, version)
-        return self._change(name, version, DeploymentAction.ROLLBACK, actor)
+        return self._change(
+            name, version, DeploymentAction.ROLLBACK, actor, reason=given_reason(reason)
+        )
 
-    def stop_serving(self, name: str, *, purge: bool, actor: str) -> DeploymentResult:
+    def stop_serving(
+        self, name: str, *, purge: bool, actor: str, reason: str | None = None
+    ) -> DeploymentResult:
         """Stop serving the model; with `purge` also remove it from the registry."""
         self._require_model(name)
-        result = self._change(name, None, DeploymentAction.DELETE, actor)
+        result = self._change(
+            name, None, DeploymentAction.DELETE, actor, reason=given_reason(reason)
+        )
         if purge:
             try:
                 delete_model(self._registry, name)
@@ -302,6 +324,8 @@ def _version_view(version: VersionInfo, *, served: bool) -> VersionView:
         gate=version.gate,
         verdict=version.verdict,
         served=served,
+        params=version.params,
+        given_parameters=version.given_parameters,
     )
 
 

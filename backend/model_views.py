@@ -28,6 +28,10 @@ class VersionView(BaseModel):
     # value, served_version, served_value, tolerance); None when no pipeline judged it.
     verdict: dict[str, Any] | None = None
     served: bool
+    # Hyperparameters: the run's params (config and `parameters` cells' values as they ran,
+    # plus what the notebook logged), and which of them the trigger gave (None: none).
+    params: dict[str, str] = {}
+    given_parameters: dict[str, Any] | None = None
 
 
 class ModelSummary(BaseModel):

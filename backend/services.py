@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
+import httpx
 import redis
 from mlflow import MlflowClient
 
@@ -52,6 +53,9 @@ class Services:
     log_fanout: LogFanout
     model_forwarder: ModelForwarder
     worker_watch: WorkerWatch
+    # /ready's probes of MLflow and the model servers. One client for the app's life: making one
+    # per probe (its TLS context) took longer than the probes themselves.
+    probe_http: httpx.AsyncClient
 
 
 @asynccontextmanager
@@ -78,6 +82,7 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
             worker_watch=await stack.enter_async_context(
                 running_worker_watch(queue, settings.worker_check_interval_seconds)
             ),
+            probe_http=await stack.enter_async_context(httpx.AsyncClient()),
         )
         await stack.enter_async_context(requeue_loop(settings, queue))
         await stack.enter_async_context(pipeline_watch_loop(settings, queue))
@@ -85,7 +90,5 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
         await stack.enter_async_context(commit_status_loop(settings))
         await stack.enter_async_context(prediction_log_consumer(settings))
         await stack.enter_async_context(drift_watch_loop(settings))
-        await stack.enter_async_context(
-            canary_policy_loop(settings, services.registry, announcer)
-        )
+        await stack.enter_async_context(canary_policy_loop(settings, services.registry, announcer))
         yield services

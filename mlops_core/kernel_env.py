@@ -45,6 +45,7 @@ PLATFORM_SECRETS: tuple[str, ...] = (
     "GITHUB_TOKEN",
     "GITHUB_WEBHOOK_SECRET",
     "API_TOKEN",
+    "API_TOKENS",
     "API_READ_TOKEN",
     "PREDICT_TOKEN",
     "METRICS_TOKEN",

@@ -30,6 +30,10 @@ TAG_NOTEBOOK_VERSION = "version"
 # The deploy phase's gate verdict on the version (JSON of `deploy_gate.GateResult`): pages mark a
 # version below its gate, and a manual deploy of one asks for confirmation.
 TAG_GATE_VERDICT = "gate_verdict"
+TAG_NOTEBOOK_PATH = "notebook_path"
+# Tag of the run and of the model version holding, as JSON, the parameters the trigger gave
+# (papermill's overrides); the run's params mix them with the notebook's own values.
+TAG_TRIGGER_PARAMETERS = "mlops.parameters"
 
 # Run params the worker logs from the notebook's gate (worker/tracking.py: `mlops.gate_<key>`).
 GATE_PARAM_PREFIX = "mlops.gate_"
@@ -82,6 +86,23 @@ class VersionInfo:
     # judge (registered elsewhere, or before verdicts were kept).
     verdict: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # The run's params, gate params left out: the config cell's and `parameters` cell's values
+    # as they ran (the trigger's overrides applied), plus what the notebook logged itself.
+    params: dict[str, str] = field(default_factory=dict)
+    # The parameters the trigger gave (TAG_TRIGGER_PARAMETERS), None when it gave none.
+    given_parameters: dict[str, Any] | None = None
+    run: RunFacts | None = None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """When and on what the version's run trained: what a comparison lists beside the commit."""
+
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    # Data sets the notebook logged with `mlflow.log_input` ("name (digest)").
+    datasets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,14 +275,16 @@ def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
     tags = dict(mv.tags or {})
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
+    facts: RunFacts | None = None
     if mv.run_id:
         try:
-            data = client.get_run(mv.run_id).data
+            run = client.get_run(mv.run_id)
         except MlflowException as exc:
             if not not_found(exc):
                 raise
         else:
-            metrics, params = dict(data.metrics), dict(data.params)
+            metrics, params = dict(run.data.metrics), dict(run.data.params)
+            facts = _run_facts(run)
     pipeline = tags.get(TAG_PIPELINE_ID)
     return VersionInfo(
         version=str(mv.version),
@@ -277,4 +300,37 @@ def _version_info(client: MlflowClient, mv: Any) -> VersionInfo:
         gate=gate_from_params(params),
         verdict=stored_verdict(tags.get(TAG_GATE_VERDICT)),
         tags=tags,
+        params={k: v for k, v in params.items() if not k.startswith(GATE_PARAM_PREFIX)},
+        given_parameters=given_parameters(tags.get(TAG_TRIGGER_PARAMETERS)),
+        run=facts,
     )
+
+
+def given_parameters(text: str | None) -> dict[str, Any] | None:
+    """The trigger's parameters kept in TAG_TRIGGER_PARAMETERS, None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _run_facts(run: Any) -> RunFacts:
+    info = run.info
+    inputs = getattr(run, "inputs", None)
+    datasets = tuple(
+        f"{item.dataset.name} ({item.dataset.digest})"
+        for item in (getattr(inputs, "dataset_inputs", None) or [])
+    )
+    return RunFacts(
+        status=str(info.status),
+        started_at=_when(info.start_time),
+        ended_at=_when(info.end_time),
+        datasets=datasets,
+    )
+
+
+def _when(millis: int | None) -> datetime | None:
+    return datetime.fromtimestamp(millis / 1000, tz=UTC) if millis else None

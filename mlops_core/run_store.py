@@ -30,6 +30,7 @@ from mlflow.entities import LoggedModelOutput, Metric, Param, Run, RunTag, ViewT
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
+from mlops_core.model_registry import TAG_TRIGGER_PARAMETERS
 from mlops_core.notebook_contract import NotebookContract
 from mlops_core.notebook_runner import STORE_DIR, RunFolder
 
@@ -49,8 +50,6 @@ BATCH = 1000  # MLflow's limit of metrics per log_batch call
 PARAM_BATCH = 100
 DEFAULT_EXPERIMENT = "Default"
 MAX_PARAM_LENGTH = 6000
-# Tag of the run and of the model version holding the parameters a run was given.
-TAG_TRIGGER_PARAMETERS = "mlops.parameters"
 
 Say = Callable[[str], None]
 

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlops_core.access_tokens import parse_named_tokens
 from mlops_core.canary import DeployStrategy
 
 # A host name or IP address with an optional port, as GITHUB_TOKEN_HOSTS lists them.
@@ -23,7 +24,8 @@ TOKEN_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
 class Settings(BaseSettings):
     """Platform settings; field names map to upper-case environment variables."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # A refused value is not repeated in the error: several settings hold secrets.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     # Where the local stack keeps its data (DB file, MLflow store, logs, work dirs).
     mlops_home: Path = Path(".mlops")
@@ -71,6 +73,9 @@ class Settings(BaseSettings):
 
     # Security: scoped bearer tokens (mlops_core/access_tokens.py); API_TOKEN is the admin one.
     api_token: SecretStr | None = None
+    # Admin tokens with names, `name:token` pairs separated by commas: a deploy, rollback or
+    # delete records the name of the token used (API_TOKEN's is "api").
+    api_tokens: SecretStr | None = None
     api_read_token: SecretStr | None = None
     predict_token: SecretStr | None = None
     metrics_token: SecretStr | None = None
@@ -239,6 +244,13 @@ class Settings(BaseSettings):
                 )
             clean.append(text)
         return clean
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _named_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_named_tokens(value.get_secret_value())  # a faulty pair stops the start
+        return value
 
     @field_validator("model_server_url")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Annotated, Final, TypeVar
 from fastapi import APIRouter, Depends, HTTPException
 
 from backend.api_params import ModelName
-from backend.auth import require_api_token, require_read_token
+from backend.auth import ActorDep, require_api_token, require_read_token
 from backend.canary_service import CanaryService
 from backend.canary_views import CanaryOutcome, CanaryRequest, CanaryStatus
 from backend.dependencies import GateDep, RedisDep, RegistryDep, SessionDep, SettingsDep
@@ -22,7 +22,6 @@ from mlops_core.deployments import CanaryRefused, NoCanary
 
 router = APIRouter(prefix="/models", tags=["canary"])
 
-API_ACTOR = "api"
 T = TypeVar("T")
 
 _STATUS: Final[dict[type[Exception], int]] = {
@@ -50,7 +49,7 @@ async def _on_gate(gate: RegistryGate, work: Callable[[], T]) -> T:
 
 @router.post("/{name}/canary", dependencies=[Depends(require_api_token)])
 async def start_canary(
-    name: ModelName, body: CanaryRequest, service: ServiceDep, gate: GateDep
+    name: ModelName, body: CanaryRequest, service: ServiceDep, gate: GateDep, actor: ActorDep
 ) -> CanaryStatus:
     """Run `version` as the challenger: it answers (`split`) or gets a copy of (`shadow`)
     `weight`% of requests, chosen by a hash of the sticky key when given. Starting again
@@ -63,7 +62,7 @@ async def start_canary(
             weight=body.weight,
             mode=body.mode,
             sticky_key=body.sticky_key,
-            actor=API_ACTOR,
+            actor=actor,
         ),
     )
 
@@ -76,12 +75,16 @@ async def get_canary(name: ModelName, service: ServiceDep, gate: GateDep) -> Can
 
 
 @router.post("/{name}/canary/promote", dependencies=[Depends(require_api_token)])
-async def promote_canary(name: ModelName, service: ServiceDep, gate: GateDep) -> CanaryOutcome:
+async def promote_canary(
+    name: ModelName, service: ServiceDep, gate: GateDep, actor: ActorDep
+) -> CanaryOutcome:
     """Serve the challenger to everyone (it becomes the served version)."""
-    return await _on_gate(gate, lambda: service.promote(name, actor=API_ACTOR))
+    return await _on_gate(gate, lambda: service.promote(name, actor=actor))
 
 
 @router.post("/{name}/canary/abort", dependencies=[Depends(require_api_token)])
-async def abort_canary(name: ModelName, service: ServiceDep, gate: GateDep) -> CanaryOutcome:
+async def abort_canary(
+    name: ModelName, service: ServiceDep, gate: GateDep, actor: ActorDep
+) -> CanaryOutcome:
     """Stop the challenger: the served version answers every request again."""
-    return await _on_gate(gate, lambda: service.abort(name, actor=API_ACTOR))
+    return await _on_gate(gate, lambda: service.abort(name, actor=actor))

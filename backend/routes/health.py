@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 import backend.metrics  # noqa: F401  (registers the backend's metrics before the first scrape)
 from backend.api_models import ReadyReport, WorkerReport
 from backend.auth import require_metrics_token
-from backend.dependencies import QueueDep, SettingsDep, WorkerWatchDep
+from backend.dependencies import ProbeHttpDep, QueueDep, SettingsDep, WorkerWatchDep
 from mlops_core.database import engine_for
 from mlops_core.service_metrics import exposition, exposition_registry
 from mlops_core.task_queue import PIPELINE_QUEUE, SANDBOX_OFF_STATE
@@ -46,18 +46,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}"[:300]
 
 
-async def _http_ok(url: str) -> None:
-    async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as client:
-        response = await client.get(url)
+async def _http_ok(client: httpx.AsyncClient, url: str) -> None:
+    response = await client.get(url, timeout=CHECK_TIMEOUT_SECONDS)
     if response.status_code >= 400:
         raise RuntimeError(f"{url} answered HTTP {response.status_code}")
 
 
-async def _any_replica_ok(urls: list[str]) -> None:
+async def _any_replica_ok(client: httpx.AsyncClient, urls: list[str]) -> None:
     """Predictions can be forwarded while one replica of MODEL_SERVER_URL answers (the
     forwarder skips the others), so the backend is ready then; else say why each is not."""
     results = await asyncio.gather(
-        *(_http_ok(f"{url}/health") for url in urls), return_exceptions=True
+        *(_http_ok(client, f"{url}/health") for url in urls), return_exceptions=True
     )
     if all(isinstance(result, BaseException) for result in results):
         raise RuntimeError(
@@ -69,10 +68,10 @@ async def _any_replica_ok(urls: list[str]) -> None:
         )
 
 
-async def _mlflow_ok(uri: str) -> None:
+async def _mlflow_ok(client: httpx.AsyncClient, uri: str) -> None:
     """A tracking server must answer; a local store (file:, sqlite:) has no server to be down."""
     if uri.startswith(("http://", "https://")):
-        await _http_ok(uri.rstrip("/") + "/health")
+        await _http_ok(client, uri.rstrip("/") + "/health")
 
 
 @router.get(
@@ -81,7 +80,7 @@ async def _mlflow_ok(uri: str) -> None:
     responses={503: {"model": ReadyReport, "description": "some part is down (see `down`)"}},
 )
 async def ready(
-    settings: SettingsDep, queue: QueueDep, worker_watch: WorkerWatchDep
+    settings: SettingsDep, queue: QueueDep, worker_watch: WorkerWatchDep, http: ProbeHttpDep
 ) -> JSONResponse:
     """Readiness: 200 when every part answers, else 503 naming the parts that do not."""
 
@@ -92,8 +91,8 @@ async def ready(
     checks: dict[str, Callable[[], Awaitable[object]]] = {
         "database": lambda: run_in_threadpool(database),
         "redis": lambda: run_in_threadpool(queue.redis.ping),
-        "mlflow": lambda: _mlflow_ok(settings.mlflow_tracking_uri),
-        "model_server": lambda: _any_replica_ok(settings.model_server_urls),
+        "mlflow": lambda: _mlflow_ok(http, settings.mlflow_tracking_uri),
+        "model_server": lambda: _any_replica_ok(http, settings.model_server_urls),
     }
 
     async def run(check: Callable[[], Awaitable[object]]) -> str:

@@ -17,7 +17,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from backend.api_params import INT64_MAX, ModelName, RowId
-from backend.auth import require_api_token, require_predict_token, require_read_token
+from backend.auth import (
+    ActorDep,
+    require_api_token,
+    require_predict_token,
+    require_read_token,
+)
 from backend.dependencies import (
     ForwarderDep,
     GateDep,
@@ -36,6 +41,7 @@ from backend.model_views import (
     OwnerTransfer,
 )
 from backend.registry_gate import RegistryGate
+from backend.version_comparison import VersionComparison
 from mlops_core.access_tokens import PREDICT, configured
 from mlops_core.prediction_log import REQUEST_ID_HEADER
 from mlops_core.prediction_schema import PREDICT_REQUEST_BODY
@@ -44,7 +50,6 @@ from mlops_core.settings import Settings
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-API_ACTOR = "api"
 T = TypeVar("T")
 
 # The one mapping from the service's errors to HTTP.
@@ -75,11 +80,20 @@ class VersionChoice(BaseModel):
         return value
 
 
-class DeployChoice(VersionChoice):
+class ReasonChoice(BaseModel):
+    """Body of delete: why (optional, kept in the deployment history)."""
+
+    reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH)
+
+
+class RollbackChoice(VersionChoice, ReasonChoice):
+    """Body of rollback: the version (default: the one served before) and why."""
+
+
+class DeployChoice(RollbackChoice):
     """Body of deploy: a version below its gate also needs `force` and a `reason`."""
 
     force: bool = False
-    reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH)
 
 
 class OwnerChoice(BaseModel):
@@ -142,9 +156,23 @@ async def model_history(
     return await _on_gate(gate, lambda: service.history(name, limit))
 
 
+@router.get("/{name}/compare", dependencies=[Depends(require_read_token)])
+async def compare_versions(
+    name: ModelName,
+    service: ServiceDep,
+    gate: GateDep,
+    a: Annotated[str, Query(description="a registered version number")],
+    b: Annotated[str, Query(description="another registered version number")],
+) -> VersionComparison:
+    """Two versions side by side: parameters, metrics, commit and the data of their runs, each
+    row saying whether they differ."""
+    first, second = _version_number("a", a), _version_number("b", b)
+    return await _on_gate(gate, lambda: service.compare(name, first, second))
+
+
 @router.post("/{name}/deploy", dependencies=[Depends(require_api_token)])
 async def deploy(
-    name: ModelName, choice: DeployChoice, service: ServiceDep, gate: GateDep
+    name: ModelName, choice: DeployChoice, service: ServiceDep, gate: GateDep, actor: ActorDep
 ) -> DeploymentResult:
     """Serve any registered version of the model (one below its gate: with force and reason)."""
     version = choice.version
@@ -153,18 +181,23 @@ async def deploy(
     return await _on_gate(
         gate,
         lambda: service.deploy(
-            name, version, actor=API_ACTOR, force=choice.force, reason=choice.reason
+            name, version, actor=actor, force=choice.force, reason=choice.reason
         ),
     )
 
 
 @router.post("/{name}/rollback", dependencies=[Depends(require_api_token)])
 async def rollback(
-    name: ModelName, service: ServiceDep, gate: GateDep, choice: VersionChoice | None = None
+    name: ModelName,
+    service: ServiceDep,
+    gate: GateDep,
+    actor: ActorDep,
+    choice: RollbackChoice | None = None,
 ) -> DeploymentResult:
     """Serve `version`, or without one the version served before the current one."""
     target = choice.version if choice else None
-    return await _on_gate(gate, lambda: service.rollback(name, target, actor=API_ACTOR))
+    reason = choice.reason if choice else None
+    return await _on_gate(gate, lambda: service.rollback(name, target, actor=actor, reason=reason))
 
 
 @router.delete("/{name}", dependencies=[Depends(require_api_token)])
@@ -172,12 +205,17 @@ async def delete(
     name: ModelName,
     service: ServiceDep,
     gate: GateDep,
+    actor: ActorDep,
     purge: Annotated[
         bool, Query(description="also delete the registered model and its versions")
     ] = False,
+    choice: ReasonChoice | None = None,
 ) -> DeploymentResult:
     """Stop serving the model; with `purge=true` also remove it from the registry."""
-    return await _on_gate(gate, lambda: service.stop_serving(name, purge=purge, actor=API_ACTOR))
+    reason = choice.reason if choice else None
+    return await _on_gate(
+        gate, lambda: service.stop_serving(name, purge=purge, actor=actor, reason=reason)
+    )
 
 
 @router.post(
@@ -207,6 +245,18 @@ async def predict(
         media_type=upstream.headers.get("content-type", "application/json"),
         headers={REQUEST_ID_HEADER: request_id} if request_id else None,
     )
+
+
+def _version_number(field: str, value: str) -> str:
+    """A query's version number, checked as a body's is (VersionChoice); 422 naming the field."""
+    try:
+        checked = VersionChoice(version=value).version
+    except ValueError:
+        raise HTTPException(
+            422, f'{field} must be a registered version number such as "3", not {value!r}'
+        ) from None
+    assert checked is not None
+    return checked
 
 
 def _forward_headers(settings: Settings, given: Mapping[str, str]) -> dict[str, str]:

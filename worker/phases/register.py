@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlops_core.model_registry import (
     TAG_BRANCH,
     TAG_COMMIT,
+    TAG_NOTEBOOK_PATH,
     TAG_NOTEBOOK_VERSION,
     TAG_PIPELINE_ID,
     TAG_REPO,
@@ -27,8 +28,6 @@ from worker.phases.context import PhaseContext, PhaseFailed
 from worker.phases.execute import sandbox_environment, sandboxed
 from worker.sandbox import model_requirements
 from worker.tracking import collect_metrics, trigger_parameters_tag
-
-TAG_NOTEBOOK_PATH = "notebook_path"
 
 
 def run(ctx: PhaseContext) -> None:

@@ -7,9 +7,11 @@ import { metricChart } from "./chart.js";
 import { metricList, pipelineLink } from "./components.js";
 import { $, confirmDialog, h, poll, show, toast } from "./dom.js";
 import { absoluteTime, number, shortSha, since } from "./format.js";
-import { belowGate, confirmBelowGate, verdictView } from "./gate_verdict.js";
+import { belowGate, confirmBelowGate, servedDifference, verdictView } from "./gate_verdict.js";
+import { renderCanary, wireCanary } from "./model_canary.js";
 import { chartPoints, metricNames, normalizeModel } from "./model_data.js";
 import { renderMonitoring } from "./model_monitoring.js";
+import { paramsView, renderCompare } from "./version_compare.js";
 
 const root = $("#model-root");
 const name = root.dataset.modelName;
@@ -19,6 +21,7 @@ let model = null;
 let chosenMetric = null;
 let featureKey = "";
 let busy = false;
+let switchTimer = 0;
 
 // ---- versions -----------------------------------------------------------------------------
 
@@ -41,11 +44,12 @@ function versionRow(v) {
   return h(
     "tr",
     { dataset: { version: v.version, served: String(v.version === model.served) } },
-    h("th", { scope: "row" }, h("span", { class: "mono", text: `v${v.version}` }), v.notebook_version ? h("span", { class: "muted small", text: ` (${v.notebook_version})` }) : null),
+    h("th", { scope: "row" }, h("span", { class: "mono", text: `v${v.version}` }), v.notebook_version ? h("span", { class: "muted small", text: ` (${v.notebook_version})` }) : null, paramsView(v)),
     h("td", {}, metricList(v.metrics)),
     h("td", { class: "mono hide-sm", title: v.commit || "" }, shortSha(v.commit)),
     h("td", { class: "hide-sm" }, pipelineLink(v.pipeline_id)),
     h("td", { class: "hide-sm", title: absoluteTime(v.created_at), text: since(v.created_at) }),
+    h("td", { class: "num served-diff" }, servedDifference(v, model)),
     h("td", { class: "verdict-cell" }, verdictView(v.verdict)),
     h("td", { class: "actions-cell" }, actionFor(v)),
   );
@@ -79,6 +83,7 @@ function render() {
   $("#mlflow-model-link").href = `${mlflowUi}/#/models/${encodeURIComponent(name)}`;
   renderChart();
   renderPredictFields();
+  renderCompare(model, base);
 }
 
 /** Which version each live model-server replica has loaded (null: the backend could not tell). */
@@ -91,11 +96,18 @@ function renderReplicas() {
   }
   const entries = Object.entries(replicas);
   const behind = entries.filter(([, version]) => String(version) !== String(model.served ?? ""));
+  // After a deploy or rollback the registry moves first: until every replica reports the new
+  // version the page says "switching" rather than two versions that contradict each other.
+  const switching = entries.length > 0 && behind.length > 0;
+  if (switching) $("#served-version").textContent += " (switching)";
+  $("#served-version").dataset.switching = String(switching);
+  clearTimeout(switchTimer);
+  if (switching) switchTimer = setTimeout(refresh, 1500);
   box.textContent = !entries.length
     ? "No model server has reported loading it."
     : behind.length === 0
-      ? `${entries.length} model server${entries.length === 1 ? "" : "s"} on v${model.served}.`
-      : `Model servers: ${entries.map(([id, version]) => `${id} on ${version ? `v${version}` : "nothing"}`).join(", ")}.`;
+      ? `${entries.length} model server${entries.length === 1 ? "" : "s"} on ${model.served ? `v${model.served}` : "nothing"}.`
+      : `Switching to ${model.served ? `v${model.served}` : "nothing"}: ${entries.map(([id, version]) => `${id} on ${version ? `v${version}` : "nothing"}`).join(", ")}.`;
   show(box, true);
 }
 
@@ -123,6 +135,7 @@ async function refreshHistory() {
         item.previous_version ? h("span", { class: "muted", text: ` (was v${item.previous_version})` }) : "",
         item.pipeline_id ? [" · pipeline ", pipelineLink(item.pipeline_id)] : "",
         item.actor ? h("span", { class: "muted small", text: ` · by ${item.actor}` }) : "",
+        item.action === "canary" && item.evidence ? h("span", { class: "muted small", text: ` · ${number(item.evidence.weight)}% ${item.evidence.mode}${item.evidence.sticky_key ? `, sticky ${item.evidence.sticky_key}` : ""}` }) : "",
         item.reason ? h("div", { class: "history-reason muted small", text: item.reason }) : "",
       ),
     ),
@@ -150,6 +163,11 @@ async function refresh() {
     await renderMonitoring(base, model.versions);
   } catch (err) {
     $("#drift-summary").textContent = `monitoring unavailable: ${err.message}`;
+  }
+  try {
+    await renderCanary(base, model);
+  } catch (err) {
+    $("#canary-summary").textContent = `canary unavailable: ${err.message}`;
   }
 }
 
@@ -323,6 +341,12 @@ $("#predict-form").addEventListener("submit", async (event) => {
   } finally {
     button.disabled = false;
   }
+});
+
+wireCanary(base, name, () => model, async () => {
+  await refresh();
+  // Model servers load or drop the challenger within a heartbeat or two: look again shortly.
+  setTimeout(refresh, 2000);
 });
 
 poll(refresh, 10000);

@@ -5,6 +5,7 @@ import { itemsOf } from "./common.js";
 import { metricCell, pipelineLink, repoLabel, repoLabels, statusBadge } from "./components.js";
 import { $, confirmDialog, h, poll, show, toast, wireCopyButtons } from "./dom.js";
 import { FINISHED, absoluteTime, duration, elapsed, shortSha, since } from "./format.js";
+import { loadModels, modelsKey, versionCell } from "./run_versions.js";
 
 const PAGE_SIZE = 15;
 let page = 1;
@@ -12,6 +13,7 @@ let reposById = new Map();
 // Each repo's label, unique among them (`owner/name`, widened where two would read the same).
 let labels = new Map();
 let lastPipelinesKey = "";
+let lastItemsKey = "";
 let lastReposKey = "";
 
 // ---- health -------------------------------------------------------------------------------
@@ -100,6 +102,7 @@ function pipelineRow(p) {
     h("td", { class: "hide-sm", text: p.trigger || "–" }),
     h("td", { class: "num", text: seconds === null ? "–" : duration(seconds) }),
     h("td", { class: "num" }, metricCell(p)),
+    h("td", { class: "version-cell" }, versionCell(p)),
     h("td", { class: "hide-sm", title: absoluteTime(p.created_at), text: since(p.created_at) }),
   );
 }
@@ -110,7 +113,11 @@ async function refreshPipelines() {
   const total = body && typeof body.total === "number" ? body.total : items.length;
   // Rebuild only when something changed (or something is running, whose duration ticks),
   // and give focus back to the link the reader was on.
-  const key = JSON.stringify(items);
+  // A run that changed may have produced or served a version: read the models again then.
+  const itemsKey = JSON.stringify(items);
+  await loadModels(itemsKey !== lastItemsKey);
+  lastItemsKey = itemsKey;
+  const key = itemsKey + modelsKey();
   const ticking = items.some((p) => !FINISHED.has(p.status));
   if (key !== lastPipelinesKey || ticking) {
     lastPipelinesKey = key;
