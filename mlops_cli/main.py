@@ -5,6 +5,7 @@
     mlops logs ID [--follow]                      a pipeline's log, live with --follow
     mlops trigger REPO_ID [--commit SHA] [-p NAME VALUE]... [--follow]
     mlops models list|show|deploy|rollback|delete|history
+    mlops models canary NAME [--version N --weight 10 [--shadow]] | promote NAME | abort NAME
     mlops predict NAME --row 5.1,3.5,1.4,0.2 | --file rows.csv
     mlops predictions|drift|feedback NAME         watching a served model
     mlops check NOTEBOOK...                       the contract check, before the push

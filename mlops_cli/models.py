@@ -1,8 +1,10 @@
-"""`mlops models list|show|deploy|rollback|delete|history`: what is registered and what is served.
+"""`mlops models list|show|deploy|rollback|delete|history|canary|promote|abort`: what is
+registered and what is served.
 
-Each calls the backend's models routes (backend/routes/models.py). The registry's serving alias
-is the truth for what is served; deploy, rollback and delete move it, and every model-server
-replica follows at once.
+Each calls the backend's models routes (backend/routes/models.py, backend/routes/canary.py). The
+registry's serving alias is the truth for what is served; deploy, rollback and delete move it,
+and every model-server replica follows at once. `canary` runs a challenger beside the served
+version for a share of requests (or a shadow copy of them); `promote` and `abort` end it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _gate(gate: dict[str, Any] | None) -> str:
 
 @click.group("models")
 def models_group() -> None:
-    """Registered models: list, show, deploy, rollback, delete, history."""
+    """Registered models: list, show, deploy, rollback, delete, history, canary."""
 
 
 @models_group.command("list")
@@ -238,3 +240,171 @@ def history_command(name: str, limit: int) -> int:
         ],
     )
     return EXIT_SUCCESS
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _canary(status: dict[str, Any]) -> int:
+    if invocation().as_json:
+        print_json(status)
+        return EXIT_SUCCESS
+    name = status["name"]
+    if not status.get("active"):
+        served = status.get("champion")
+        click.echo(
+            f"{name}: no challenger runs beside version {served}"
+            if served
+            else f"{name}: nothing is served"
+        )
+        return EXIT_SUCCESS
+    mode = status["mode"]
+    share = f"{status['weight']:g}% of requests"
+    what = f"gets a copy of {share}" if mode == "shadow" else f"answers {share}"
+    sticky = f", one version per {status['sticky_key']}" if status.get("sticky_key") else ""
+    policy = status.get("policy") or {}
+    for label, value in [
+        ("model", name),
+        (
+            "challenger",
+            f"version {status['challenger']} {what} beside version {status['champion']} "
+            f"({mode}{sticky})",
+        ),
+        ("started", f"{status['started_at']} by {status['started_by']}"),
+        ("policy", f"{policy.get('verdict')}: {policy.get('reason')}"),
+    ]:
+        click.echo(f"{label + ':':<12}{value}")
+    click.echo()
+    champion, challenger = status["versions"]
+    checks = {check["name"]: check["outcome"] for check in policy.get("checks", [])}
+
+    def quality(v: dict[str, Any]) -> str:
+        if v.get("quality") is None:
+            return "-"
+        return f"{v['quality_metric']}={v['quality']:.4g} ({v['quality_rows']})"
+
+    print_table(
+        ["FIGURE", f"SERVED v{status['champion']}", f"CHALLENGER v{status['challenger']}", "CHECK"],
+        [
+            ["requests", champion["requests"], challenger["requests"], ""],
+            [
+                "error rate",
+                _share(champion["error_rate"]),
+                _share(challenger["error_rate"]),
+                checks.get("error_rate", ""),
+            ],
+            ["p50 ms", _ms(champion["p50_ms"]), _ms(challenger["p50_ms"]), ""],
+            [
+                "p95 ms",
+                _ms(champion["p95_ms"]),
+                _ms(challenger["p95_ms"]),
+                checks.get("p95_latency", ""),
+            ],
+            [
+                "live quality",
+                quality(champion),
+                quality(challenger),
+                checks.get("live_quality", ""),
+            ],
+            [
+                "drift",
+                _share(champion["drift_share"]),
+                _share(challenger["drift_share"]),
+                checks.get("drift", ""),
+            ],
+            *(
+                [["agreement", _share(status.get("agreement")), f"{status['compared']} rows", ""]]
+                if mode == "shadow"
+                else []
+            ),
+        ],
+    )
+    return EXIT_SUCCESS
+
+
+@models_group.command("canary")
+@click.argument("name")
+@click.option(
+    "--version",
+    "version",
+    help="run this registered version as the challenger (without it: show the running canary)",
+)
+@click.option(
+    "--weight",
+    type=click.FloatRange(0, 100, min_open=True),
+    help="share of requests, in percent, it answers (or, with --shadow, gets a copy of); "
+    "default: the backend's CANARY_WEIGHT",
+)
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="the served version answers every request; the challenger's answers are only logged",
+)
+@click.option("--sticky-key", help="header:X-User-Id or field:user_id: one user, one version")
+@api_options
+@json_option
+def canary_command(
+    name: str, version: str | None, weight: float | None, shadow: bool, sticky_key: str | None
+) -> int:
+    """Run VERSION as the challenger beside the served version, or show the running canary
+    with both versions' live figures and what the promotion policy would decide."""
+    if version is None and (weight is not None or shadow or sticky_key):
+        raise click.UsageError("--weight, --shadow and --sticky-key go with --version")
+    client = invocation().client()
+    try:
+        if version is None:
+            return _canary(client.get_json(model_path(name, "canary")))
+        body: dict[str, Any] = {"version": version, "mode": "shadow" if shadow else "split"}
+        if weight is not None:
+            body["weight"] = weight
+        if sticky_key:
+            body["sticky_key"] = sticky_key
+        return _canary(client.post_json(model_path(name, "canary"), body))
+    finally:
+        client.close()
+
+
+def _ended(answer: dict[str, Any]) -> int:
+    if invocation().as_json:
+        print_json(answer)
+        return EXIT_SUCCESS
+    name, challenger = answer["name"], answer["challenger"]
+    if answer["action"] == "promote":
+        click.echo(f"{name}: version {challenger} is served (was {answer['previous_version']})")
+    else:
+        click.echo(
+            f"{name}: canary of version {challenger} aborted; version "
+            f"{answer['served_version']} answers every request"
+        )
+    return EXIT_SUCCESS
+
+
+@models_group.command("promote")
+@click.argument("name")
+@api_options
+@json_option
+def promote_command(name: str) -> int:
+    """Serve the running challenger to everyone: it becomes the served version."""
+    client = invocation().client()
+    try:
+        return _ended(client.post_json(model_path(name, "canary/promote")))
+    finally:
+        client.close()
+
+
+@models_group.command("abort")
+@click.argument("name")
+@api_options
+@json_option
+def abort_command(name: str) -> int:
+    """Stop the running challenger: the served version answers every request again."""
+    client = invocation().client()
+    try:
+        return _ended(client.post_json(model_path(name, "canary/abort")))
+    finally:
+        client.close()

@@ -239,6 +239,7 @@ def end_canary(
     reason: str | None = None,
     evidence: dict[str, Any] | None = None,
     expected: str | None = None,
+    pipeline_id: int | None = None,
 ) -> CanaryChange:
     """Promote the challenger to served version, or abort it; record why, with the evidence.
 
@@ -262,7 +263,7 @@ def end_canary(
         version=challenger,
         champion=state.champion,
         actor=actor,
-        pipeline_id=None,
+        pipeline_id=pipeline_id,
         reason=reason,
         evidence=evidence,
     )

@@ -261,6 +261,7 @@ def wait_until_loaded(
     """
     pubsub = subscription
     owned = False
+    reports: list[ReplicaReport] = []
     if pubsub is None:
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -274,9 +275,8 @@ def wait_until_loaded(
             if check is not None:
                 check()
             try:
-                for server, loaded in complete_servers(
-                    fresh_reports(client, alias, model_name, stale_after_seconds)
-                ).items():
+                reports = fresh_reports(client, alias, model_name, stale_after_seconds)
+                for server, loaded in complete_servers(reports).items():
                     if loaded == version:
                         return server
             except redis.RedisError:
@@ -287,7 +287,7 @@ def wait_until_loaded(
             if remaining <= 0:
                 raise DeployWaitError(
                     f"no model server reported {model_name} version {version} loaded "
-                    f"within {timeout_seconds:g}s"
+                    f"within {timeout_seconds:g}s{_partly_loaded(reports, version)}"
                 )
             report = None
             if pubsub is not None:
@@ -314,6 +314,17 @@ def wait_until_loaded(
     finally:
         if owned and pubsub is not None:
             _close_quietly(pubsub)
+
+
+def _partly_loaded(reports: list[ReplicaReport], version: str) -> str:
+    """Which servers had `version` in only some of their processes (for the wait's error)."""
+    parts = []
+    for server, group in _by_server(reports).items():
+        having = sum(1 for r in group if r.version == version)
+        processes = max(r.processes for r in group)
+        if 0 < having < processes or (having and len(group) > having):
+            parts.append(f"{server} in {having} of {max(processes, len(group))} processes")
+    return f" (only partly: {', '.join(parts)})" if parts else ""
 
 
 def _next_report(pubsub: redis.client.PubSub, timeout: float) -> ReplicaReport | None:

@@ -69,7 +69,8 @@ def test_two_workers_on_separate_hosts_share_the_queue_and_run_each_pipeline_onc
 ) -> None:
     database_url = any_database_url
     queue_url = redis_db_url(redis_url, 7)
-    redis.Redis.from_url(queue_url).flushdb()
+    with redis.Redis.from_url(queue_url) as broker:
+        broker.flushdb()  # no message of an earlier run
     workers = [start_host(tmp_path, name, queue_url, database_url, mlflow_uri) for name in HOSTS]
     try:
         wait_for(lambda: both_answer(queue_url, workers), 120, 0.5, "both workers to answer")

@@ -10,6 +10,7 @@ reach): these canaries end by hand; tests/serving/test_canary_policy.py lets the
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier
 
+from mlops_cli.main import main as cli_main
 from mlops_core.launch_commands import BACKEND_APP, uvicorn_command
 from mlops_core.model_registry import served_version, set_served_version
 from tests.conftest import TEST_ENCRYPTION_KEY
@@ -70,7 +72,8 @@ def stack(
         register_version(constant_classifier(label), x, name)
     set_served_version(registry, name, "1", serving_alias)
     replicas = [
-        start_server(f"canary-{side}", REDIS_URL=own_redis.model_server_url) for side in "ab"
+        start_server(f"canary-{side}", wait=False, REDIS_URL=own_redis.model_server_url)
+        for side in "ab"
     ]
     port = free_port()
     backend = ManagedProcess(
@@ -92,6 +95,8 @@ def stack(
     try:
         wait_http(f"{url}/health", 60, backend)
         for replica in replicas:
+            assert replica.process is not None
+            wait_http(f"{replica.url}/ready", 90, replica.process)
             replica.wait_serving(name, "1")
         yield Stack(name, url, backend, replicas, serving_alias)
     finally:
@@ -357,3 +362,47 @@ def test_bad_canary_requests_are_refused_naming_the_problem(stack: Stack) -> Non
         assert unknown.status_code == 404
         anonymous = httpx.post(f"{stack.backend}/models/{stack.name}/canary", json={"version": "2"})
         assert anonymous.status_code == 401
+
+
+def test_the_cli_starts_shows_and_ends_canaries(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_API_URL", stack.backend)
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+
+    def mlops(*args: str) -> tuple[int, str, str]:
+        code = cli_main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = mlops(
+        "models", "canary", stack.name, "--version", "3", "--weight", "10", "--shadow"
+    )
+    assert code == 0, out
+    assert (
+        "challenger: version 3 gets a copy of 10% of requests beside version 1 (shadow)"
+    ) in out.splitlines()
+    assert out.splitlines()[3].startswith("policy:     wait: ")
+    assert "agreement" in out
+    code, out, _ = mlops("models", "canary", stack.name, "--json")
+    shown = json.loads(out)
+    assert (shown["challenger"], shown["mode"], shown["weight"]) == ("3", "shadow", 10.0)
+    code, out, _ = mlops("models", "abort", stack.name)
+    assert (code, out) == (
+        0,
+        f"{stack.name}: canary of version 3 aborted; version 1 answers every request\n",
+    )
+
+    code, out, _ = mlops(
+        "models", "canary", stack.name, "--version", "2", "--weight", "25",
+        "--sticky-key", "field:user_id",
+    )  # fmt: skip
+    assert code == 0 and "(split, one version per field:user_id)" in out
+    code, out, _ = mlops("models", "promote", stack.name)
+    assert (code, out) == (0, f"{stack.name}: version 2 is served (was 1)\n")
+    code, out, _ = mlops("models", "canary", stack.name)
+    assert (code, out) == (0, f"{stack.name}: no challenger runs beside version 2\n")
+    code, _, err = mlops("models", "promote", stack.name)
+    assert code == 4 and "has no challenger running" in err
+    code, _, err = mlops("models", "canary", stack.name, "--weight", "5")
+    assert code == 64 and "--weight, --shadow and --sticky-key go with --version" in err

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
+from mlops_core.canary_registry import clear_canary, serving_state
 from mlops_core.database import session_scope
 from mlops_core.deploy_gate import default_gate, evaluate_gate
 from mlops_core.log_events import LogPublisher
@@ -297,3 +298,59 @@ def test_a_version_worse_than_the_served_one_is_registered_not_served(
             deploy.run(ctx)
         stored = get_version(registry, name, worse).verdict
         assert stored is not None and stored["passed"] is True and fragment in stored["reason"]
+
+
+def test_a_shadow_strategy_starts_the_version_as_a_challenger(
+    server: ModelServer,
+    classifier_versions: tuple[str, list[str]],
+    make_ctx: Callable[..., PhaseContext],
+    registry: MlflowClient,
+    serving_alias: str,
+    database_url: str,
+) -> None:
+    name, (v1, v2) = classifier_versions
+    set_served_version(registry, name, v1, serving_alias)
+    ctx = make_ctx(name, v2, {"accuracy": 0.95}, ACCURACY, deploy_strategy="shadow")
+    deploy.run(ctx)
+    # The phase returned once a replica had the challenger loaded; the champion still serves.
+    assert server.models()[name]["challenger"]["version"] == v2
+    assert served_version(registry, name, serving_alias) == v1
+    state = serving_state(registry, name, serving_alias, "challenger")
+    assert state.canary is not None
+    assert (state.canary.version, state.canary.mode, state.canary.weight) == (v2, "shadow", 10)
+    deploy.run(ctx)  # delivered again: the canary is not started twice
+    assert deployments(database_url, ctx.pipeline_id) == [("canary", v2, v1)]
+    log = [event.text for event in ctx.publisher.history()]
+    assert log[-1].startswith(
+        f"canary started: {name} version {v2} shadows 10% of requests beside version {v1}"
+    )
+    with session_scope(database_url) as session:
+        pipeline = session.get(Pipeline, ctx.pipeline_id)
+        assert pipeline is not None and pipeline.deployed is False
+        assert pipeline.params["canary"] == {"champion": v1, "mode": "shadow", "weight": 10.0}
+    clear_canary(registry, name, "challenger")
+
+
+def test_a_challenger_no_model_server_loads_is_aborted(
+    classifier_versions: tuple[str, list[str]],
+    make_ctx: Callable[..., PhaseContext],
+    registry: MlflowClient,
+    serving_alias: str,
+    database_url: str,
+) -> None:
+    name, (v1, v2) = classifier_versions
+    set_served_version(registry, name, v1, serving_alias)
+    lonely = f"nobody{random.randint(0, 10**6)}"  # no replica follows this challenger alias
+    ctx = make_ctx(
+        name,
+        v2,
+        {"accuracy": 0.95},
+        ACCURACY,
+        deploy_strategy="canary",
+        challenger_alias=lonely,
+        deploy_wait_seconds=2,
+    )
+    with pytest.raises(PhaseFailed, match=f"the canary was aborted, {name} stays on version {v1}"):
+        deploy.run(ctx)
+    assert serving_state(registry, name, serving_alias, lonely).canary is None
+    assert deployments(database_url, ctx.pipeline_id) == [("canary", v2, v1), ("abort", v2, v1)]

@@ -241,6 +241,7 @@ def _abort_challenger(ctx: PhaseContext, name: str, version: str, why: str) -> N
             actor=f"pipeline {ctx.pipeline_id}",
             reason=why,
             expected=version,
+            pipeline_id=ctx.pipeline_id,
         )
     ctx.log(f"canary of {name} version {version} aborted: {why}")
 
