@@ -52,9 +52,11 @@ class ApiClient:
     def patch_json(self, path: str, body: dict[str, Any]) -> Any:
         return self._request("PATCH", path, json=body).json()
 
-    def delete(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """DELETE; the answer's JSON, or None for an empty answer (204)."""
-        response = self._request("DELETE", path, params=params)
+    def delete(
+        self, path: str, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+    ) -> Any:
+        """DELETE (with a JSON body if given); the answer's JSON, or None for an empty answer."""
+        response = self._request("DELETE", path, params=params, json=body)
         return response.json() if response.content else None
 
     def close(self) -> None:

@@ -1,10 +1,10 @@
 """`mlops`: the platform from a terminal (Click; `mlops COMMAND --help` for each command).
 
-    mlops repos add|list|show|remove              registered repositories
+    mlops repos add|list|show|schedule|remove     registered repositories
     mlops pipelines [list]|show|cancel|retry      runs of notebooks
     mlops logs ID [--follow]                      a pipeline's log, live with --follow
-    mlops trigger REPO_ID [--commit SHA] [-p NAME VALUE]... [--follow]
-    mlops models list|show|deploy|rollback|delete|history
+    mlops trigger REPO_ID [--notebook PATH] [--commit SHA] [-p NAME VALUE]... [--follow]
+    mlops models list|show|deploy|rollback|delete|history   (--reason TEXT on the changes)
     mlops models canary NAME [--version N --weight 10 [--shadow]] | promote NAME | abort NAME
     mlops predict NAME --row 5.1,3.5,1.4,0.2 | --file rows.csv
     mlops predictions|drift|feedback NAME         watching a served model

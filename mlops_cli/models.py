@@ -9,7 +9,8 @@ version for a share of requests (or a shadow copy of them); `promote` and `abort
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -25,6 +26,19 @@ from mlops_cli.invocation import (
     yes_option,
 )
 from mlops_cli.monitoring import model_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reason_option(command: F) -> F:
+    """--reason: why, kept in the deployment history beside who did it."""
+    return click.option(
+        "--reason", metavar="TEXT", help="why (kept in the deployment history: `models history`)"
+    )(command)
+
+
+def _reason(reason: str | None) -> dict[str, Any]:
+    return {"reason": reason} if reason else {}
 
 
 def _metrics(metrics: dict[str, Any] | None) -> str:
@@ -159,13 +173,27 @@ def _changed(answer: dict[str, Any]) -> int:
 @models_group.command("deploy")
 @click.argument("name")
 @click.argument("version")
+@reason_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="serve a version that failed its deploy gate (needs --reason)",
+)
 @api_options
 @json_option
-def deploy_command(name: str, version: str) -> int:
-    """Serve VERSION of the model (any registered version)."""
+def deploy_command(name: str, version: str, reason: str | None, force: bool) -> int:
+    """Serve VERSION of the model (any registered version; one below its gate with --force)."""
+    if force and not (reason or "").strip():
+        raise click.UsageError(
+            '--force needs --reason "why": serving a version below its gate is kept in the '
+            "deployment history with the reason"
+        )
+    body: dict[str, Any] = {"version": version, **_reason(reason)}
+    if force:
+        body["force"] = True
     client = invocation().client()
     try:
-        return _changed(client.post_json(model_path(name, "deploy"), {"version": version}))
+        return _changed(client.post_json(model_path(name, "deploy"), body))
     finally:
         client.close()
 
@@ -173,11 +201,12 @@ def deploy_command(name: str, version: str) -> int:
 @models_group.command("rollback")
 @click.argument("name")
 @click.argument("version", required=False)
+@reason_option
 @api_options
 @json_option
-def rollback_command(name: str, version: str | None) -> int:
+def rollback_command(name: str, version: str | None, reason: str | None) -> int:
     """Serve VERSION again, or without one the version served before the current one."""
-    body = {"version": version} if version else None
+    body = {**({"version": version} if version else {}), **_reason(reason)} or None
     client = invocation().client()
     try:
         return _changed(client.post_json(model_path(name, "rollback"), body))
@@ -188,16 +217,21 @@ def rollback_command(name: str, version: str | None) -> int:
 @models_group.command("delete")
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="also delete the registered model and its versions")
+@reason_option
 @yes_option
 @api_options
 @json_option
-def delete_command(name: str, purge: bool, yes: bool) -> int:
+def delete_command(name: str, purge: bool, reason: str | None, yes: bool) -> int:
     """Stop serving the model (with --purge, also remove it from the registry)."""
     what = "stop serving it and delete every version" if purge else "stop serving it"
     confirm(f"{name}: {what}?", yes)
     client = invocation().client()
     try:
-        answer = client.delete(model_path(name), params={"purge": "true"} if purge else None)
+        answer = client.delete(
+            model_path(name),
+            params={"purge": "true"} if purge else None,
+            body=_reason(reason) or None,
+        )
     finally:
         client.close()
     if invocation().as_json:
@@ -216,7 +250,7 @@ def delete_command(name: str, purge: bool, yes: bool) -> int:
 @api_options
 @json_option
 def history_command(name: str, limit: int) -> int:
-    """Every change of the served version, newest first: who, when, from which to which."""
+    """Every change of the served version, newest first: who, when, from which to which, why."""
     client = invocation().client()
     try:
         rows = client.get_json(model_path(name, "history"), params={"limit": limit})
@@ -226,7 +260,7 @@ def history_command(name: str, limit: int) -> int:
         print_json_lines(rows)
         return EXIT_SUCCESS
     print_table(
-        ["AT", "ACTION", "VERSION", "FROM", "BY", "PIPELINE"],
+        ["AT", "ACTION", "VERSION", "FROM", "BY", "PIPELINE", "REASON"],
         [
             [
                 row["created_at"],
@@ -235,6 +269,7 @@ def history_command(name: str, limit: int) -> int:
                 row.get("previous_version") or "none",
                 row.get("actor"),
                 row.get("pipeline_id"),
+                row.get("reason") or "",
             ]
             for row in rows
         ],

@@ -78,6 +78,12 @@ def logs_command(pipeline_id: int, live: bool) -> int:
 @click.option("-f", "--follow", "live", is_flag=True, help="then follow its log to the end")
 @click.option("--commit", help="the full sha of the commit to run (default: the branch head)")
 @click.option(
+    "--notebook",
+    "notebook_path",
+    metavar="PATH",
+    help="which of the repo's notebooks to run (default: its first)",
+)
+@click.option(
     "--param",
     "pairs",
     type=NameEqualsValue(),
@@ -92,6 +98,7 @@ def trigger_command(
     repo_id: int,
     live: bool,
     commit: str | None,
+    notebook_path: str | None,
     pairs: tuple[tuple[str, Any], ...],
     name_values: tuple[tuple[str, str], ...],
 ) -> int:
@@ -99,6 +106,8 @@ def trigger_command(
     body: dict[str, Any] = {"parameters": collect(pairs, name_values)}
     if commit:
         body["commit"] = commit
+    if notebook_path:
+        body["notebook_path"] = notebook_path
     client = invocation().client()
     try:
         answer = client.post_json(f"/repos/{repo_id}/trigger", body)

@@ -1,4 +1,4 @@
-"""`mlops repos add|list|show|remove`: the git repositories whose pushes run a notebook.
+"""`mlops repos add|list|show|schedule|remove`: the git repositories whose pushes run a notebook.
 
 Each calls the backend's repos routes (backend/routes/repos.py). Secrets (the repo's GitHub
 token, a webhook secret of your choosing) are read from a file or standard input, never taken
@@ -37,7 +37,7 @@ def _secret(source: TextIO | None, what: str) -> str | None:
 
 @click.group("repos")
 def repos_group() -> None:
-    """Registered repositories: add, list, show, remove."""
+    """Registered repositories: add, list, show, schedule, remove."""
 
 
 @repos_group.command("add")
@@ -45,10 +45,11 @@ def repos_group() -> None:
 @click.option("--branch", default="main", show_default=True, help="the branch whose pushes run")
 @click.option(
     "--notebook",
-    "notebook_path",
-    default="notebooks/train.ipynb",
-    show_default=True,
-    help="the notebook's path inside the repository",
+    "notebook_paths",
+    multiple=True,
+    metavar="PATH",
+    help="a notebook's path inside the repository (repeatable: each gets its own pipelines "
+    "and models; default: notebooks/train.ipynb)",
 )
 @click.option(
     "--watch",
@@ -56,7 +57,13 @@ def repos_group() -> None:
     multiple=True,
     metavar="GLOB",
     help="a path whose change retrains (repeatable; default: the notebook, its "
-    "requirements.txt and its folder)",
+    "requirements.txt and its folder); with several --notebook, each notebook's",
+)
+@click.option(
+    "--schedule",
+    metavar="CRON",
+    help='also run the branch head on this cron schedule, in UTC ("0 3 * * *": daily at '
+    "03:00); with several --notebook, each notebook's",
 )
 @click.option(
     "--github-token-file",
@@ -78,21 +85,29 @@ def repos_group() -> None:
 def add_command(
     url: str,
     branch: str,
-    notebook_path: str,
+    notebook_paths: tuple[str, ...],
     watch_paths: tuple[str, ...],
+    schedule: str | None,
     github_token_file: TextIO | None,
     webhook_secret_file: TextIO | None,
     no_webhook: bool,
 ) -> int:
-    """Register a repository: its pushes to BRANCH run NOTEBOOK."""
+    """Register a repository: its pushes to BRANCH run each NOTEBOOK (and so does its
+    schedule)."""
     body: dict[str, Any] = {
         "github_url": url,
         "branch": branch,
-        "notebook_path": notebook_path,
         "create_webhook": not no_webhook,
     }
+    notebook: dict[str, Any] = {}
     if watch_paths:
-        body["watch_paths"] = list(watch_paths)
+        notebook["watch_paths"] = list(watch_paths)
+    if schedule:
+        notebook["schedule"] = schedule
+    if len(notebook_paths) > 1:
+        body["notebooks"] = [{"notebook_path": path, **notebook} for path in notebook_paths]
+    else:
+        body.update(notebook, notebook_path=(notebook_paths or ("notebooks/train.ipynb",))[0])
     token = _secret(github_token_file, "--github-token-file")
     if token:
         body["github_token"] = token
@@ -108,7 +123,8 @@ def add_command(
         print_json(repo)
         return EXIT_SUCCESS
     click.echo(f"repo {repo['id']} registered: {repo['github_url']} ({repo['branch']})")
-    click.echo(f"  notebook:        {repo['notebook_path']}")
+    for registered in repo["notebooks"]:
+        click.echo(f"  notebook:        {registered['notebook_path']}{_when(registered)}")
     click.echo(f"  webhook URL:     {repo['webhook_url']}")
     if repo.get("webhook_secret"):
         click.echo(f"  webhook secret:  {repo['webhook_secret']}  (shown only now)")
@@ -148,6 +164,19 @@ def list_command() -> int:
     return EXIT_SUCCESS
 
 
+def _schedule(notebook: dict[str, Any]) -> str | None:
+    """A notebook's schedule as the CLI shows it, None when it has none."""
+    if not notebook.get("schedule"):
+        return None
+    return f"{notebook['schedule']} UTC, next run {notebook.get('next_run_at')}"
+
+
+def _when(notebook: dict[str, Any]) -> str:
+    """A notebook's schedule after its path, or nothing when it has none."""
+    schedule = _schedule(notebook)
+    return f" (schedule {schedule})" if schedule else ""
+
+
 def _last(repo: dict[str, Any]) -> str:
     last = repo.get("last_pipeline")
     return f"{last['id']} {last['status']}" if last else "-"
@@ -175,12 +204,38 @@ def show_command(repo_id: int) -> int:
         ("branch", repo["branch"]),
         ("notebook", repo["notebook_path"]),
         ("watches", ", ".join(repo["watch_paths"])),
+        ("schedule", _schedule(repo) or "none"),
+        *[("notebook", f"{n['notebook_path']}{_when(n)}") for n in repo["notebooks"][1:]],
         ("token", "its own GitHub token" if repo.get("has_token") else "none of its own"),
         ("webhook", f"{repo['webhook_url']} ({webhook})"),
         ("last run", _last(repo)),
         ("registered", repo["created_at"]),
     ]:
         click.echo(f"{label + ':':<12}{value}")
+    return EXIT_SUCCESS
+
+
+@repos_group.command("schedule")
+@click.argument("repo_id", type=int)
+@click.argument("cron", required=False)
+@click.option("--off", is_flag=True, help="stop the scheduled runs")
+@api_options
+@json_option
+def schedule_command(repo_id: int, cron: str | None, off: bool) -> int:
+    """Run the repo's (first) notebook on the cron schedule CRON, in UTC, or --off."""
+    if (cron is None) == (not off):
+        raise click.UsageError('give a cron expression such as "0 3 * * *", or --off')
+    client = invocation().client()
+    try:
+        repo = client.patch_json(f"/repos/{repo_id}", {"schedule": None if off else cron})
+    finally:
+        client.close()
+    if invocation().as_json:
+        print_json(repo)
+    elif repo.get("schedule"):
+        click.echo(f"repo {repo_id} {repo['notebook_path']}: schedule {_schedule(repo)}")
+    else:
+        click.echo(f"repo {repo_id} {repo['notebook_path']}: no scheduled runs")
     return EXIT_SUCCESS
 
 

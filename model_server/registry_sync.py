@@ -23,6 +23,8 @@ import redis
 import redis.asyncio as aioredis
 from mlflow import MlflowClient
 
+from mlops_core.canary import CanaryConfig
+from mlops_core.canary_registry import Serving, all_serving, serving_state
 from mlops_core.model_events import (
     MODEL_EVENTS_CHANNEL,
     ModelEvent,
@@ -31,8 +33,6 @@ from mlops_core.model_events import (
     publish_report,
     replicas_key,
 )
-from mlops_core.canary import CanaryConfig
-from mlops_core.canary_registry import Serving, all_serving, serving_state
 from mlops_core.model_registry import registry_client
 from mlops_core.settings import Settings
 from model_server.loaded_model import LoadedModel, load_version

@@ -53,12 +53,16 @@ def test_repos_and_pipelines_from_the_cli(
 ) -> None:
     url = github_url()
     code, out, _ = run(
-        capsys, "repos", "add", url, "--notebook", "nb/train.ipynb", "--watch", "nb/**",
-        "--no-webhook", "--json",
+        capsys, "repos", "add", url, "--notebook", "nb/train.ipynb", "--notebook", "nb/b.ipynb",
+        "--watch", "nb/**", "--schedule", "0 3 1 1 *", "--no-webhook", "--json",
     )  # fmt: skip
     assert code == 0
     repo = json.loads(out)
     assert (repo["github_url"], repo["notebook_path"]) == (url, "nb/train.ipynb")
+    assert [(n["notebook_path"], n["schedule"]) for n in repo["notebooks"]] == [
+        ("nb/train.ipynb", "0 3 1 1 *"),
+        ("nb/b.ipynb", "0 3 1 1 *"),
+    ]
     repo_id = str(repo["id"])
     code, _, err = run(capsys, "repos", "add", url, "--no-webhook")
     assert code == 4 and f"{url} is already registered as repo {repo_id}" in err
@@ -72,6 +76,15 @@ def test_repos_and_pipelines_from_the_cli(
     ]
     code, out, _ = run(capsys, "repos", "show", repo_id)
     assert code == 0 and "watches:    nb/train.ipynb, nb/**" in out.splitlines()
+    assert f"schedule:   0 3 1 1 * UTC, next run {repo['next_run_at']}" in out.splitlines()
+    code, out, _ = run(capsys, "repos", "schedule", repo_id, "--off")
+    assert code == 0 and out == f"repo {repo_id} nb/train.ipynb: no scheduled runs\n"
+    code, out, _ = run(capsys, "repos", "show", repo_id, "--json")
+    assert [n["schedule"] for n in json.loads(out)["notebooks"]] == [None, "0 3 1 1 *"]
+    code, _, err = run(capsys, "repos", "schedule", repo_id, "0 3 * *")
+    assert code == 4 and "'0 3 * *' is not a cron expression" in err
+    code, _, err = run(capsys, "repos", "schedule", repo_id)
+    assert code == 64 and "or --off" in err
 
     # -p NAME VALUE and --param NAME=VALUE both reach the pipeline, values read as JSON.
     code, out, _ = run(
@@ -100,6 +113,14 @@ def test_repos_and_pipelines_from_the_cli(
     code, out, _ = run(capsys, "pipelines", "show", retry_id, "--json")
     retried = json.loads(out)
     assert (retried["trigger"], retried["parameters"]) == ("retry", listed["parameters"])
+    # --notebook runs another of the repo's notebooks; one it does not have is refused.
+    code, out, _ = run(capsys, "trigger", repo_id, "--notebook", "nb/b.ipynb", "--json")
+    other = json.loads(out)["pipeline_id"]
+    code, out, _ = run(capsys, "pipelines", "show", str(other), "--json")
+    assert code == 0 and json.loads(out)["notebook_path"] == "nb/b.ipynb"
+    assert run(capsys, "pipelines", "cancel", str(other))[0] == 0
+    code, _, err = run(capsys, "trigger", repo_id, "--notebook", "nb/none.ipynb")
+    assert code == 4 and "nb/none.ipynb is not a notebook of repo" in err
     code, _, err = run(capsys, "pipelines", "show", "987654321")
     assert code == 3 and "pipeline 987654321 not found" in err
 

@@ -169,7 +169,10 @@ def test_register_push_watch_predict_and_roll_back(
     page.get_by_role("button", name="Roll back to version 1").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#confirm-dialog")).to_be_visible()
-    page.keyboard.press("Tab")  # Cancel has the focus first: a stray Enter changes nothing
+    # Cancel has the focus first (a stray Enter changes nothing); an optional reason, and Enter
+    # in its field confirms.
+    expect(page.locator("#confirm-cancel")).to_be_focused()
+    page.get_by_label("Reason (optional").fill("v2 answers slower")
     page.keyboard.press("Enter")
     # The page re-reads the model after the call; each MLflow request now signs in (basic-auth).
     expect(page.locator("#served-version")).to_have_text("v1", timeout=20_000)
@@ -181,7 +184,8 @@ def test_register_push_watch_predict_and_roll_back(
         30,
         what="the model server to answer with version 1",
     )
-    expect(page.locator("#history")).to_contain_text("Rolled back to v1", timeout=20_000)
+    rolled_back = page.locator("#history li", has_text="Rolled back to v1")
+    expect(rolled_back).to_contain_text("v2 answers slower", timeout=20_000)
     expect(page.locator("#replicas")).to_have_text("1 model server on v1.", timeout=30_000)
     page.screenshot(path=artifacts / "model.png", full_page=True)
     page.goto("/ui/models")
@@ -189,6 +193,19 @@ def test_register_push_watch_predict_and_roll_back(
         "Serving v1", timeout=20_000
     )
     page.screenshot(path=artifacts / "models.png", full_page=True)
+
+    # Overview: each run's version, whether it serves now, and its metric against the version
+    # before it.
+    page.goto("/ui/")
+    first_cell = page.locator(f'tr[data-pipeline-id="{first_id}"] .version-cell')
+    second_cell = page.locator(f'tr[data-pipeline-id="{second_id}"] .version-cell')
+    expect(first_cell).to_have_text("v1 serving")  # nothing before it to compare with
+    one, two = (v["metrics"]["accuracy"] for v in sorted(versions, key=lambda v: v["version"]))
+    sign = "+" if two > one else "\u2212" if two < one else "±"  # the page writes a minus sign
+    expect(second_cell).to_have_text(re.compile(rf"^v2 not served accuracy {sign}[\d.e+-]+ vs v1$"))
+    expect(second_cell.get_by_role("link", name="v2")).to_have_attribute(
+        "href", f"/ui/models/{model_name}"
+    )
 
     # Phone width: every page fits without sideways scrolling.
     phone = browser.new_context(viewport={"width": 390, "height": 844}, base_url=stack.url)
@@ -203,7 +220,8 @@ def test_register_push_watch_predict_and_roll_back(
         small.goto(path)
         expect(small.locator(ready).first).to_be_visible()
         overflow = small.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
+        wide = small.evaluate("""[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right) + ' ' + (e.textContent||'').slice(0,40))""")  # TEMPDIAG
+        assert overflow <= 0, f"{path} is {overflow}px wider than a phone {wide}"
         small.screenshot(path=artifacts / f"phone-{name}.png", full_page=True)
 
     assert errors + phone_errors == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +16,7 @@ from mlops_core.canary_policy import (
     decide,
     evidence_record,
 )
+from mlops_core.canary_registry import serving_of
 
 # --- the split -----------------------------------------------------------------------------
 
@@ -189,3 +191,32 @@ def test_missing_figures_are_unknown_not_held_against_the_challenger() -> None:
     }
     few_labels = decide(evidence(replace(AS_GOOD, quality=0.1, quality_rows=10)), POLICY)
     assert few_labels.verdict is Verdict.PROMOTE
+
+
+# --- the registry's partial states ---------------------------------------------------------
+
+
+def registered(aliases: dict[str, str], tag: CanaryConfig | None) -> SimpleNamespace:
+    """A registered model as MLflow returns it (aliases and tags)."""
+    tags = {canary_tag("challenger"): tag.to_tag()} if tag else {}
+    return SimpleNamespace(aliases=aliases, tags=tags)
+
+
+@pytest.mark.parametrize(
+    ("aliases", "tag_version", "challenger"),
+    [
+        ({"production": "1", "challenger": "2"}, "2", "2"),  # started
+        ({"production": "1"}, "2", None),  # mid-start: tag written, alias not yet
+        ({"production": "1", "challenger": "3"}, "2", None),  # mid-replace: tag and alias differ
+        ({"production": "1", "challenger": "2"}, None, None),  # mid-abort: alias, no tag
+        ({"production": "2", "challenger": "2"}, "2", None),  # mid-promote: it is the champion
+        ({"challenger": "2"}, "2", None),  # nothing served: no canary either
+    ],
+)
+def test_every_state_between_two_registry_writes_reads_safely(
+    aliases: dict[str, str], tag_version: str | None, challenger: str | None
+) -> None:
+    tag = CanaryConfig(version=tag_version, weight=10) if tag_version else None
+    state = serving_of(registered(aliases, tag), "production", "challenger")
+    assert state.champion == aliases.get("production")
+    assert (state.canary.version if state.canary else None) == challenger

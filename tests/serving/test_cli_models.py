@@ -17,8 +17,10 @@ from sklearn.dummy import DummyClassifier
 
 from mlops_cli.main import main as cli_main
 from mlops_core.database import upgrade_database
+from mlops_core.deploy_gate import evaluate_gate
 from mlops_core.launch_commands import BACKEND_APP, uvicorn_command
-from mlops_core.model_registry import set_served_version
+from mlops_core.model_registry import TAG_GATE_VERDICT, set_served_version
+from mlops_core.notebook_contract import GateSettings
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.serving.conftest import ModelServer, iris_like, register_version, unique
 from tests.support.processes import ManagedProcess, free_port, wait_http
@@ -98,7 +100,10 @@ def mlops(
 
 
 def test_models_are_listed_shown_deployed_rolled_back_and_deleted(
-    mlops: Callable[..., tuple[int, str, str]], model: str, server: ModelServer
+    mlops: Callable[..., tuple[int, str, str]],
+    model: str,
+    server: ModelServer,
+    registry: MlflowClient,
 ) -> None:
     code, out, _ = mlops("models", "list")
     assert code == 0 and out.splitlines()[0].split() == [
@@ -119,10 +124,17 @@ def test_models_are_listed_shown_deployed_rolled_back_and_deleted(
     assert versions["1"][1:4] == ["yes", "accuracy=0.91", "c0ffeeone"]
     assert versions["2"][1:3] == ["accuracy=0.95", "c0ffeetwo"]
 
-    code, out, _ = mlops("models", "deploy", model, "2")
+    # Version 2 below its gate: serving it needs --force, and --force needs --reason.
+    below = evaluate_gate(GateSettings("accuracy", 0.97, "max"), {"accuracy": 0.95})
+    registry.set_model_version_tag(model, "2", TAG_GATE_VERDICT, below.to_json())
+    code, _, err = mlops("models", "deploy", model, "2")
+    assert code == 4 and "409" in err and '"force": true' in err
+    code, _, err = mlops("models", "deploy", model, "2", "--force")
+    assert code == 64 and "--force needs --reason" in err
+    code, out, _ = mlops("models", "deploy", model, "2", "--force", "--reason", "label fix")
     assert code == 0 and out == f"{model}: version 2 is served (was 1)\n"
     server.wait_serving(model, "2")
-    code, out, _ = mlops("models", "rollback", model, "--json")
+    code, out, _ = mlops("models", "rollback", model, "--reason", "v2 slow", "--json")
     assert code == 0 and json.loads(out)["served_version"] == "1"
     server.wait_serving(model, "1")
     code, out, _ = mlops("models", "history", model, "--json")
@@ -131,8 +143,11 @@ def test_models_are_listed_shown_deployed_rolled_back_and_deleted(
         ("rollback", "1", "2"),
         ("deploy", "2", "1"),
     ]
+    assert history[0]["reason"] == "v2 slow"
+    assert history[1]["reason"].endswith("deployed anyway: label fix")
     code, out, _ = mlops("models", "history", model)
     assert code == 0 and out.splitlines()[1].split()[1:5] == ["rollback", "1", "2", "api"]
+    assert out.splitlines()[1].endswith("  v2 slow")
 
     code, _, err = mlops("models", "deploy", model, "99")
     assert code == 3 and "has no version 99" in err
@@ -143,9 +158,11 @@ def test_models_are_listed_shown_deployed_rolled_back_and_deleted(
 
     code, _, err = mlops("models", "delete", model)
     assert code == 64 and "Pass --yes" in err
-    code, out, _ = mlops("models", "delete", model, "--yes")
+    code, out, _ = mlops("models", "delete", model, "--yes", "--reason", "retired")
     assert code == 0 and out == f"{model}: not served any more (was 1)\n"
     server.wait_serving(model, None)
+    code, out, _ = mlops("models", "history", model, "--limit", "1", "--json")
+    assert json.loads(out)["reason"] == "retired"
     code, _, err = mlops("predict", model, "--row", "5.1,3.5,1.4,0.2")
     assert code == 3 and model in err
     assert mlops("models", "rollback", model)[0] == 0  # serves 1 again for the next test

@@ -66,6 +66,26 @@ export function confirmDialog({ title, message, confirmLabel = "Confirm", cancel
   });
 }
 
+/** confirmDialog with an optional reason field: resolves to the reason ("" when none was
+ * given), or null when cancelled. Enter in the field confirms: a form's implicit submission would
+ * press its first button, which is the cancel one. */
+export async function confirmWithReason(options) {
+  const field = $("#confirm-reason-field");
+  const input = $("#confirm-reason");
+  input.value = "";
+  input.onkeydown = (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    $("#confirm-ok").click();
+  };
+  field.hidden = false;
+  try {
+    return (await confirmDialog(options)) ? input.value.trim() : null;
+  } finally {
+    field.hidden = true;
+  }
+}
+
 /** Copy text; falls back to selecting the input where the Clipboard API is unavailable (plain http). */
 export async function copyFrom(input) {
   try {

@@ -5,7 +5,7 @@ import { api, ApiError } from "./api.js";
 import { itemsOf } from "./common.js";
 import { metricChart } from "./chart.js";
 import { metricList, pipelineLink } from "./components.js";
-import { $, confirmDialog, h, poll, show, toast } from "./dom.js";
+import { $, confirmWithReason, h, poll, show, toast } from "./dom.js";
 import { absoluteTime, number, shortSha, since } from "./format.js";
 import { belowGate, confirmBelowGate, servedDifference, verdictView } from "./gate_verdict.js";
 import { renderCanary, wireCanary } from "./model_canary.js";
@@ -114,7 +114,9 @@ function renderReplicas() {
 // ---- history ------------------------------------------------------------------------------
 
 // One label per DeploymentAction value (mlops_core/model_events.py); a test holds them equal.
-const ACTION_WORDS = { deploy: "Deployed", auto: "Auto-deployed", rollback: "Rolled back to", delete: "Stopped serving", restore: "Restored", canary: "Canary started:", promote: "Promoted", abort: "Aborted canary of" };
+const ACTION_WORDS = { deploy: "Deployed", auto: "Auto-deployed", rollback: "Rolled back to", delete: "Stopped serving", restore: "Restored", canary: "Canary started for", promote: "Promoted", abort: "Aborted the canary of" };
+// A challenger ran beside the served version: its row's previous version is that one.
+const BESIDE = new Set(["canary", "abort"]);
 
 async function refreshHistory() {
   let items;
@@ -132,7 +134,7 @@ async function refreshHistory() {
         " ",
         h("strong", { text: ACTION_WORDS[item.action] || item.action }),
         item.version ? ` v${item.version}` : "",
-        item.previous_version ? h("span", { class: "muted", text: ` (was v${item.previous_version})` }) : "",
+        item.previous_version ? h("span", { class: "muted", text: ` (${BESIDE.has(item.action) ? "beside" : "was"} v${item.previous_version})` }) : "",
         item.pipeline_id ? [" · pipeline ", pipelineLink(item.pipeline_id)] : "",
         item.actor ? h("span", { class: "muted small", text: ` · by ${item.actor}` }) : "",
         item.action === "canary" && item.evidence ? h("span", { class: "muted small", text: ` · ${number(item.evidence.weight)}% ${item.evidence.mode}${item.evidence.sticky_key ? `, sticky ${item.evidence.sticky_key}` : ""}` }) : "",
@@ -182,12 +184,13 @@ async function changeServed(action, version) {
     if (reason === null) return;
     body = { version, force: true, reason };
   } else {
-    const ok = await confirmDialog({
+    const reason = await confirmWithReason({
       title: rollback ? `Roll back ${name} to v${version}?` : `Deploy v${version} of ${name}?`,
       message: `Every model server switches from ${model.served ? `v${model.served}` : "nothing"} to v${version}. Requests keep being answered during the swap.`,
       confirmLabel: rollback ? `Roll back to v${version}` : `Deploy v${version}`,
     });
-    if (!ok) return;
+    if (reason === null) return;
+    if (reason) body.reason = reason;
   }
   busy = true;
   try {
@@ -204,16 +207,16 @@ async function changeServed(action, version) {
 }
 
 $("#undeploy-button").addEventListener("click", async () => {
-  const ok = await confirmDialog({
+  const reason = await confirmWithReason({
     title: `Stop serving ${name}?`,
     message: "Model servers unload it and predictions answer 404 until a version is deployed again. Its versions stay registered.",
     confirmLabel: "Stop serving",
     danger: true,
   });
-  if (!ok) return;
+  if (reason === null) return;
   busy = true;
   try {
-    await api(base, { method: "DELETE" });
+    await api(base, { method: "DELETE", body: reason ? { reason } : undefined });
     toast(`${name} is no longer served.`);
   } catch (err) {
     toast(`Could not stop serving: ${err.message}`, "error");
