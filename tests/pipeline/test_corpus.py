@@ -68,9 +68,11 @@ def corpus_stack(
     """A model server and a worker deploying to it under an alias of this module's own."""
     tmp = tmp_path_factory.mktemp("corpus")
     alias = f"corpus{uuid.uuid4().hex[:8]}"
+    # The worker waits for the replica's report in the Redis database both use, as deployed.
+    queue_url = redis_db_url(redis_url, 10)
     server = ModelServer(
         env={
-            "REDIS_URL": redis_url,
+            "REDIS_URL": queue_url,
             "MLFLOW_TRACKING_URI": mlflow_uri,
             "SERVING_ALIAS": alias,
             "MODEL_RECONCILE_INTERVAL_SECONDS": "30",
@@ -85,7 +87,7 @@ def corpus_stack(
     upgrade_database(database_url)
     worker = start_worker(
         tmp,
-        redis_url=redis_db_url(redis_url, 10),
+        redis_url=queue_url,
         database_url=database_url,
         mlflow_uri=mlflow_uri,
         concurrency=2,
