@@ -197,5 +197,6 @@ def open_warning(settings: Settings, guards: Sequence[Guard], where: str) -> str
     parts = "; ".join(f"{guard.covers} ({guard.setting} is not set)" for guard in open_)
     return (
         f"open to anyone who can reach {where}: {parts}. Set those tokens to require "
-        "'Authorization: Bearer <token>' (API_TOKEN, the admin token, opens every guard)."
+        "'Authorization: Bearer <token>' (API_TOKEN, the admin token, and each named admin "
+        "token of API_TOKENS open every guard)."
     )

@@ -82,6 +82,7 @@ def test_the_warning_names_only_what_is_open(
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "backend.auth"]
     assert "(API_TOKEN is not set)" not in warning
     assert "(API_READ_TOKEN is not set)" in warning
+    assert "named admin token of API_TOKENS" in warning  # the other way to close the guards
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="backend.auth"):
         make_api(**ALL_TOKENS)
