@@ -90,17 +90,7 @@ def run(ctx: PhaseContext) -> None:
             f"(was {previous or 'none'}); waiting up to {timeout:g}s for a model server"
         )
         try:
-            replica = wait_until_loaded(
-                ctx.redis,
-                alias,
-                name,
-                version,
-                timeout_seconds=timeout,
-                stale_after_seconds=settings.model_heartbeat_interval_seconds * 3,
-                subscription=subscription,
-                check=ctx.check_cancel,
-                fallback=lambda: _replica_serving(ctx, name, version),
-            )
+            replica = _wait_loaded(ctx, alias, name, version, timeout, subscription)
         except DeployWaitError as exc:
             try:
                 _restore(ctx, name, version, previous, alias)
@@ -158,16 +148,8 @@ def start_challenger(
             "model server"
         )
         try:
-            replica = wait_until_loaded(
-                ctx.redis,
-                settings.challenger_alias,
-                name,
-                version,
-                timeout_seconds=timeout,
-                stale_after_seconds=settings.model_heartbeat_interval_seconds * 3,
-                subscription=subscription,
-                check=ctx.check_cancel,
-                fallback=lambda: _replica_serving(ctx, name, version),
+            replica = _wait_loaded(
+                ctx, settings.challenger_alias, name, version, timeout, subscription
             )
         except DeployWaitError as exc:
             _abort_challenger(ctx, name, version, str(exc))
@@ -290,6 +272,28 @@ def _subscribe(ctx: PhaseContext) -> redis.client.PubSub | None:
             subscription.close()
         return None
     return subscription
+
+
+def _wait_loaded(
+    ctx: PhaseContext,
+    alias: str,
+    name: str,
+    version: str,
+    timeout: float,
+    subscription: redis.client.PubSub | None,
+) -> str:
+    """Wait for a model server to serve `version` under `alias`; the id of the one that does."""
+    return wait_until_loaded(
+        ctx.redis,
+        alias,
+        name,
+        version,
+        timeout_seconds=timeout,
+        stale_after_seconds=ctx.settings.model_heartbeat_interval_seconds * 3,
+        subscription=subscription,
+        check=ctx.check_cancel,
+        fallback=lambda: _replica_serving(ctx, name, version),
+    )
 
 
 def _replica_serving(ctx: PhaseContext, name: str, version: str) -> str | None:
