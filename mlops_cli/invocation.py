@@ -36,6 +36,14 @@ class Invocation:
         connection = self.connection()
         return ApiClient(connection.api_url, connection.token)
 
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """One GET on a client of its own (the read-only commands make a single call)."""
+        client = self.client()
+        try:
+            return client.get_json(path, params=params)
+        finally:
+            client.close()
+
 
 def _remember(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def store(ctx: click.Context, _param: click.Parameter, value: Any) -> None:

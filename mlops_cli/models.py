@@ -67,11 +67,7 @@ def models_group() -> None:
 @json_option
 def list_command() -> int:
     """Every registered model with its served and latest version."""
-    client = invocation().client()
-    try:
-        models = client.get_json("/models")
-    finally:
-        client.close()
+    models = invocation().get_json("/models")
     if invocation().as_json:
         print_json_lines(models)
         return EXIT_SUCCESS
@@ -97,11 +93,7 @@ def list_command() -> int:
 @json_option
 def show_command(name: str) -> int:
     """One model: what is served, by which replicas, every version with its metrics and commit."""
-    client = invocation().client()
-    try:
-        model = client.get_json(model_path(name))
-    finally:
-        client.close()
+    model = invocation().get_json(model_path(name))
     if invocation().as_json:
         print_json(model)
         return EXIT_SUCCESS
@@ -251,11 +243,7 @@ def delete_command(name: str, purge: bool, reason: str | None, yes: bool) -> int
 @json_option
 def history_command(name: str, limit: int) -> int:
     """Every change of the served version, newest first: who, when, from which to which, why."""
-    client = invocation().client()
-    try:
-        rows = client.get_json(model_path(name, "history"), params={"limit": limit})
-    finally:
-        client.close()
+    rows = invocation().get_json(model_path(name, "history"), params={"limit": limit})
     if invocation().as_json:
         print_json_lines(rows)
         return EXIT_SUCCESS

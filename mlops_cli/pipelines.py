@@ -163,11 +163,7 @@ def _list(repo_id: int | None, status: str | None, page: int, size: int) -> int:
         params["repo_id"] = repo_id
     if status:
         params["status"] = status
-    client = invocation().client()
-    try:
-        answer = client.get_json("/pipelines", params=params)
-    finally:
-        client.close()
+    answer = invocation().get_json("/pipelines", params=params)
     if invocation().as_json:
         print_json_lines(answer["items"])
         return EXIT_SUCCESS
@@ -196,11 +192,7 @@ def _list(repo_id: int | None, status: str | None, page: int, size: int) -> int:
 @json_option
 def show_command(pipeline_id: int) -> int:
     """One pipeline: its repo, commit, parameters, phases, metrics and model version."""
-    client = invocation().client()
-    try:
-        item = client.get_json(f"/pipelines/{pipeline_id}")
-    finally:
-        client.close()
+    item = invocation().get_json(f"/pipelines/{pipeline_id}")
     if invocation().as_json:
         print_json(item)
         return EXIT_SUCCESS

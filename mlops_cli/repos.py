@@ -146,11 +146,7 @@ def add_command(
 @json_option
 def list_command() -> int:
     """Registered repositories, oldest first, with each one's latest pipeline."""
-    client = invocation().client()
-    try:
-        repos = client.get_json("/repos")
-    finally:
-        client.close()
+    repos = invocation().get_json("/repos")
     if invocation().as_json:
         print_json_lines(repos)
         return EXIT_SUCCESS
@@ -188,11 +184,7 @@ def _last(repo: dict[str, Any]) -> str:
 @json_option
 def show_command(repo_id: int) -> int:
     """One repository: branch, notebook, watched paths, webhook, latest pipeline."""
-    client = invocation().client()
-    try:
-        repo = client.get_json(f"/repos/{repo_id}")
-    finally:
-        client.close()
+    repo = invocation().get_json(f"/repos/{repo_id}")
     if invocation().as_json:
         print_json(repo)
         return EXIT_SUCCESS
