@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,9 +27,17 @@ _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}"]', re.DOTALL)
 _STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _QUOTE = ord('"')
 _OPENING = frozenset(b"[{")
+# The bytes that matter to depth, as a table: +1 opens, -1 closes, 2 a quote, 0 the rest.
+_KIND = np.zeros(256, dtype=np.int8)
+_KIND[list(b"[{")] = 1
+_KIND[list(b"]}")] = -1
+_KIND[_QUOTE] = 2
+# Pieces at least this long take the vectorized path (below it, numpy's set-up costs more).
+_VECTOR_BYTES = 2048
 # Larger body pieces are measured in a worker thread, off the event loop (a webhook delivery may
-# be 25 MB; measuring it costs about what parsing it does).
-_INLINE_BYTES = 16 * 1024
+# be 25 MB; measuring it costs about what parsing it does). Below, the hop costs more than
+# measuring (a 22 KB prediction body takes ~0.08 ms).
+_INLINE_BYTES = 64 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -78,6 +87,35 @@ class JsonDepthGauge:
         """Account for the next piece; JsonTooDeep as soon as the depth exceeds the limit."""
         if not piece:
             return
+        if len(piece) >= _VECTOR_BYTES and not self._in_string and b"\\" not in piece:
+            self._feed_without_escapes(piece)
+        else:
+            self._feed_scanning(piece)
+
+    def _feed_without_escapes(self, piece: bytes) -> None:
+        """The common case (numbers and plain strings), with numpy instead of a Python loop
+        over every bracket: a 1,000-row body has 2,000 of them, ~0.5 ms scanned one by one.
+
+        With no backslash, every quote opens or closes a string, so a byte is inside a string
+        exactly when an odd number of quotes precede it (counting itself for an opening quote).
+        """
+        kinds = _KIND[np.frombuffer(piece, dtype=np.uint8)]
+        marks = kinds[kinds != 0].astype(np.int32)  # the brackets and quotes, in order
+        if not marks.size:
+            return
+        quote = marks == 2
+        quotes = np.cumsum(quote)
+        steps = np.where(quote | (quotes % 2 == 1), 0, marks)
+        # The depth after each mark; a close at depth 0 is ignored, as in the scan below.
+        running = self.depth + np.cumsum(steps)
+        depth = running - np.minimum(np.minimum.accumulate(running), 0)
+        if int(depth.max()) > self.limit:
+            raise JsonTooDeep(self.limit)
+        self.depth = int(depth[-1])
+        self._in_string = bool(quotes[-1] % 2)
+        self._escaped = False
+
+    def _feed_scanning(self, piece: bytes) -> None:
         position = 0
         if self._in_string:
             position = 1 if self._escaped else 0

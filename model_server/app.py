@@ -31,6 +31,7 @@ from mlops_core.settings import Settings, get_settings
 from model_server.access import require_metrics_token, require_predict_token, warn_if_open
 from model_server.data_plane import DataPlane
 from model_server.direct_route import DirectRoute
+from model_server.heap import settle_heap
 from model_server.http_io import answer, body_reader, error_answer
 from model_server.inference_errors import InferenceError
 from model_server.inference_protocol import infer_router
@@ -169,8 +170,11 @@ def _hot_routes_first(app: FastAPI, paths: tuple[str, ...]) -> None:
 
 
 async def _mark_when_ready(ready: asyncio.Event, identity: ReplicaIdentity) -> None:
-    """Tell this server's other processes when this one has done its first sync."""
+    """Once the first sync is done (every served version loaded): settle the heap
+    (model_server/heap.py) and tell this server's other processes."""
     await ready.wait()
+    frozen = settle_heap()
+    log.debug("heap settled: %d objects exempt from full collections", frozen)
     identity.mark_ready(True)
 
 

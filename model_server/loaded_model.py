@@ -33,6 +33,8 @@ from model_server.request_rows import Rows
 log = logging.getLogger(__name__)
 
 FLAVORS = ("sklearn", "pyfunc")
+# Numeric rows go to the model process as raw bytes, not JSON (model_server/model_channel.py).
+ROWS_ATTACHED = ("rows",)
 
 
 class ModelLoadError(Exception):
@@ -127,7 +129,7 @@ class LoadedModel:
         message = {"op": "predict", "rows": rows, "probabilities": probabilities}
         with self._channel:
             process = self._running_process()
-            reply = process.ask(message, self._settings.predict_timeout_seconds)
+            reply = process.ask(message, self._settings.predict_timeout_seconds, ROWS_ATTACHED)
         if not reply["ok"]:
             raise ValueError(str(reply.get("error", "the model failed")))
         return self._checked(reply, len(rows))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from model_server.estimator import Estimator, load
+from model_server.heap import settle_heap
 from model_server.model_channel import ChannelClosed, encode, receive, write_frame
 
 
@@ -41,6 +42,7 @@ def main() -> int:
         try:
             if message.get("op") == "load":
                 estimator = load(Path(message["path"]))
+                settle_heap()  # predictions allocate; full passes skip the libraries' heap
                 reply: dict[str, Any] = {
                     "ok": True,
                     "flavor": estimator.flavor,

@@ -81,12 +81,15 @@ class ModelProcess:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def ask(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one request and return the reply; the process is stopped on any fault."""
+    def ask(
+        self, message: dict[str, Any], timeout: float, attach: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Send one request (arrays under `attach` raw, model_channel.py) and return the reply;
+        the process is stopped on any fault."""
         assert self._process.stdin is not None and self._process.stdout is not None
         deadline = time.monotonic() + timeout
         try:
-            send(self._process.stdin.fileno(), message, deadline)
+            send(self._process.stdin.fileno(), message, deadline, attach)
             reply = receive(self._process.stdout.fileno(), deadline)
         except ChannelTimeout:
             self.stop(graceful=False)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +30,7 @@ from mlops_core.prediction_log import (
     PREDICTION_LOG_STREAM,
     ErrorReason,
     PredictionErrorRecord,
-    PredictionRecord,
-    keyed_rows,
+    answered_fields,
 )
 from mlops_core.settings import Settings
 
@@ -58,7 +58,7 @@ class _Answered:
     model: str
     version: str
     feature_names: tuple[str, ...] | None
-    rows: np.ndarray | list[list[Any]]  # made lists off the request's path
+    rows: np.ndarray | list[list[Any]]
     predictions: list[Any]
     probabilities: list[list[float]] | None
     latency_ms: float
@@ -166,8 +166,8 @@ class PredictionLog:
         pipe = self._redis.pipeline(transaction=False)
         for item in batch:
             try:
-                fields = self._record(item).stream_fields()
-            except ValueError as exc:  # one odd answer must not end the log's task
+                fields = self._fields(item)
+            except (TypeError, ValueError) as exc:  # one odd answer must not end the log's task
                 DROPPED.labels("unrecordable").inc()
                 log.warning("dropped a prediction record that is not valid: %s", exc)
                 continue
@@ -183,7 +183,7 @@ class PredictionLog:
             DROPPED.labels("redis_error").inc(len(batch))
             log.warning("dropped %d prediction records: Redis append failed: %s", len(batch), exc)
 
-    def _record(self, item: _Answered | _Failed) -> PredictionRecord | PredictionErrorRecord:
+    def _fields(self, item: _Answered | _Failed) -> Mapping[str, str | bytes]:
         if isinstance(item, _Failed):
             return PredictionErrorRecord(
                 request_id=item.request_id,
@@ -194,17 +194,15 @@ class PredictionLog:
                 reason=item.reason,
                 status=item.status,
                 shadow=item.shadow,
-            )
-        return PredictionRecord(
+            ).stream_fields()
+        return answered_fields(
             request_id=item.request_id,
             at=item.at,
             model=item.model,
             version=item.version,
             replica=self._replica,
-            inputs=keyed_rows(
-                item.rows.tolist() if isinstance(item.rows, np.ndarray) else item.rows,
-                item.feature_names,
-            ),
+            columns=item.feature_names,
+            rows=item.rows,
             predictions=item.predictions,
             probabilities=item.probabilities,
             latency_ms=item.latency_ms,

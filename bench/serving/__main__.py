@@ -155,8 +155,8 @@ def header(args: argparse.Namespace, wrk: str) -> str:
             f"mlflow {mlflow.__version__}, MLServer {MLSERVER_VERSION}, {wrk_version}",
             f"{args.duration} s per measurement after {args.warmup} s warm-up, "
             f"{args.rounds} round(s), median over rounds; wrk: 1 thread, closed loop",
-            f"ours: settings from the environment {ours or '(defaults)'}; answers labels and "
-            "probabilities, the others labels only",
+            f"ours: settings from the environment {ours or '(defaults)'}; every server answers "
+            "labels only (ours is asked to leave out probabilities)",
             "load average (1, 5, 15 min) before measuring: "
             + ", ".join(f"{load:.2f}" for load in args.load_before)
             + (

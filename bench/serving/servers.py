@@ -11,8 +11,8 @@
 - fastapi: floor_app, the plain FastAPI app (our .venv).
 
 Every server gets the same fitted estimators (one fit, then registered in MLflow, saved as an
-MLflow model, and dumped with joblib), has its access log off, and answers labels; ours adds
-class probabilities, as it does for every caller today.
+MLflow model, and dumped with joblib), has its access log off, and answers labels only: ours is
+asked for labels alone (`"probabilities": false`, V2 `outputs: [predict]`), as the others answer.
 """
 
 from __future__ import annotations
@@ -110,6 +110,16 @@ def rows_body(rows: Rows) -> dict[str, Any]:
     return {"data": rows}
 
 
+def our_rows_body(rows: Rows) -> dict[str, Any]:
+    """Our /predict body asking for labels only (by default ours adds class probabilities)."""
+    return {"data": rows, "probabilities": False}
+
+
+def our_v2_body(rows: Rows) -> dict[str, Any]:
+    """A V2 request asking ours for the labels output only (by default it adds probabilities)."""
+    return {**v2_body(rows), "outputs": [{"name": "predict"}]}
+
+
 def v2_body(rows: Rows) -> dict[str, Any]:
     """An Open Inference Protocol request: one FP64 [rows, features] tensor."""
     flat = [value for row in rows for value in row]
@@ -139,7 +149,7 @@ def _our_endpoints(
             f"ours{suffix}",
             f"ours /predict{note}",
             lambda name: f"{base}/predict/{name}",
-            rows_body,
+            our_rows_body,
             predictions_of,
             lambda name: [server],
         ),
@@ -147,7 +157,7 @@ def _our_endpoints(
             f"ours-v2{suffix}",
             f"ours /v2 infer{note}",
             lambda name: f"{base}/v2/models/{name}/infer",
-            v2_body,
+            our_v2_body,
             v2_labels,
             lambda name: [server],
         ),

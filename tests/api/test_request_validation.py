@@ -17,6 +17,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from backend.api_params import INT64_MAX, INT64_MIN, ROW_ID_MAX, ROW_ID_MIN
+from mlops_core import request_limits
 from mlops_core.model_names import model_name_problem
 from mlops_core.request_limits import JsonDepthGauge, JsonTooDeep, check_json_depth
 from tests.api.conftest import Api
@@ -229,6 +230,47 @@ def test_depth_gauge_counts_structure_only_whatever_the_pieces() -> None:
         assert measure(text, depth, cuts), text
         assert not measure(text, depth - 1, cuts), text
         assert not measure(text, depth - 1, list(range(1, len(text)))), text  # byte by byte
+
+
+def plain_json(rng: random.Random, depth: int) -> Any:
+    """Like random_json, but written with no backslash (no quote or escape inside strings)."""
+    if depth == 0:
+        return rng.choice(["[{", "]}", "ok", "x[[", "ü{", 3.5, None, True])
+    inner = plain_json(rng, depth - 1)
+    siblings = [plain_json(rng, rng.randrange(depth)) for _ in range(rng.randrange(30))]
+    if rng.random() < 0.5:
+        return [*siblings, inner]
+    return {f"k{i}[": value for i, value in enumerate([*siblings, inner])}
+
+
+def gauge_state(text: bytes, limit: int, cuts: list[int]) -> tuple[bool, int, bool]:
+    """Accepted, and the depth and string state the gauge ends in."""
+    gauge = JsonDepthGauge(limit)
+    try:
+        for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+            gauge.feed(text[start:end])
+    except JsonTooDeep:
+        return False, -1, False
+    return True, gauge.depth, gauge._in_string
+
+
+def test_vectorized_depth_agrees_with_the_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces without backslashes are measured with numpy rather than scanned byte by byte
+    (mlops_core/request_limits.py); both must judge every text alike, whatever the cuts."""
+    rng = random.Random(11)
+    for _ in range(150):
+        depth = rng.randrange(1, 9)
+        text = json.dumps(plain_json(rng, depth), ensure_ascii=False).encode()
+        assert b"\\" not in text
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randrange(5))))
+        judged = []
+        for limit in (depth - 1, depth):
+            monkeypatch.setattr(request_limits, "_VECTOR_BYTES", 1)
+            vectorized = gauge_state(text, limit, cuts)
+            monkeypatch.setattr(request_limits, "_VECTOR_BYTES", len(text) + 1)
+            assert vectorized == gauge_state(text, limit, cuts), text
+            judged.append(vectorized[0])
+        assert judged == [False, True], text
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import redis
 from fastapi.testclient import TestClient
@@ -32,6 +33,8 @@ from mlops_core.prediction_log import (
     ErrorReason,
     PredictionErrorRecord,
     PredictionRecord,
+    answered_fields,
+    from_stream,
 )
 from mlops_core.settings import Settings
 from model_server.prediction_log import DROPPED, PredictionLog
@@ -314,13 +317,13 @@ def test_traffic_counts_errors_per_version_and_bucket_beside_answered_requests(
 def test_an_answer_that_makes_no_valid_record_is_dropped_and_counted_not_fatal(
     redis_url: str,
 ) -> None:
-    """Regression: a record failing validation raised in the flush and ended the log's task,
-    after which every later record was dropped as buffer_full."""
+    """Regression: a record that could not be written raised in the flush and ended the log's
+    task, after which every later record was dropped as buffer_full."""
     settings = Settings(_env_file=None, redis_url=redis_url)  # type: ignore[call-arg]
     log = PredictionLog(settings, "replica-x")
     before = DROPPED.labels("unrecordable")._value.get()
     good, bad = f"good-{uuid.uuid4().hex}", f"bad-{uuid.uuid4().hex}"
-    log.record(bad, "m", "1", None, [[1.0]], [0], [["not a number"]], 1.0)  # type: ignore[list-item]
+    log.record(bad, "m", "1", None, [[1.0]], [0], [[object()]], 1.0)  # type: ignore[list-item]
     log.record(good, "m", "1", None, [[1.0]], [0], [[0.5, 0.5]], 1.0)
     log._append(log._take())
     assert DROPPED.labels("unrecordable")._value.get() == before + 1
@@ -333,3 +336,38 @@ def test_an_answer_that_makes_no_valid_record_is_dropped_and_counted_not_fatal(
     }
     client.close()
     assert good in ids and bad not in ids
+
+
+def test_answered_entries_are_read_back_with_rows_keyed_by_name_or_position() -> None:
+    """The model server writes rows as columns + array (one orjson call per answer); readers
+    get the keyed rows the log has always stored."""
+    at = datetime.now(UTC)
+    common = {"at": at, "model": "m", "version": "3", "replica": "r", "latency_ms": 1.5}
+    named = answered_fields(
+        request_id="named",
+        columns=("sepal_length", "sepal_width"),
+        rows=np.array([[5.1, 3.5], [6.2, 2.9]]),
+        predictions=np.array([0, 1]),
+        probabilities=np.array([[0.9, 0.1], [0.2, 0.8]]),
+        shadow=True,
+        **common,
+    )
+    record = from_stream({k.encode(): v for k, v in named.items()})
+    assert isinstance(record, PredictionRecord)
+    assert record.inputs == [
+        {"sepal_length": 5.1, "sepal_width": 3.5},
+        {"sepal_length": 6.2, "sepal_width": 2.9},
+    ]
+    assert (record.predictions, record.probabilities) == ([0, 1], [[0.9, 0.1], [0.2, 0.8]])
+    assert (record.request_id, record.at, record.version, record.shadow) == ("named", at, "3", True)
+    positional = answered_fields(
+        request_id="positional",
+        columns=None,
+        rows=[[1.0, 2.0, 3.0]],
+        predictions=["a"],
+        probabilities=None,
+        **common,
+    )
+    record = from_stream({k.encode(): v for k, v in positional.items()})
+    assert record.inputs == [{"0": 1.0, "1": 2.0, "2": 3.0}]
+    assert record.probabilities is None
