@@ -26,7 +26,11 @@ let switchTimer = 0;
 // ---- versions -----------------------------------------------------------------------------
 
 function actionFor(version) {
-  if (version.version === model.served) return h("span", { class: "badge", dataset: { status: "success" }, text: "Serving" });
+  if (version.version === model.served) {
+    // Not "Serving" yet while a replica still answers with the version before it.
+    const switching = isSwitching();
+    return h("span", { class: "badge", dataset: { status: switching ? "running" : "success" }, text: switching ? "Switching" : "Serving" });
+  }
   // A version below its gate is never "rolled back" to: deploying it asks for a reason.
   const older = !belowGate(version) && model.served !== null && Number(version.version) < Number(model.served);
   const label = older ? "Roll back" : "Deploy";
@@ -86,26 +90,34 @@ function render() {
   renderCompare(model, base);
 }
 
-/** Which version each live model-server replica has loaded (null: the backend could not tell). */
+/** [replica, loaded version] of each live model-server replica (null: the backend could not tell). */
+function replicaEntries() {
+  const replicas = model.replicas;
+  return replicas && typeof replicas === "object" ? Object.entries(replicas) : null;
+}
+
+/** After a deploy or rollback the registry moves first: until every replica reports the new
+ * version the page says "switching" rather than two versions that contradict each other. */
+function isSwitching() {
+  return (replicaEntries() || []).some(([, version]) => String(version) !== String(model.served ?? ""));
+}
+
+/** Which version each live model-server replica has loaded. */
 function renderReplicas() {
   const box = $("#replicas");
-  const replicas = model.replicas;
-  if (!replicas || typeof replicas !== "object") {
+  const entries = replicaEntries();
+  if (!entries) {
     show(box, false);
     return;
   }
-  const entries = Object.entries(replicas);
-  const behind = entries.filter(([, version]) => String(version) !== String(model.served ?? ""));
-  // After a deploy or rollback the registry moves first: until every replica reports the new
-  // version the page says "switching" rather than two versions that contradict each other.
-  const switching = entries.length > 0 && behind.length > 0;
+  const switching = isSwitching();
   if (switching) $("#served-version").textContent += " (switching)";
   $("#served-version").dataset.switching = String(switching);
   clearTimeout(switchTimer);
   if (switching) switchTimer = setTimeout(refresh, 1500);
   box.textContent = !entries.length
     ? "No model server has reported loading it."
-    : behind.length === 0
+    : !switching
       ? `${entries.length} model server${entries.length === 1 ? "" : "s"} on ${model.served ? `v${model.served}` : "nothing"}.`
       : `Switching to ${model.served ? `v${model.served}` : "nothing"}: ${entries.map(([id, version]) => `${id} on ${version ? `v${version}` : "nothing"}`).join(", ")}.`;
   show(box, true);
@@ -195,7 +207,8 @@ async function changeServed(action, version) {
   busy = true;
   try {
     await api(`${base}/${action}`, { method: "POST", body });
-    toast(`${name} now serves v${version}.`);
+    // The registry has moved; the model servers follow within a heartbeat or two.
+    toast(rollback ? `Rolled back ${name} to v${version}; the model servers are switching.` : `Deployed v${version} of ${name}; the model servers are switching.`);
   } catch (err) {
     toast(`${rollback ? "Roll back" : "Deploy"} failed: ${err.message}`, "error");
   } finally {
