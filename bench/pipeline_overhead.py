@@ -3,7 +3,7 @@
 Run from the repository root (as root: the sandbox needs it, see mlops_core/sandbox.py):
 
     .venv/bin/python -m bench.pipeline_overhead            # 3 runs of each (~4-6 min)
-    .venv/bin/python -m bench.pipeline_overhead --runs 5
+    .venv/bin/python -m bench.pipeline_overhead --runs 5 --timeline
 
 Baseline: the `papermill` command on the shipped iris notebook, logging to the same MLflow
 server (what a data scientist's own run costs). Measured: the same notebook
@@ -14,9 +14,11 @@ reported the new version loaded (push to served); with per-phase medians from th
 records. Two lanes run side by side, each a worker and a model server on a Redis database of
 its own: one with the kernel sandbox (KERNEL_SANDBOX=on, the default), one with
 KERNEL_SANDBOX=off. Each is warmed by one unmeasured pipeline, then runs alternate between
-them (one pipeline at a time), so a slow minute of a shared machine hits both; the script
-prints the sandbox's ratio. Everything runs in the same script on the same machine, so the
-ratios are comparable across machines even though seconds are not.
+them and the baseline (one run at a time), so a slow minute of a shared machine hits all three;
+the script prints the sandbox's ratio. --timeline prints the last sandboxed pipeline's system
+log lines with their time since the task was sent: where the seconds go. Everything runs in
+the same script on the same machine, so the ratios are comparable across machines even though
+seconds are not.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from pathlib import Path
 import nbformat
 from cryptography.fernet import Fernet
 from mlflow import MlflowClient
+from sqlalchemy import select
 
 from mlops_core.database import session_scope, upgrade_database
 from mlops_core.launch_commands import MODEL_SERVER_APP, uvicorn_command, worker_command
-from mlops_core.schema import Pipeline
+from mlops_core.schema import LogLine, Pipeline
 from mlops_core.settings import Settings
 from mlops_core.states import PipelineStatus
 from mlops_core.task_queue import RUN_PIPELINE_TASK, make_celery
@@ -79,6 +82,9 @@ def baseline(workdir: Path, mlflow_uri: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--timeline", action="store_true", help="print the last sandboxed pipeline's timeline"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlops-bench-pipeline-") as tmp:
         workdir = Path(tmp)
@@ -103,23 +109,32 @@ def main() -> None:
             server = redis_server.url.rsplit("/", 1)[0]
             for db, mode in enumerate(("on", "off"), start=1):
                 lanes[mode] = Lane.start(workdir, env, mode, f"{server}/{db}")
-            print(f"baseline: the papermill command, {args.runs} runs")
-            base = [baseline(workdir, mlflow_server.uri) for _ in range(args.runs)]
             for mode, lane in lanes.items():
                 lane.ready()
                 print(f"warm-up with KERNEL_SANDBOX={mode}")
                 run_pipeline(workdir, f"{mode}-warmup", database_url, lane.redis_url)
+            base: list[float] = []
+            timeline: list[str] = []
             for i in range(args.runs):
+                base.append(baseline(workdir, mlflow_server.uri))
+                print(f"  baseline {i}: {base[-1]:.2f} s")
                 for mode, lane in lanes.items():
-                    wall, times = run_pipeline(workdir, f"{mode}-{i}", database_url, lane.redis_url)
+                    wall, times, lines = run_pipeline(
+                        workdir, f"{mode}-{i}", database_url, lane.redis_url
+                    )
                     walls[mode].append(wall)
                     for name, seconds in times.items():
                         phases[mode].setdefault(name, []).append(seconds)
+                    if mode == "on":
+                        timeline = lines
         finally:
             for lane in lanes.values():
                 lane.stop()
             mlflow_server.stop()
             redis_server.stop()
+    if args.timeline:
+        print("\nlast sandboxed pipeline, seconds since the task was sent:")
+        print("\n".join(timeline))
     print(
         f"\nbaseline (papermill command)      median {statistics.median(base):6.2f} s  "
         f"runs {fmt(base)}"
@@ -174,7 +189,8 @@ class Lane:
 
 def run_pipeline(
     workdir: Path, index: str, database_url: str, redis_url: str
-) -> tuple[float, dict]:
+) -> tuple[float, dict, list[str]]:
+    """Push to served: wall seconds, each phase's seconds, and the system log's timeline."""
     repo = workdir / f"repo-{index}"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@example.com"]
@@ -194,6 +210,7 @@ def run_pipeline(
         session.flush()
         pipeline_id = row.id
     app = make_celery(Settings(redis_url=redis_url))
+    sent_at = time.time()
     started = time.perf_counter()
     app.send_task(RUN_PIPELINE_TASK, args=[pipeline_id])
 
@@ -216,7 +233,14 @@ def run_pipeline(
         if ph.started_at and ph.finished_at
     }
     print(f"  run {index}: {wall:.2f} s")
-    return wall, times
+    with session_scope(database_url) as session:
+        logged = session.scalars(
+            select(LogLine)
+            .where(LogLine.pipeline_id == pipeline_id, LogLine.stream == "system")
+            .order_by(LogLine.seq)
+        ).all()
+        lines = [f"  {line.ts - sent_at:6.2f}  {line.text[:110]}" for line in logged]
+    return wall, times, lines
 
 
 def fmt(values: list[float]) -> str:

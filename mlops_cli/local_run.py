@@ -7,24 +7,23 @@ kernel environment allow-list, the same log lines), its `mlflow.log_*` calls lan
 of the run's own folder (mlops_core/run_store.py), and its metrics are judged by the deploy gate
 (mlops_core/deploy_gate.py). The model goes where the export cell writes it: MODEL_OUTPUT_PATH,
 `OUTPUT/output/model.joblib`. `--mlflow URI` then copies the run into a run on that server, as
-the worker copies a pipeline's.
+the worker copies a pipeline's, and holds the run to the version that server's registry serves
+now, as the deploy phase does (mlops_core/served_gate.py).
 
-Unlike a pipeline, the kernel runs unsandboxed, as you, on this machine: it is your notebook,
-and the sandbox needs root. It uses this environment's packages (a requirements.txt beside the
-notebook is not installed), and a comparison with the version served now (which only the
-platform knows) is not made.
+Unlike a pipeline, the kernel runs unsandboxed by default, as you, on this machine: it is your
+notebook, and the sandbox needs root. `--sandbox` runs it in the pipeline's kernel sandbox
+(mlops_core/sandbox.py), the notebook's folder bound read-only. It uses this environment's
+packages: a requirements.txt beside the notebook is not installed (the worker's cached
+environments are the worker's; the log gives the pip command that installs it here).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import os
-import selectors
+import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -48,10 +47,11 @@ from mlops_cli.exit_codes import (
 from mlops_cli.invocation import invocation, json_option
 from mlops_cli.log_follow import Event, make_printer
 from mlops_cli.parameters import collect, parameter_options
-from mlops_core import notebook_run_log, run_store
-from mlops_core.deploy_gate import apply_floor, describe_gates, evaluate_gate
+from mlops_core import notebook_run_log, run_store, sandbox, served_gate
+from mlops_core.deploy_gate import GateResult, apply_floor, describe_gates, evaluate_gate
 from mlops_core.kernel_env import kernel_environment
 from mlops_core.log_events import LogEvent
+from mlops_core.model_registry import registry_client
 from mlops_core.notebook_contract import (
     ContractViolation,
     NotebookContract,
@@ -61,8 +61,14 @@ from mlops_core.notebook_contract import (
     strip_execution_marks,
 )
 from mlops_core.notebook_requirements import REQUIREMENTS_FILE, installed_provider
-from mlops_core.notebook_runner import RUNNER_MODULE, RunFolder, install_kernel_startup
+from mlops_core.notebook_runner import (
+    RUNNER_MODULE,
+    STORE_DIR,
+    RunFolder,
+    install_kernel_startup,
+)
 from mlops_core.run_parameters import overridden_by_later_cells, validate_parameters
+from mlops_core.runner_process import read_executed, run_notebook
 from mlops_core.settings import Settings
 
 # A local run has no pipeline: the notebook gets PIPELINE_ID 0 (log events carry it too).
@@ -99,6 +105,11 @@ class LocalRun:
     mlflow_run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def sandboxed(self) -> bool:
+        """Whether the kernel runs in the pipeline's sandbox (`--sandbox`)."""
+        return self.settings.kernel_sandbox == "on"
+
     def log(
         self, text: str, *, stream: str = "system", cell: int | None = None, **extra: Any
     ) -> None:
@@ -134,18 +145,52 @@ def prepare_output(path: Path) -> RunFolder:
     return RunFolder(path.resolve())
 
 
-def read_settings(min_accuracy: float | None) -> Settings:
-    """The platform's settings from this environment (no .env: this is not the platform)."""
+def read_settings(min_accuracy: float | None, *, sandboxed: bool = False) -> Settings:
+    """The platform's settings from this environment (no .env: this is not the platform).
+
+    KERNEL_SANDBOX is the flag's: a local run is sandboxed when asked to, whatever the
+    worker's setting says.
+    """
     try:
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise BadInput(f"a platform setting in the environment is invalid: {exc}") from None
+    update: dict[str, Any] = {"kernel_sandbox": "on" if sandboxed else "off"}
     if min_accuracy is not None:
-        settings = settings.model_copy(update={"min_accuracy_threshold": min_accuracy})
-    return settings
+        update["min_accuracy_threshold"] = min_accuracy
+    return settings.model_copy(update=update)
+
+
+def check_output_for_sandbox(notebook: Path, output: Path) -> None:
+    """Refuse an --output directly in the notebook's folder: the sandbox hides the folder
+    holding the run's folder (as it hides other pipelines'), and the notebook's with it."""
+    if output.resolve().parent == notebook.resolve().parent:
+        raise BadInput(
+            f"--output {output}: with --sandbox, the run's folder cannot be directly in the "
+            "notebook's folder (the sandbox hides what is beside the run's folder): choose "
+            "another --output, e.g. the default .mlops-run/<notebook name>"
+        )
 
 
 # --- the phases -----------------------------------------------------------------------------
+
+
+def isolate(run: LocalRun) -> None:
+    """Say where the kernel runs; with --sandbox, fail now when the sandbox cannot run here."""
+    if not run.sandboxed:
+        run.log(
+            "running unsandboxed, as you, on this machine (the platform runs notebooks in its "
+            "kernel sandbox: no network, no view of your files; --sandbox runs it here too)"
+        )
+        return
+    try:
+        isolation = sandbox.check_available(run.settings)
+    except sandbox.SandboxUnavailable as exc:
+        raise RunFailed(
+            f"--sandbox: {exc} (for `mlops run`, KERNEL_SANDBOX does not matter: run without "
+            "--sandbox to run the kernel unsandboxed, as you)"
+        ) from None
+    run.log(f"running in the platform's kernel sandbox ({isolation.description})")
 
 
 def validate(run: LocalRun) -> NotebookContract:
@@ -193,96 +238,56 @@ def execute(run: LocalRun) -> None:
     requirements = run.notebook.parent / REQUIREMENTS_FILE
     if requirements.is_file():
         run.log(
-            f"{requirements} is not installed by `mlops run`: the kernel has this environment's "
-            f"packages (`pip install -r {requirements}` here, if they are missing)"
+            f"{requirements} is not installed by `mlops run` (a pipeline installs what the kernel "
+            "lacks): the kernel has this environment's packages; to add the ones it lists, run "
+            f"`{shlex.quote(sys.executable)} -m pip install -r {shlex.quote(str(requirements))}`"
         )
+    sandbox.prepare_work_dir(run.settings, folder.work_dir)  # nothing unless --sandbox
     prepared = prepare_for_execution(nbformat.read(run.notebook, as_version=4))
-    nbformat.write(prepared, folder.input_notebook)
-    read_fd, write_fd = os.pipe()
-    spec = folder.runner_spec(
-        cwd=run.notebook.parent,
+    nbformat.write(prepared, folder.input_notebook)  # the sandbox reads it, never writes it
+    cwd = run.notebook.parent
+    ended = run_notebook(
+        folder,
+        sandbox.wrap(
+            run.settings,
+            [sys.executable, "-I", "-m", RUNNER_MODULE, str(folder.spec_path)],
+            work_dir=folder.work_dir,
+            cwd=cwd,
+            read_only=[cwd],
+        ),
+        cwd=cwd,
+        env=kernel_environment(
+            run.settings,
+            home=folder.home,
+            extra={
+                **folder.kernel_variables(
+                    run_id=run.local_run_id,
+                    pipeline_id=LOCAL_PIPELINE_ID,
+                    cpu_seconds=run.settings.kernel_cpu_seconds,
+                ),
+                # This TMPDIR is not in the sandbox, whose /tmp is its own.
+                **({"TMPDIR": "/tmp"} if run.sandboxed else {}),
+            },
+        ),
         parameters=folder.injected_parameters(run.parameters, LOCAL_PIPELINE_ID),
         cell_timeout=run.settings.cell_timeout_seconds,
-        events_fd=write_fd,
+        log=lambda line: run.log(line.text, stream=line.stream, cell=line.cell),
     )
-    folder.spec_path.write_text(json.dumps(spec))
-    env = kernel_environment(
-        run.settings,
-        home=folder.home,
-        extra=folder.kernel_variables(
-            run_id=run.local_run_id,
-            pipeline_id=LOCAL_PIPELINE_ID,
-            cpu_seconds=run.settings.kernel_cpu_seconds,
-        ),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-m", RUNNER_MODULE, str(folder.spec_path)],
-        env=env,
-        cwd=run.notebook.parent,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        pass_fds=(write_fd,),
-        start_new_session=True,
-    )
-    os.close(write_fd)
-    run.log(f"kernel starting (cell timeout {run.settings.cell_timeout_seconds} s)")
-    try:
-        result = _pump(run, proc, read_fd)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        os.close(read_fd)
-    if folder.executed_notebook.is_file():
-        executed = nbformat.read(folder.executed_notebook, as_version=4)
+    if run.sandboxed:
+        for dropped in run_store.remove_links(folder.work_dir / STORE_DIR):
+            run.log(f"ignored (not a plain file): {STORE_DIR}/{dropped}", stream="stderr")
+    executed = read_executed(folder.executed_notebook)
+    if executed is not None:
         nbformat.write(strip_execution_marks(executed), folder.executed_notebook)
-    if result is None:
-        raise RunFailed(f"the notebook runner stopped unexpectedly (exit code {proc.returncode})")
-    if not result.get("ok"):
-        raise RunFailed(_describe_failure(run, result))
+    if ended.result is None:
+        raise RunFailed(f"the notebook runner stopped unexpectedly (exit code {ended.returncode})")
+    if not ended.result.get("ok"):
+        raise RunFailed(_describe_failure(run, ended.result))
     if not folder.model_output_path.is_file():
         raise RunFailed(
             "the notebook did not write a model to MODEL_OUTPUT_PATH "
             "(export it with joblib.dump(model, MODEL_OUTPUT_PATH))"
         )
-
-
-def _pump(run: LocalRun, proc: subprocess.Popen[bytes], events_fd: int) -> dict[str, Any] | None:
-    """Print the runner's events and its own output as they come; return its result event."""
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(events_fd, selectors.EVENT_READ, "events")
-    selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdio")
-    buffers = {"events": b"", "stdio": b""}
-    result: dict[str, Any] | None = None
-    open_streams = 2
-    while open_streams:
-        for key, _ in selector.select(timeout=0.5):
-            chunk = os.read(key.fd, 65536)
-            if not chunk:
-                selector.unregister(key.fd)
-                open_streams -= 1
-                lines, buffers[key.data] = [buffers[key.data]], b""
-            else:
-                lines = (buffers[key.data] + chunk).split(b"\n")
-                buffers[key.data] = lines.pop()
-            for raw in lines:
-                if not raw:
-                    continue
-                if key.data == "stdio":
-                    line = notebook_run_log.runner_line(raw.decode("utf-8", "replace"))
-                else:
-                    event = json.loads(raw)
-                    if event["type"] == "result":
-                        result = event
-                        continue
-                    line = notebook_run_log.event_line(event)
-                if line is not None:
-                    run.log(line.text, stream=line.stream, cell=line.cell)
-    selector.close()
-    return result
 
 
 def _describe_failure(run: LocalRun, result: dict[str, Any]) -> str:
@@ -292,7 +297,11 @@ def _describe_failure(run: LocalRun, result: dict[str, Any]) -> str:
         cell_timeout_seconds=run.settings.cell_timeout_seconds,
         notebook=lambda: nbformat.read(run.notebook, as_version=4),
         installed_version=_installed_version,
+        limit_exceeded=lambda raised: sandbox.limit_exceeded(run.settings, raised),
     )
+    offline = sandbox.no_network_hint(run.settings, str(result.get("message", "")))
+    if result.get("kind") == "error" and offline:
+        message += f" ({offline})"
     return notebook_run_log.report_failure(
         result, message, lambda line: run.log(line, stream="error", cell=result.get("index"))
     )
@@ -384,15 +393,41 @@ def _mlflow_problem(uri: str, exc: Exception) -> str:
 # --- the command ----------------------------------------------------------------------------
 
 
+def judge(run: LocalRun) -> GateResult:
+    """The deploy gate's verdict; with --mlflow, held to the version its registry serves now,
+    as the deploy phase holds a pipeline's version."""
+    assert run.contract is not None
+    if run.mlflow_uri is None:
+        return evaluate_gate(
+            run.contract.gate, run.metrics, accuracy_floor=run.settings.accuracy_floor
+        )
+    alias = run.settings.serving_alias
+    try:
+        verdict = served_gate.judge(
+            registry_client(run.mlflow_uri),
+            run.contract.model_name,
+            run.contract.gate,
+            run.metrics,
+            comparison=run.contract.comparison,
+            settings=run.settings,
+            alias=alias,
+        )
+    except Exception as exc:  # MLflow raises its own errors and requests' alike
+        raise RunFailed(_mlflow_problem(run.mlflow_uri, exc), EXIT_API_ERROR) from None
+    if verdict.passed and verdict.served_version is None and run.contract.comparison.enabled:
+        run.log(
+            f"no version of {run.contract.model_name} is served at {run.mlflow_uri} "
+            f"(alias {alias!r}): judged by its gate alone"
+        )
+    return verdict
+
+
 def run_locally(run: LocalRun) -> int:
     """Validate, execute, judge by the gate; print the log; return the exit status."""
     outcome: dict[str, Any] = {"notebook": str(run.notebook)}
-    run.log(
-        "running unsandboxed, as you, on this machine (the platform runs notebooks in its "
-        "kernel sandbox: no network, no view of your files)"
-    )
     status = "failed"
     try:
+        isolate(run)
         run.phase = "validate"
         run.contract = validate(run)
         outcome.update(model_name=run.contract.model_name, version=run.contract.version)
@@ -408,11 +443,9 @@ def run_locally(run: LocalRun) -> int:
                 run.metrics = run_store.local_metrics(run.folder.work_dir, run.local_run_id)
         run.log(f"phase execute: success in {time.monotonic() - started:.2f} s")
         run.phase = "gate"
-        verdict = evaluate_gate(
-            run.contract.gate, run.metrics, accuracy_floor=run.settings.accuracy_floor
-        )
+        verdict = judge(run)
         run.log(verdict.reason)
-        outcome["gate"] = {"passed": verdict.passed, "reason": verdict.reason}
+        outcome["gate"] = verdict.as_dict()
         status = "success"
         code = EXIT_SUCCESS if verdict.passed else EXIT_GATE_FAILED
     except RunFailed as exc:
@@ -470,6 +503,13 @@ def _summary(run: LocalRun, outcome: dict[str, Any], status: str) -> None:
     help="also copy the run into a run on this MLflow tracking server",
 )
 @click.option(
+    "--sandbox",
+    "sandboxed",
+    is_flag=True,
+    help="run the kernel in the pipeline's kernel sandbox (needs root and bubblewrap): no "
+    "network, none of your files but the notebook's folder (read-only), the kernel limits",
+)
+@click.option(
     "--min-accuracy",
     type=float,
     help="the gate threshold a notebook gets when it sets none, and the floor (default: "
@@ -481,6 +521,7 @@ def run_command(
     name_values: tuple[tuple[str, str], ...],
     output: Path | None,
     mlflow_uri: str | None,
+    sandboxed: bool,
     min_accuracy: float | None,
 ) -> int:
     """Run a notebook's tagged cells here, as a pipeline would: its log, metrics, gate verdict
@@ -493,11 +534,14 @@ def run_command(
         validate_parameters(parameters)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+    output = output or DEFAULT_OUTPUT / notebook.stem
+    if sandboxed:
+        check_output_for_sandbox(notebook, output)
     run = LocalRun(
         notebook=notebook.resolve(),
-        folder=prepare_output(output or DEFAULT_OUTPUT / notebook.stem),
+        folder=prepare_output(output),
         parameters=parameters,
-        settings=read_settings(min_accuracy),
+        settings=read_settings(min_accuracy, sandboxed=sandboxed),
         print_event=make_printer(sys.stdout, as_json=invocation().as_json),
         mlflow_uri=mlflow_uri,
     )

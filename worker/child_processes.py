@@ -1,22 +1,18 @@
 """Child processes the worker can stop at once: on cancel, on the pipeline deadline, or on exit.
 
 Every child starts in its own session, so killing it never touches the Celery worker, and
-is killed together with everything it started (a Jupyter kernel starts in a session of its
-own, so process groups alone would miss it: the tree is walked with psutil).
+is killed together with everything it started (mlops_core/runner_process.py's `kill_tree`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
+from mlops_core.runner_process import kill_tree
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
 
 
@@ -27,20 +23,6 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process, its process group and every descendant (kernels included)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
 
 
 def start_child(

@@ -50,7 +50,7 @@ from mlops_core.notebook_requirements import (
     installed_provider,
     parse_requirements,
 )
-from worker.child_processes import kill_tree
+from mlops_core.runner_process import kill_tree
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
 
 # The folder of the work folder pip installs into (its `prefix`) and runs in.

@@ -7,12 +7,15 @@ pipeline run, in tests/pipeline/test_examples.py.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from mlops_cli.main import main as cli_main
+from mlops_core import sandbox
 from tests.pipeline.conftest import build_notebook, unique_model_name
 
 
@@ -85,10 +88,15 @@ def test_a_local_run_reports_metrics_gate_and_model_and_logs_to_mlflow(
     final = events[-1]
     assert (final["stream"], final["status"]) == ("status", "success")
     assert final["metrics"] == {"accuracy": 0.9}
-    assert final["gate"] == {
+    assert {
         "passed": True,
         "reason": "gate accuracy >= 0.8 passed: accuracy = 0.9",
-    }
+        "served_version": None,
+    }.items() <= final["gate"].items()
+    assert (
+        f"no version of {name} is served at {mlflow_uri} (alias 'production'): judged by "
+        "its gate alone" in texts
+    )
     assert final["model_path"] == str(out_dir / "output" / "model.joblib")
     assert Path(final["model_path"]).stat().st_size > 0
 
@@ -141,3 +149,121 @@ def test_a_failing_cell_a_broken_contract_and_bad_input_are_named(
     code, _, err = run(capsys, str(notebook), "-o", str(mine))
     assert code == 64 and "not made by `mlops run`" in err
     assert (mine / "thesis.tex").read_text() == "keep me"
+
+
+def test_the_verdict_holds_the_run_to_the_version_the_mlflow_registry_serves(
+    tmp_path: Path,
+    mlflow_uri: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the deploy phase: a run passing its gate but worse than the served version by more
+    than GATE_TOLERANCE fails it (exit 5), the verdict naming both numbers."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    name = unique_model_name("local-served")
+    client = MlflowClient(mlflow_uri)
+    served_run = client.create_run(client.create_experiment(name))
+    client.log_metric(served_run.info.run_id, "accuracy", 0.95)
+    client.create_registered_model(name)
+    version = client.create_model_version(
+        name, f"{served_run.info.artifact_uri}/model", served_run.info.run_id
+    ).version
+    client.set_registered_model_alias(name, "production", version)
+    notebook = tmp_path / "train.ipynb"
+    notebook.write_text(gated_notebook(name))
+
+    code, out, err = run(
+        capsys, str(notebook), "--json", "-o", str(tmp_path / "out"), "--mlflow", mlflow_uri
+    )
+    assert code == 5, out + err
+    events = [json.loads(line) for line in out.splitlines()]
+    refused = (
+        f"accuracy 0.900 < served v{version} 0.950 - 0.01: worse than the served version by "
+        "more than GATE_TOLERANCE (gate accuracy >= 0.8 passed: accuracy = 0.9)"
+    )
+    assert {"phase": "gate", "text": refused}.items() <= next(
+        e for e in events if e["phase"] == "gate"
+    ).items()
+    final = events[-1]
+    assert final["status"] == "success" and final["metrics"] == {"accuracy": 0.9}
+    assert {
+        "passed": False,
+        "failed_rule": "served",
+        "value": 0.9,
+        "served_version": str(version),
+        "served_value": 0.95,
+        "tolerance": 0.01,
+    }.items() <= final["gate"].items()
+    # The run itself is still copied to the server.
+    assert client.get_run(final["mlflow_run_id"]).data.metrics == {"accuracy": 0.9}
+
+
+needs_sandbox = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(map(shutil.which, sandbox.REQUIRED_PROGRAMS)),
+    reason="the sandbox needs root and bubblewrap",
+)
+
+
+@needs_sandbox
+def test_sandbox_runs_the_kernel_in_the_pipelines_sandbox_with_the_same_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same notebook with and without --sandbox: the same metrics and model, the files
+    beside the notebook readable in both, a secret in MLOPS_HOME readable only without."""
+    home = tmp_path / "mlops-home"
+    (home / "secrets").mkdir(parents=True)
+    secret = home / "secrets" / "encryption.key"
+    secret.write_text("a-secret-key")
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    notebook = tmp_path / "repo" / "train.ipynb"
+    notebook.parent.mkdir()
+    (notebook.parent / "rows.txt").write_text("beside the notebook")
+    probe = (
+        "print('data:', open('rows.txt').read())\n"
+        f"try:\n    print('secret:', open({str(secret)!r}).read())\n"
+        "except OSError as exc:\n    print('secret:', type(exc).__name__)\n"
+    )
+    notebook.write_text(gated_notebook(unique_model_name("local"), training=probe))
+
+    outcomes = {}
+    for flag in ("", "--sandbox"):
+        args = [str(notebook), "--json", "-o", str(tmp_path / f"out{flag}")]
+        code, out, err = run(capsys, *args, *([flag] if flag else []))
+        assert code == 0, out + err
+        outcomes[flag] = [json.loads(line) for line in out.splitlines()]
+    plain, boxed = ([e["text"] for e in outcomes[flag]] for flag in ("", "--sandbox"))
+    assert plain[0].startswith("running unsandboxed")
+    assert boxed[0].startswith("running in the platform's kernel sandbox (bubblewrap: ")
+    assert "data: beside the notebook" in plain and "data: beside the notebook" in boxed
+    assert "secret: a-secret-key" in plain  # the file is there: only the sandbox hides it
+    assert "secret: FileNotFoundError" in boxed  # MLOPS_HOME is an empty tmpfs there
+    finals = [outcomes[flag][-1] for flag in ("", "--sandbox")]
+    assert finals[0]["metrics"] == finals[1]["metrics"] == {"accuracy": 0.9}
+    assert finals[0]["gate"] == finals[1]["gate"]
+    assert Path(finals[1]["model_path"]).stat().st_size > 0
+
+
+def test_sandbox_refuses_naming_why_when_it_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No bubblewrap on PATH: the run fails (exit 1) before any kernel starts, naming what is
+    missing; an --output beside the notebook (which the sandbox would hide) is bad usage."""
+    notebook = tmp_path / "repo" / "train.ipynb"
+    notebook.parent.mkdir()
+    notebook.write_text(gated_notebook(unique_model_name("local")))
+    code, _, err = run(capsys, str(notebook), "--sandbox", "-o", str(notebook.parent / "out"))
+    assert code == 64 and "the run's folder cannot be directly in the notebook's folder" in err
+
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    code, out, _ = run(capsys, str(notebook), "--sandbox", "-o", str(tmp_path / "out"))
+    assert code == 1, out
+    lines = out.splitlines()
+    assert lines[0].startswith(
+        "[mlops] ERROR --sandbox: the kernel sandbox needs bwrap, prlimit, setpriv (Debian: "
+        "apt-get install bubblewrap util-linux)"
+    ), lines
+    assert "run without --sandbox to run the kernel unsandboxed" in lines[0]
+    assert not any("kernel starting" in line for line in lines)
+    assert lines[-1] == "[mlops] run failed"

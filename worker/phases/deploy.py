@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import replace
 
 import httpx
 import redis
 from sqlalchemy import select
 
+from mlops_core import served_gate
 from mlops_core.canary import CanaryConfig, CanaryMode, DeployStrategy
 from mlops_core.canary_registry import serving_state
-from mlops_core.deploy_gate import GateResult, ServedVersion, default_gate, evaluate_gate
+from mlops_core.deploy_gate import GateResult, default_gate
 from mlops_core.deployments import NoCanary, change_served_version, end_canary, start_canary
 from mlops_core.model_events import (
     MODEL_LOADED_CHANNEL,
@@ -232,17 +232,16 @@ def judge(ctx: PhaseContext, name: str, version: str, alias: str) -> GateResult:
     """The gate's verdict on `version` (its gate, the floor, the served version), logged and
     stored on the pipeline row and the registered version."""
     settings = ctx.settings
-    gate = ctx.gate or default_gate(settings.min_accuracy_threshold)
-    comparison = ctx.contract.comparison if ctx.contract else GateComparison()
-    tolerance = settings.gate_tolerance if comparison.tolerance is None else comparison.tolerance
-    metrics = ctx.metrics or get_version(ctx.mlflow, name, version).metrics
-    served = _served(ctx, name, version, alias) if comparison.enabled else None
-    verdict = evaluate_gate(
-        gate, metrics, accuracy_floor=settings.accuracy_floor, served=served, tolerance=tolerance
+    verdict = served_gate.judge(
+        ctx.mlflow,
+        name,
+        ctx.gate or default_gate(settings.min_accuracy_threshold),
+        ctx.metrics or get_version(ctx.mlflow, name, version).metrics,
+        comparison=ctx.contract.comparison if ctx.contract else GateComparison(),
+        settings=settings,
+        alias=alias,
+        version=version,
     )
-    if verdict.passed and not comparison.enabled:
-        note = "not compared with the served version (GATE_COMPARE = False)"
-        verdict = replace(verdict, reason=f"{verdict.reason}; {note}")
     ctx.log(verdict.reason)
     ctx.mlflow.set_model_version_tag(name, version, TAG_GATE_VERDICT, verdict.to_json())
     with ctx.session() as session:
@@ -250,15 +249,6 @@ def judge(ctx: PhaseContext, name: str, version: str, alias: str) -> GateResult:
         if pipeline is not None:
             pipeline.params = {**(pipeline.params or {}), "gate_verdict": verdict.as_dict()}
     return verdict
-
-
-def _served(ctx: PhaseContext, name: str, version: str, alias: str) -> ServedVersion | None:
-    """The version served now with its run's metrics; None when nothing else is served (this
-    version itself is, when an earlier attempt of this pipeline got that far)."""
-    current = served_version(ctx.mlflow, name, alias)
-    if current is None or current == version:
-        return None
-    return ServedVersion(current, get_version(ctx.mlflow, name, current).metrics)
 
 
 def _subscribe(ctx: PhaseContext) -> redis.client.PubSub | None:

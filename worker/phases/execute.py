@@ -4,8 +4,9 @@ The working directory is the notebook's own folder inside the checkout, as when 
 it: `pd.read_csv("data.csv")` finds the file committed beside the notebook both on a laptop and
 in the pipeline (for a notebook at the repository root this is the checkout itself).
 
-Papermill runs in a child process (mlops_core/notebook_runner.py) rather than in the
-Celery process, because:
+Papermill runs in a child process (mlops_core/notebook_runner.py, started and relayed by
+mlops_core/runner_process.py as `mlops run` starts it) rather than in the Celery process,
+because:
 - cancel and the pipeline deadline must stop a cell stuck in C code or `time.sleep`: killing
   a process tree is immediate and leaves the worker clean, while stopping papermill's event
   loop from another thread is not;
@@ -19,11 +20,7 @@ copies into the pipeline's run afterwards (worker/local_tracking.py).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import selectors
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,8 +37,8 @@ from mlops_core.notebook_contract import (
 )
 from mlops_core.notebook_requirements import REQUIREMENTS_PATH_VARIABLE
 from mlops_core.notebook_runner import RUNNER_MODULE, RunFolder, install_kernel_startup
+from mlops_core.runner_process import read_executed, run_notebook
 from worker import local_tracking, metrics, requirements_install
-from worker.child_processes import kill_tree
 from worker.phases.context import PhaseContext, PhaseFailed, PipelineCancelled
 
 
@@ -67,45 +64,40 @@ def run(ctx: PhaseContext) -> None:
     assert ctx.notebook_file is not None and ctx.contract is not None
     folder = RunFolder(ctx.work_dir)
     prepared = prepare_for_execution(read_notebook(ctx.notebook_file.read_bytes()))
-    nbformat.write(prepared, folder.input_notebook)
-    output_path = folder.executed_notebook
-    spec_path = folder.spec_path
-    read_fd, write_fd = os.pipe()
-    spec = folder.runner_spec(
+    nbformat.write(prepared, folder.input_notebook)  # the sandbox reads it, never writes it
+    ended = run_notebook(
+        folder,
+        sandboxed(ctx, RUNNER_MODULE, str(folder.spec_path)),
         cwd=ctx.notebook_file.parent,
+        env=sandbox_environment(ctx),
         parameters=injected_parameters(ctx),
         cell_timeout=ctx.settings.cell_timeout_seconds,
-        events_fd=write_fd,
+        log=lambda line: ctx.log(line.text, stream=line.stream, cell=line.cell),
+        check=lambda: _stop_when_due(ctx),
     )
-    spec_path.write_text(json.dumps(spec))  # the sandbox reads these two, never writes them
-    proc = subprocess.Popen(
-        sandboxed(ctx, RUNNER_MODULE, str(spec_path)),
-        env=sandbox_environment(ctx),
-        cwd=ctx.notebook_file.parent,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        pass_fds=(write_fd,),
-        start_new_session=True,
-    )
-    os.close(write_fd)
-    ctx.log(f"kernel starting (cell timeout {ctx.settings.cell_timeout_seconds} s)")
-    try:
-        result = _pump(ctx, proc, read_fd)
-    finally:
-        if proc.poll() is None:
-            kill_tree(proc.pid)
-        proc.wait()
-        os.close(read_fd)
-    executed = read_executed(output_path)
+    executed = read_executed(folder.executed_notebook)
     if executed is not None:
-        nbformat.write(strip_execution_marks(executed), output_path)
-        ctx.executed_notebook = output_path
+        nbformat.write(strip_execution_marks(executed), folder.executed_notebook)
+        ctx.executed_notebook = folder.executed_notebook
+    result = ended.result
     if result is None:
-        raise PhaseFailed(f"the notebook runner stopped unexpectedly (exit code {proc.returncode})")
+        raise PhaseFailed(
+            f"the notebook runner stopped unexpectedly (exit code {ended.returncode})"
+        )
     metrics.record_kernel_peak(result.get("kernel_peak_rss_bytes"))
     if not result.get("ok"):
         raise PhaseFailed(describe_failure(ctx, result))
+
+
+def _stop_when_due(ctx: PhaseContext) -> None:
+    """Stop the run on cancel or when the pipeline is out of time (the runner is killed)."""
+    if ctx.cancelled:
+        raise PipelineCancelled
+    if ctx.remaining() <= 0:
+        raise PhaseFailed(
+            "the pipeline ran out of time "
+            f"(PIPELINE_TIMEOUT_SECONDS={ctx.settings.pipeline_timeout_seconds})"
+        )
 
 
 def sandboxed(ctx: PhaseContext, module: str, *args: str) -> list[str]:
@@ -123,18 +115,6 @@ def sandboxed(ctx: PhaseContext, module: str, *args: str) -> list[str]:
         cwd=cwd,
         read_only=[ctx.environment] if ctx.environment else [],
     )
-
-
-def read_executed(path: Path) -> nbformat.NotebookNode | None:
-    """The executed notebook the sandbox wrote, if it is a plain file holding a notebook."""
-    stream = sandbox.open_written(path)
-    if stream is None:
-        return None
-    with stream:
-        try:
-            return nbformat.reads(stream.read().decode("utf-8"), as_version=4)
-        except Exception:  # the sandbox may have written anything there
-            return None
 
 
 def injected_parameters(ctx: PhaseContext) -> dict[str, Any]:
@@ -168,64 +148,6 @@ def sandbox_environment(ctx: PhaseContext) -> dict[str, str]:
             **({"TMPDIR": "/tmp"} if ctx.settings.kernel_sandbox == "on" else {}),
         },
     )
-
-
-def _pump(ctx: PhaseContext, proc: subprocess.Popen[bytes], events_fd: int) -> dict | None:
-    """Publish the child's events as they come; kill it on cancel or when time is up."""
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(events_fd, selectors.EVENT_READ, "events")
-    selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdio")
-    buffers = {"events": b"", "stdio": b""}
-    result: dict[str, Any] | None = None
-    open_streams = 2
-    while open_streams:
-        if ctx.cancelled:
-            kill_tree(proc.pid)
-            raise PipelineCancelled
-        if ctx.remaining() <= 0:
-            kill_tree(proc.pid)
-            raise PhaseFailed(
-                "the pipeline ran out of time "
-                f"(PIPELINE_TIMEOUT_SECONDS={ctx.settings.pipeline_timeout_seconds})"
-            )
-        for key, _ in selector.select(timeout=0.2):
-            chunk = os.read(key.fd, 65536)
-            if not chunk:
-                selector.unregister(key.fd)
-                open_streams -= 1
-                lines, buffers[key.data] = [buffers[key.data]], b""
-            else:
-                lines = (buffers[key.data] + chunk).split(b"\n")
-                buffers[key.data] = lines.pop()
-            for raw in lines:
-                if not raw:
-                    continue
-                if key.data == "stdio":
-                    _log_stdio(ctx, raw.decode("utf-8", "replace"))
-                    continue
-                event = json.loads(raw)
-                if event["type"] == "result":
-                    result = event
-                else:
-                    _publish(ctx, event)
-    selector.close()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    return result
-
-
-def _publish(ctx: PhaseContext, event: dict[str, Any]) -> None:
-    line = notebook_run_log.event_line(event)
-    if line is not None:
-        ctx.log(line.text, stream=line.stream, cell=line.cell)
-
-
-def _log_stdio(ctx: PhaseContext, text: str) -> None:
-    """The runner's own stdout/stderr (papermill warnings, kernel start messages)."""
-    line = notebook_run_log.runner_line(text)
-    if line is not None:
-        ctx.log(line.text, stream=line.stream)
 
 
 def describe_failure(ctx: PhaseContext, result: dict[str, Any]) -> str:

@@ -19,6 +19,8 @@ packages of the notebook's requirements.txt included.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -37,7 +39,7 @@ import sklearn  # noqa: F401 -- imported while the notebook runs, not when its m
 from mlflow.models import infer_signature
 
 from mlops_core.notebook_requirements import REQUIREMENTS_PATH_VARIABLE
-from worker.sandbox.model_requirements import model_requirements
+from worker.sandbox.model_requirements import model_requirements, package_providers
 
 MODEL_SUFFIXES = {".joblib", ".pkl", ".pickle", ".sav", ".model"}
 
@@ -75,6 +77,13 @@ def _load_error(exc: Exception) -> str:
     return f"the model file cannot be loaded with joblib: {exc!r}"
 
 
+@functools.cache
+def _resolved(file: str) -> Path:
+    """A module file's real path; cached, since most modules are loaded (and resolved, by
+    `warm_up`) before the job arrives: resolving all ~2,500 took 0.25 s."""
+    return Path(file).resolve()
+
+
 def embed_repository_code(root: Path) -> None:
     """Save code from the pushed repository inside the model, not as a reference to it.
 
@@ -86,7 +95,7 @@ def embed_repository_code(root: Path) -> None:
     root = root.resolve()
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
-        if file and Path(file).resolve().is_relative_to(root):
+        if file and _resolved(file).is_relative_to(root):
             cloudpickle.register_pickle_by_value(module)
 
 
@@ -186,12 +195,29 @@ def log_model(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def warm_up() -> None:
+    """Do now, while the notebook still runs, the slow work of logging any model: read which
+    package provides each module (for the requirements, and MLflow's own copy it checks them
+    with) and resolve the loaded modules' paths (for embed_repository_code). Logging the
+    iris model took 1.4 s with this done at the job, 0.4 s after."""
+    package_providers()
+    with contextlib.suppress(ImportError, AttributeError):  # MLflow's cache; it may move
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file:
+            _resolved(file)
+
+
 def main() -> None:
     # The packages of the notebook's requirements.txt, where the kernel found them too (after
     # the platform's own; see mlops_core/kernel_startup.py).
     for folder in os.environ.get(REQUIREMENTS_PATH_VARIABLE, "").split(os.pathsep):
         if folder:
             site.addsitedir(folder)
+    warm_up()
     line = sys.stdin.readline()
     if not line.strip():
         return  # the pipeline ended before a model was exported
