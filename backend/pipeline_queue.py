@@ -161,8 +161,18 @@ class PipelineQueue:
                 .limit(REQUEUE_BATCH)
             ).all()
         PIPELINES_AWAITING_ENQUEUE.set(waiting or 0)
+        with self._lock:
+            idle = [pipeline_id for pipeline_id in ids if pipeline_id not in self._in_flight]
+        if idle:
+            # Read again: a request's send may have been marked (and left _in_flight) since
+            # the read above, which would otherwise send its pipeline a second time.
+            with session_scope(self._settings.database_url) as session:
+                still = set(
+                    session.scalars(select(Pipeline.id).where(pending, Pipeline.id.in_(idle)))
+                )
+            idle = [pipeline_id for pipeline_id in idle if pipeline_id in still]
         sent = 0
-        for pipeline_id in ids:
+        for pipeline_id in idle:
             with self._lock:
                 busy = pipeline_id in self._in_flight
             if busy:

@@ -237,7 +237,7 @@ def plain_json(rng: random.Random, depth: int) -> Any:
     if depth == 0:
         return rng.choice(["[{", "]}", "ok", "x[[", "ü{", 3.5, None, True])
     inner = plain_json(rng, depth - 1)
-    siblings = [plain_json(rng, rng.randrange(depth)) for _ in range(rng.randrange(30))]
+    siblings = [plain_json(rng, rng.randrange(depth)) for _ in range(rng.randrange(4))]
     if rng.random() < 0.5:
         return [*siblings, inner]
     return {f"k{i}[": value for i, value in enumerate([*siblings, inner])}

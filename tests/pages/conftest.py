@@ -288,16 +288,20 @@ def stack(
     """Backend + Celery worker + model server on the session's Redis and MLflow."""
     stack = Stack(env=stack_env, log_dir=tmp_path / "logs")
     stack_env.update(
-        {
-            "MLFLOW_TRACKING_URI": mlflow_uri,
-            "MODEL_SERVER_URL": stack.model_server_url,
-            "PUBLIC_BASE_URL": stack.url,
-            "AUTO_DEPLOY_ON_SUCCESS": "true",
-            "MIN_ACCURACY_THRESHOLD": "0.5",
-            # Its own alias: the session's MLflow holds other tests' served models too.
-            "SERVING_ALIAS": f"pages{uuid.uuid4().hex[:8]}",
-            "WORKER_CONCURRENCY": "1",
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-        }
+        serving_env(stack, mlflow_uri)
+        | {"AUTO_DEPLOY_ON_SUCCESS": "true", "MIN_ACCURACY_THRESHOLD": "0.5"}
+        | {"WORKER_CONCURRENCY": "1"}
     )
     yield from _run_stack(stack, request, backend_only=False)
+
+
+def serving_env(stack: Stack, mlflow_uri: str) -> dict[str, str]:
+    """What a stack that serves models needs beside stack_env."""
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "MODEL_SERVER_URL": stack.model_server_url,
+        "PUBLIC_BASE_URL": stack.url,
+        # Its own alias: the session's MLflow holds other tests' served models too.
+        "SERVING_ALIAS": f"pages{uuid.uuid4().hex[:8]}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    }

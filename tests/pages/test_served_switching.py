@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, expect
 from sklearn.dummy import DummyClassifier
 
 from mlops_core.launch_commands import MODEL_SERVER_APP, uvicorn_command
-from tests.pages.conftest import API_TOKEN, REPO_ROOT, Stack, _run_stack
+from tests.pages.conftest import API_TOKEN, REPO_ROOT, Stack, _run_stack, serving_env
 from tests.serving.conftest import iris_like, register_version
 from tests.support.processes import ManagedProcess, wait_for, wait_http
 
@@ -38,14 +38,7 @@ def serving_stack(
     """The backend and one model-server process (no worker: no pipeline runs here)."""
     stack = Stack(env=stack_env, log_dir=tmp_path / "logs")
     stack_env.update(
-        {
-            "MLFLOW_TRACKING_URI": mlflow_uri,
-            "MODEL_SERVER_URL": stack.model_server_url,
-            "PUBLIC_BASE_URL": stack.url,
-            "SERVING_ALIAS": f"pages{uuid.uuid4().hex[:8]}",
-            "MODEL_HEARTBEAT_INTERVAL_SECONDS": HEARTBEAT_SECONDS,
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-        }
+        serving_env(stack, mlflow_uri) | {"MODEL_HEARTBEAT_INTERVAL_SECONDS": HEARTBEAT_SECONDS}
     )
     # uvicorn runs the app in this one process: its pid is the replica's.
     stack.processes["model-server"] = ManagedProcess(
@@ -109,6 +102,9 @@ def test_the_page_says_switching_until_the_paused_replica_swaps(
         expect(replicas).to_contain_text("on v2.")
         v1_row = page.locator('#versions-body tr[data-version="1"]')
         expect(v1_row.locator(".actions-cell")).to_have_text("Switching")
+        compared = page.locator("#compare-table thead")
+        expect(compared).to_contain_text("v1 (switching)")
+        expect(compared).not_to_contain_text("(serving)")
         # The premise, from the API: the paused replica's report still stands.
         detail = httpx.get(f"{stack.url}/models/{name}", headers=AUTH).json()
         assert detail["served_version"] == "1"
@@ -123,4 +119,5 @@ def test_the_page_says_switching_until_the_paused_replica_swaps(
     expect(served).to_have_attribute("data-switching", "false")
     expect(replicas).to_have_text("1 model server on v1.")
     expect(v1_row.locator(".actions-cell")).to_have_text("Serving")
+    expect(compared).to_contain_text("v1 (serving)")
     context.close()

@@ -17,7 +17,6 @@ MLflow's own (psutil, pyarrow) that the model does not need.
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import pickle
 import sys
@@ -74,20 +73,22 @@ def referenced_modules(model: Any) -> set[str]:
     return pickler.modules
 
 
-@functools.cache
 def package_providers() -> Mapping[str, list[str]]:
     """Which installed packages provide each top-level module (~0.5 s to read: every
-    package's file list). Cached: the model-logging child reads it while the notebook runs."""
+    package's file list; the model-logging child reads it while the notebook runs)."""
     return importlib.metadata.packages_distributions()
 
 
-def model_requirements(model: Any) -> tuple[list[str], list[str]]:
+def model_requirements(
+    model: Any, providers: Mapping[str, list[str]] | None = None
+) -> tuple[list[str], list[str]]:
     """`name==version` for each package the model needs, and modules no package provides.
 
     The second list holds modules found on the import path but installed by no package (a
     module beside the notebook outside the checkout, say): a model server will lack them.
     """
-    providers = package_providers()
+    if providers is None:
+        providers = package_providers()
     packages: dict[str, str] = {canonicalize_name(p): p for p in FLAVOR_PACKAGES}
     unprovided: list[str] = []
     for module in sorted(referenced_modules(model)):

@@ -87,7 +87,7 @@ function render() {
   $("#mlflow-model-link").href = `${mlflowUi}/#/models/${encodeURIComponent(name)}`;
   renderChart();
   renderPredictFields();
-  renderCompare(model, base);
+  renderCompare(model, base, isSwitching());
 }
 
 /** [replica, loaded version] of each live model-server replica (null: the backend could not tell). */

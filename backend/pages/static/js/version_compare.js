@@ -7,6 +7,7 @@ import { number, shortSha } from "./format.js";
 
 let chosen = null; // [a, b] the reader picked; null until then (defaults follow the model)
 let shownKey = "";
+let switching = false; // the served version is still being switched to (model.js isSwitching)
 
 /** A version's hyperparameters as a disclosure: "N parameters", then name = value. */
 export function paramsView(version) {
@@ -81,8 +82,9 @@ function renderComparison(body) {
   );
   const run = body.run.map((r) => row(r.name, cellText(r.name === "commit" ? shortSha(r.a) : r.a), cellText(r.name === "commit" ? shortSha(r.b) : r.b), { changed: r.changed }));
   $("#compare-body").replaceChildren(...section("Parameters", params), ...section("Metrics", metrics), ...section("Run", run));
-  $("#compare-head-a").textContent = `v${body.a.version}${body.a.served ? " (serving)" : ""}`;
-  $("#compare-head-b").textContent = `v${body.b.version}${body.b.served ? " (serving)" : ""}`;
+  const servedWord = switching ? " (switching)" : " (serving)";
+  $("#compare-head-a").textContent = `v${body.a.version}${body.a.served ? servedWord : ""}`;
+  $("#compare-head-b").textContent = `v${body.b.version}${body.b.served ? servedWord : ""}`;
   $("#compare-summary").textContent = body.changed ? `${body.changed} difference${body.changed === 1 ? "" : "s"} marked` : "No difference";
   show($("#compare-table"), true);
 }
@@ -98,20 +100,23 @@ async function load(base) {
   }
 }
 
-/** Fill the comparison card (#compare) for the model; called on every refresh of the page. */
-export function renderCompare(model, base) {
+/** Fill the comparison card (#compare) for the model; called on every refresh of the page.
+ * `switchingNow`: replicas still report another version than the registry serves (model.js),
+ * so the served version is labelled "switching", as the page header says. */
+export function renderCompare(model, base, switchingNow = false) {
+  switching = switchingNow;
   const card = $("#compare");
   const numbers = model.versions.map((v) => v.version);
   show(card, numbers.length >= 2);
   if (numbers.length < 2) return;
   if (!chosen || !chosen.every((n) => numbers.includes(n))) chosen = defaults(model);
   // Rebuild only when what it shows changed (a refresh every few seconds keeps the reader's place).
-  const key = JSON.stringify([numbers, model.served, chosen]);
+  const key = JSON.stringify([numbers, model.served, chosen, switching]);
   if (key === shownKey) return;
   shownKey = key;
   const pick = () => {
     chosen = [$("#compare-a").value, $("#compare-b").value];
-    shownKey = JSON.stringify([numbers, model.served, chosen]);
+    shownKey = JSON.stringify([numbers, model.served, chosen, switching]);
     load(base);
   };
   $("#compare-pickers").replaceChildren(select("compare-a", "A", numbers, chosen[0]), " ", select("compare-b", "B", numbers, chosen[1]));
