@@ -11,14 +11,19 @@ never sees the metric its gate needs. This keeps the pipeline's run id for every
 import hook patches `mlflow.tracking.fluent` when the notebook imports MLflow.
 
 It also puts the packages of the notebook's requirements.txt, installed for this pipeline
-(worker/requirements_install.py), on the kernel's import path.
+(worker/requirements_install.py), on the kernel's import path, and ends the kernel without the
+interpreter's teardown once its exit handlers have run (`exit_after_handlers`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import io
 import os
 import signal
 import site
@@ -117,7 +122,37 @@ def add_requirements(paths: str | None) -> None:
             site.addsitedir(path)
 
 
+# What `open()` returns for writing: text (flushed into its buffer first) and binary.
+_BUFFERED_FILES = (io.TextIOWrapper, io.BufferedWriter, io.BufferedRandom)
+
+
+def exit_after_handlers() -> None:
+    """End the kernel as soon as the exit handlers of the notebook's libraries have run.
+
+    When the run's last cell is done the kernel is shut down gracefully, and tearing down
+    IPython's namespaces and every module (pandas, scikit-learn, MLflow) took ~1.3 s that a
+    pipeline waited through for nothing. Registered here, before the notebook imports anything,
+    this handler runs after every handler registered later (atexit runs the last registered
+    first): MLflow still ends the runs a notebook left open and flushes asynchronous logging.
+    Files the notebook left open are flushed first, as their finalizers would have; IPython's
+    history, which dies with the kernel's sandbox, is not saved.
+    """
+
+    def exit_now() -> None:
+        for found in gc.get_objects():
+            if type(found) in _BUFFERED_FILES:  # exact types: an ABC check per object is slow
+                with contextlib.suppress(Exception):  # one that cannot flush is lost anyway
+                    if not found.closed and found.writable():
+                        found.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    atexit.register(exit_now)
+
+
 if __name__ == "__main__":
+    exit_after_handlers()
     install(os.environ.get(_VARIABLE))
     add_requirements(os.environ.get("MLOPS_REQUIREMENTS_PATH"))
     name_cpu_limit(os.environ.get("MLOPS_KERNEL_CPU_SECONDS"))

@@ -118,6 +118,21 @@ def test_a_local_run_reports_metrics_gate_and_model_and_logs_to_mlflow(
     assert out.splitlines()[-1] == "[mlops] run success"
 
 
+def test_a_file_the_notebook_left_open_is_complete_after_the_kernel_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kernel ends right after its exit handlers, skipping the interpreter's teardown
+    (mlops_core/kernel_startup.py); a file left open is still flushed, as teardown did."""
+    notebook = tmp_path / "repo" / "train.ipynb"
+    notebook.parent.mkdir()
+    left_open = "notes = open(str(MODEL_OUTPUT_PATH) + '.txt', 'w')\nnotes.write('kept ' * 1000)\n"
+    notebook.write_text(gated_notebook(unique_model_name("open"), training=left_open))
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, str(notebook), "-o", str(out_dir))
+    assert code == 0, out + err
+    assert (out_dir / "output" / "model.joblib.txt").read_text() == "kept " * 1000
+
+
 def test_a_failing_cell_a_broken_contract_and_bad_input_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

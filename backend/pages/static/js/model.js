@@ -230,7 +230,7 @@ $("#undeploy-button").addEventListener("click", async () => {
   busy = true;
   try {
     await api(base, { method: "DELETE", body: reason ? { reason } : undefined });
-    toast(`${name} is no longer served.`);
+    toast(`Stopped serving ${name}; the model servers are unloading it.`);
   } catch (err) {
     toast(`Could not stop serving: ${err.message}`, "error");
   } finally {
