@@ -169,6 +169,9 @@ class Settings(BaseSettings):
 
     # Model server
     model_reconcile_interval_seconds: float = 30.0
+    # A swapped-out served version stays loaded this long, so a rollback to it is instant
+    # (0: stopped at the swap; the price is its model process's memory meanwhile).
+    model_standby_seconds: float = Field(default=300.0, ge=0)
     predict_max_body_bytes: int = 10 * 1024 * 1024
     # Each served version runs in a sandboxed model process (model_server/model_process.py):
     # a prediction it does not answer in PREDICT_TIMEOUT_SECONDS fails (503) and the process is

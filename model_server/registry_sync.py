@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +67,10 @@ class RegistrySync:
         self._spares = SpareProcesses(settings, cache_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
+        # The champion each model last swapped out, kept loaded for MODEL_STANDBY_SECONDS so
+        # that a rollback to it swaps back at once instead of loading it again: name ->
+        # (model, monotonic time it was swapped out).
+        self._standby: dict[str, tuple[LoadedModel, float]] = {}
 
     @property
     def report_ttl(self) -> float:
@@ -91,8 +96,9 @@ class RegistrySync:
             await asyncio.to_thread(self._withdraw_reports)
         self._redis.close()
         self._loader.shutdown(wait=False, cancel_futures=True)
-        for model in self.store.loaded():
+        for model in [*self.store.loaded(), *(kept for kept, _ in self._standby.values())]:
             await asyncio.to_thread(model.close)
+        self._standby.clear()
         await asyncio.to_thread(self._spares.close)
 
     async def reconcile_all(self) -> None:
@@ -125,6 +131,7 @@ class RegistrySync:
     async def _apply_champion(self, name: str, version: str | None) -> None:
         current = self.store.get(name)
         if version is None:
+            self._drop_standby(name)
             if current is not None:
                 self.store.remove(name)
                 current.retire()
@@ -140,6 +147,9 @@ class RegistrySync:
             self.store.set_challenger(name, None)
             model = running.model
             await self._report(name, None, "unloaded", alias=self.settings.challenger_alias)
+        elif (kept := self._take_standby(name, version)) is not None:
+            model = kept  # a rollback to the version swapped out last: still loaded
+            log.info("%s version %s was kept loaded since it was swapped out", name, version)
         else:
             loaded = await self._load(name, version, self.settings.serving_alias)
             if loaded is None:
@@ -148,7 +158,7 @@ class RegistrySync:
         previous = self.store.swap_in(model)
         record_served(name, version, previous.version if previous else None)
         if previous is not None:
-            previous.retire()
+            self._keep_standby(previous)
         log.info(
             "now serving %s version %s (was %s)",
             name,
@@ -156,6 +166,34 @@ class RegistrySync:
             previous.version if previous else "none",
         )
         await self._report(name, version, "loaded")
+
+    def _keep_standby(self, model: LoadedModel) -> None:
+        """Keep a swapped-out champion loaded for a quick rollback (one per model), or retire
+        it when MODEL_STANDBY_SECONDS is 0."""
+        self._drop_standby(model.name)
+        if self.settings.model_standby_seconds > 0:
+            self._standby[model.name] = (model, time.monotonic())
+        else:
+            model.retire()
+
+    def _take_standby(self, name: str, version: str) -> LoadedModel | None:
+        """The kept champion of `name` if it is `version` (it leaves standby), else None."""
+        kept = self._standby.get(name)
+        if kept is None or kept[0].version != version:
+            return None
+        del self._standby[name]
+        return kept[0]
+
+    def _drop_standby(self, name: str) -> None:
+        kept = self._standby.pop(name, None)
+        if kept is not None:
+            kept[0].retire()
+
+    def _expire_standby(self) -> None:
+        """Retire the kept champions older than MODEL_STANDBY_SECONDS (their memory back)."""
+        due = time.monotonic() - self.settings.model_standby_seconds
+        for name in [n for n, (_, since) in self._standby.items() if since <= due]:
+            self._drop_standby(name)
 
     async def _apply_challenger(self, name: str, config: CanaryConfig | None) -> None:
         """Run the challenger `config` names beside the champion (None: none)."""
@@ -310,6 +348,7 @@ class RegistrySync:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.model_heartbeat_interval_seconds)
+            self._expire_standby()
             try:
                 await asyncio.to_thread(self._refresh_reports)
             except redis.RedisError as exc:

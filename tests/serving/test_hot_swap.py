@@ -99,3 +99,31 @@ def test_no_request_fails_or_mixes_versions_across_three_swaps(
         versions = [int(a[1]) for a in per_thread]
         assert versions == sorted(versions)
     assert server.models()[name]["version"] == "4"
+
+
+def test_a_rollback_to_the_version_just_swapped_out_swaps_back_without_loading(
+    registry: MlflowClient,
+    start_server: Callable[..., ModelServer],
+    move_alias: Callable[[str, str], None],
+) -> None:
+    """The champion a deploy swaps out stays loaded for MODEL_STANDBY_SECONDS: rolling back to
+    it is a swap, not a load (its loaded_at is the first load's); with 0 it is loaded again."""
+    x, y = iris_like()
+    name = unique("standby")
+    v1 = register_version(DummyRegressor(strategy="constant", constant=1.0).fit(x, y), x, name)
+    v2 = register_version(DummyRegressor(strategy="constant", constant=2.0).fit(x, y), x, name)
+    move_alias(name, v1)
+    kept = start_server("replica-standby")
+    dropped = start_server("replica-no-standby", MODEL_STANDBY_SECONDS="0")
+    first = {s.replica: s.models()[name]["loaded_at"] for s in (kept, dropped)}
+
+    move_alias(name, v2)
+    for server in (kept, dropped):
+        server.wait_serving(name, v2)
+    move_alias(name, v1)
+    for server in (kept, dropped):
+        server.wait_serving(name, v1)
+        answer = httpx.post(f"{server.url}/predict/{name}", json={"data": [x[0].tolist()]})
+        assert answer.json()["predictions"] == [1.0]
+    assert kept.models()[name]["loaded_at"] == first[kept.replica]
+    assert dropped.models()[name]["loaded_at"] != first[dropped.replica]
