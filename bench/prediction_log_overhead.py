@@ -51,10 +51,19 @@ class Side:
     round_rps: list[float] = field(default_factory=list)
 
     def cpu_seconds(self) -> float:
-        """CPU time of the server process (not its model process, which logging never
-        touches)."""
-        times = self.server.cpu_times()
-        return times.user + times.system
+        """CPU time of the server's processes: the launcher and its uvicorn processes
+        (MODEL_SERVER_WORKERS), not their sandboxed model processes, which logging never
+        touches (those run python -I -m model_server.model_child)."""
+        total = 0.0
+        for process in [self.server, *self.server.children(recursive=True)]:
+            try:
+                if "model_server.model_child" in " ".join(process.cmdline()):
+                    continue
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
 
     def add(self, latencies: list[float], wall: float, cpu: float) -> None:
         self.latencies += latencies
