@@ -20,6 +20,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, Field, field_validator
 
+from mlops_core.numpy_json import as_lists
+
 PREDICTION_LOG_STREAM = "mlops:prediction-log"
 # The stream field holding a record as JSON: an answered prediction, or a failed request.
 RECORD_FIELD = "record"
@@ -155,7 +157,8 @@ def answered_fields(
         "latency_ms": latency_ms,
         "shadow": shadow,
     }
-    return {RECORD_FIELD: orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)}
+    dumped = orjson.dumps(record, default=as_lists, option=orjson.OPT_SERIALIZE_NUMPY)
+    return {RECORD_FIELD: dumped}
 
 
 def keyed_rows(rows: list[list[Any]], names: tuple[str, ...] | None) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlops_core.numpy_json import as_lists
+
 _HEADER = struct.Struct(">II")  # the JSON's length, the attached arrays' length
 MAX_FRAME_BYTES = 512 * 1024 * 1024
 # How an attached array is named in the JSON: {ARRAY_KEY: [offset, length], "dtype", "shape"}.
@@ -58,16 +60,9 @@ def encode(message: Any, attach: tuple[str, ...] = ()) -> bytes:
                 }
                 tail.append(data)
                 offset += len(data)
-    body = orjson.dumps(message, default=_as_lists, option=orjson.OPT_SERIALIZE_NUMPY)
+    body = orjson.dumps(message, default=as_lists, option=orjson.OPT_SERIALIZE_NUMPY)
     attached = b"".join(tail)
     return _HEADER.pack(len(body), len(attached)) + body + attached
-
-
-def _as_lists(value: Any) -> Any:
-    """What orjson cannot write itself: arrays of objects or strings, strided arrays."""
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def send(

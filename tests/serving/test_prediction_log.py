@@ -371,3 +371,14 @@ def test_answered_entries_are_read_back_with_rows_keyed_by_name_or_position() ->
     record = from_stream({k.encode(): v for k, v in positional.items()})
     assert record.inputs == [{"0": 1.0, "1": 2.0, "2": 3.0}]
     assert record.probabilities is None
+    # Rows with text (an object array) are written too, not dropped as unrecordable.
+    text = answered_fields(
+        request_id="text",
+        columns=("city", "rooms"),
+        rows=np.array([["Lyon", 3]], dtype=object),
+        predictions=np.array(["high"]),
+        probabilities=None,
+        **common,
+    )
+    record = from_stream({k.encode(): v for k, v in text.items()})
+    assert (record.inputs, record.predictions) == ([{"city": "Lyon", "rooms": 3}], ["high"])
