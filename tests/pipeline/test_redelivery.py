@@ -43,6 +43,15 @@ def expire_unacked_messages(redis_url: str) -> int:
         client.close()
 
 
+def unacked_messages(redis_url: str) -> int:
+    """Tasks kombu has handed to a worker and not yet seen acknowledged."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.zcard("unacked_index"))
+    finally:
+        client.close()
+
+
 def test_a_worker_killed_mid_run_is_redelivered_and_ends_with_one_version(
     tmp_path: Path, redis_url: str, mlflow_uri: str, database_url: str, make_repo
 ) -> None:
@@ -108,6 +117,10 @@ def test_a_task_sent_again_after_registering_reuses_the_version(
     shared_worker.send(pipeline_id)
     first = wait_finished(shared_worker.database_url, pipeline_id)
     assert first["status"] == "success", first
+    # The first task is over, acknowledged: its heartbeat thread can no longer refresh the row
+    # set running below (a real redelivery always comes with a new attempt number; this test
+    # reuses the old one, so a late beat of the first attempt would look like a live holder).
+    wait_for(lambda: unacked_messages(shared_worker.redis_url) == 0, 30, what="task acked")
 
     # As if the worker died long ago, after registering but before recording the outcome.
     with session_scope(shared_worker.database_url) as session:
