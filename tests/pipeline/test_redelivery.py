@@ -25,6 +25,9 @@ from tests.pipeline.conftest import (
 )
 from tests.support.processes import wait_for
 
+# kombu's Redis transport: delivery tags handed to a worker and not yet acknowledged, by time.
+UNACKED_INDEX = "unacked_index"
+
 
 def expire_unacked_messages(redis_url: str) -> int:
     """Make kombu treat every unacked message as past its visibility timeout.
@@ -35,9 +38,9 @@ def expire_unacked_messages(redis_url: str) -> int:
     """
     client = redis.Redis.from_url(redis_url)
     try:
-        tags = client.zrange("unacked_index", 0, -1)
+        tags = client.zrange(UNACKED_INDEX, 0, -1)
         for tag in tags:
-            client.zadd("unacked_index", {tag: 1.0})
+            client.zadd(UNACKED_INDEX, {tag: 1.0})
         return len(tags)
     finally:
         client.close()
@@ -47,7 +50,7 @@ def unacked_messages(redis_url: str) -> int:
     """Tasks kombu has handed to a worker and not yet seen acknowledged."""
     client = redis.Redis.from_url(redis_url)
     try:
-        return int(client.zcard("unacked_index"))
+        return int(client.zcard(UNACKED_INDEX))
     finally:
         client.close()
 
