@@ -7,13 +7,14 @@ on the run, commit and trigger parameters as tags), so the backend alone is enou
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from mlops_core.model_registry import registry_client, set_served_version
 from tests.pages.conftest import API_TOKEN, Stack, _run_stack
@@ -79,11 +80,19 @@ def test_two_versions_compared_side_by_side_with_differences_marked(
     expect(card.locator("#compare-head-b")).to_have_text("v3")
     expect(card.locator('tr[data-name="MAX_ITER"]')).to_have_attribute("data-changed", "true")
 
-    # Any two: v1 against v2.
+    # Any two: v1 against v2, picked quickly, the answer for the pair in between (v1 against v3)
+    # held back until v1 against v2 is shown: arriving late, it must not replace it.
+    held: list[Route] = []
+    between = re.compile(r"/compare\?a=1&b=3$")
+    page.route(between, lambda route: held.append(route))
     card.get_by_label("A version").select_option("1")
     card.get_by_label("B version").select_option("2")
     expect(card.locator("#compare-head-a")).to_have_text("v1")
     c = card.locator('tr[data-name="C"]')
+    expect(c.locator('[data-side="b"]')).to_have_text("0.25 (given)")
+    assert len(held) == 1, "the pick of A alone asked for v1 against v3"
+    with page.expect_response(between):
+        held[0].continue_()
     expect(c).to_have_attribute("data-changed", "true")
     expect(c.locator('[data-side="a"]')).to_have_text("0.05")
     expect(c.locator('[data-side="b"]')).to_have_text("0.25 (given)")

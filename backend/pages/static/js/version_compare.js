@@ -8,6 +8,9 @@ import { number, shortSha } from "./format.js";
 let chosen = null; // [a, b] the reader picked; null until then (defaults follow the model)
 let shownKey = "";
 let switching = false; // the served version is still being switched to (model.js isSwitching)
+// Picking A then B quickly sends two requests whose answers can arrive in either order: only the
+// answer to the latest pick is shown, or the table could show a pair the pickers no longer say.
+let latestLoad = 0;
 
 /** A version's hyperparameters as a disclosure: "N parameters", then name = value. */
 export function paramsView(version) {
@@ -91,10 +94,14 @@ function renderComparison(body) {
 
 async function load(base) {
   const [a, b] = chosen;
+  const mine = ++latestLoad;
   try {
-    renderComparison(await api(`${base}/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`));
+    const body = await api(`${base}/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+    if (mine !== latestLoad) return;
+    renderComparison(body);
     show($("#compare-error"), false);
   } catch (err) {
+    if (mine !== latestLoad) return;
     $("#compare-error").textContent = `Could not compare v${a} and v${b}: ${err.message}`;
     show($("#compare-error"), true);
   }
