@@ -27,8 +27,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
 from sqlalchemy import func, select
 
 from backend.metrics import DRIFT_DETECTED, DRIFTED_FEATURES
@@ -92,6 +90,11 @@ def _is_number(value: Any) -> bool:
 
 def feature_drift(reference: Sequence[Any], current: Sequence[Any]) -> FeatureDrift:
     """Whether one feature's current values come from another distribution than the reference."""
+    # Imported here: scipy.stats is an eighth of the backend's start-up time, and most backends
+    # (and every backend's first seconds) never compute drift.
+    from scipy import stats
+    from scipy.spatial import distance
+
     numeric = all(map(_is_number, reference)) and all(map(_is_number, current))
     if numeric and len(set(reference)) > CATEGORICAL_MAX_UNIQUE:
         ref, cur = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)

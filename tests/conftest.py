@@ -130,6 +130,12 @@ def any_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         admin.dispose()
 
 
+# The PostgreSQL variant proves what the database takes part in (transactions, locking, the
+# SQL of a query). A test of something else (a CLI's output, a worker check, an MLflow outage)
+# run on both repeats itself at the cost of a process start: mark it with this.
+SQLITE_ONLY = pytest.mark.parametrize("any_database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def base_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     """Environment for platform processes started by a test (extend it per test)."""

@@ -16,6 +16,7 @@ from mlops_cli.config import resolve
 from mlops_cli.main import main as cli_main
 from mlops_core.stack_state import StackState, write_state
 from tests.api.conftest import LiveBackend, dead_url, github_url
+from tests.conftest import SQLITE_ONLY
 
 ADMIN_TOKEN = "cli-pipelines-admin-token"
 
@@ -48,6 +49,7 @@ def backend(
     return live
 
 
+@SQLITE_ONLY
 def test_repos_and_pipelines_from_the_cli(
     backend: LiveBackend, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -133,6 +135,7 @@ def test_repos_and_pipelines_from_the_cli(
     assert code == 3 and f"repo {repo_id} not found" in err
 
 
+@SQLITE_ONLY
 def test_where_the_cli_finds_the_backend_and_how_it_names_a_fix(
     backend: LiveBackend,
     capsys: pytest.CaptureFixture[str],

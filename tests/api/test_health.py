@@ -16,6 +16,7 @@ from redis.client import Monitor
 from backend.worker_watch import NOT_CHECKED_YET
 from mlops_core.settings import Settings
 from tests.api.conftest import Api
+from tests.conftest import SQLITE_ONLY
 from tests.support.processes import ManagedProcess, wait_for
 from tests.support.services import RedisServer
 
@@ -125,6 +126,7 @@ def broadcasts_seen(redis_url: str) -> Iterator[list[str]]:
     client.close()
 
 
+@SQLITE_ONLY
 def test_ready_serves_the_worker_check_from_memory_instead_of_broadcasting_per_request(
     make_api: Callable[..., Api],
     make_settings: Callable[..., Settings],
@@ -165,6 +167,7 @@ def test_ready_serves_the_worker_check_from_memory_instead_of_broadcasting_per_r
         redis_server.stop()
 
 
+@SQLITE_ONLY
 def test_ready_says_when_notebooks_run_unconfined(
     make_api: Callable[..., Api], start_worker: Callable[..., ManagedProcess]
 ) -> None:

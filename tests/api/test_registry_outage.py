@@ -13,6 +13,7 @@ import pytest
 
 from backend.registry_gate import CircuitBreaker
 from tests.api.conftest import Api, LiveBackend, dead_url, github_url
+from tests.conftest import SQLITE_ONLY
 from tests.support.black_hole import BlackHole
 from tests.support.github import delivery, ping_payload
 from tests.support.processes import wait_for
@@ -73,6 +74,7 @@ def test_webhooks_and_pipeline_reads_answer_while_model_requests_wait_on_a_silen
         assert backend.process.alive()
 
 
+@SQLITE_ONLY
 def test_model_endpoints_name_a_stopped_mlflow_and_recover_when_it_is_back(
     make_api: Callable[..., Api], tmp_path: Path
 ) -> None:

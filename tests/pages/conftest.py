@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import redis
+from playwright.sync_api import expect
 
 from mlops_core.launch_commands import (
     BACKEND_APP,
@@ -41,6 +42,10 @@ CHROMIUM_ARGS = [
 # database of its own (flushed first) keeps an earlier test's pipeline #1 out of this one's log.
 PAGES_REDIS_DB = 7
 API_TOKEN = "pages-test-token"
+# Playwright's 5 s default for `expect` is a page's few requests on an idle machine; CI machines
+# run two test workers beside a loaded stack, where a page's answer took longer. A wait that
+# ends earlier costs nothing, so every assertion gets three times the default.
+expect.set_options(timeout=15_000)
 
 
 @pytest.hookimpl(hookwrapper=True)
