@@ -146,6 +146,7 @@ class CellTracker:
         self._started = 0.0
         # Each cell run so far by its execution count, to place a traceback's `In[N]` frames.
         self.ran: dict[int, RanCell] = {}
+        self._streams: dict[str, OutputStream] = {}
 
     def on_cell_execute(self, cell: NotebookNode, cell_index: int) -> None:
         self.current = cell.metadata.get(INDEX_METADATA_KEY)
@@ -156,6 +157,7 @@ class CellTracker:
     def on_cell_executed(
         self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any]
     ) -> None:
+        self.flush_streams()
         content = execute_reply.get("content", {})
         status = content.get("status", "ok")
         count = content.get("execution_count")
@@ -170,25 +172,55 @@ class CellTracker:
         )
 
     def stream(self, name: str) -> OutputStream:
-        return OutputStream(self, name)
+        return self._streams.setdefault(name, OutputStream(self, name))
+
+    def flush_streams(self) -> None:
+        """Send what the cell printed without a final newline (its end ends the line)."""
+        for stream in self._streams.values():
+            stream.send_partial()
+
+
+# A line longer than this is sent in pieces rather than held back whole.
+MAX_HELD_CHARACTERS = 65_536
+# Where a chunk may be cut: what the log's consumers split lines on (a progress bar's \r too).
+_LINE_ENDS = ("\n", "\r")
 
 
 class OutputStream:
-    """The file-like object papermill writes a cell's stdout/stderr to, chunk by chunk."""
+    """The file-like object papermill writes a cell's stdout/stderr to, chunk by chunk.
+
+    The kernel cuts its output into chunks wherever its buffer was flushed, which depends on
+    timing: `print("trained", model)` arrived as one chunk on one run and as "trained " and the
+    model on another, and each chunk became a log line. Only whole lines are sent; the rest is
+    held until the line ends or the cell does.
+    """
 
     def __init__(self, tracker: CellTracker, name: str) -> None:
         self._tracker = tracker
         self._name = name
+        self._held = ""
 
     def write(self, text: str) -> int:
+        pending = self._held + text
+        cut = max(pending.rfind(end) for end in _LINE_ENDS) + 1
+        if len(pending) - cut > MAX_HELD_CHARACTERS:
+            cut = len(pending)
+        self._held = pending[cut:]
+        self._send(pending[:cut])
+        return len(text)
+
+    def send_partial(self) -> None:
+        held, self._held = self._held, ""
+        self._send(held)
+
+    def _send(self, text: str) -> None:
         if text:
             self._tracker.events.emit(
                 "output", index=self._tracker.current, stream=self._name, text=text
             )
-        return len(text)
 
     def flush(self) -> None:
-        """Each chunk is sent as it is written."""
+        """Lines are sent as they end; flushing does not end one."""
 
 
 def _cell_label(cell: NotebookNode) -> str:
@@ -212,13 +244,20 @@ def watch_parent(parent_pid: int) -> None:
 
 def run(spec: dict[str, Any], events: EventWriter) -> dict[str, Any]:
     """Execute the notebook, sending cell and output events; return the result event's fields."""
+    tracker = CellTracker(events)
+    try:
+        return _execute(spec, tracker)
+    finally:
+        tracker.flush_streams()  # a cell cut short (timeout, dead kernel) ended its line
+
+
+def _execute(spec: dict[str, Any], tracker: CellTracker) -> dict[str, Any]:
     # Imported here, in the runner's own process: the worker and the CLI import this module for
     # its constants and need not pay for papermill's import.
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
-    tracker = CellTracker(events)
     try:
         papermill.execute_notebook(
             spec["input"],

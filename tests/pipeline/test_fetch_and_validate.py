@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlflow import MlflowClient
 
 from mlops_core.database import session_scope
+from mlops_core.log_events import LogEvent
 from mlops_core.schema import Pipeline
 from tests.pipeline.conftest import (
     WorkerGroup,
@@ -15,6 +16,7 @@ from tests.pipeline.conftest import (
     unique_model_name,
     wait_finished,
 )
+from tests.support.processes import wait_for
 
 
 def test_the_pushed_commit_runs_even_after_the_branch_moved_on(
@@ -132,8 +134,14 @@ def test_a_cancel_requested_before_the_worker_starts_ends_cancelled_without_runn
     state = wait_finished(shared_worker.database_url, pipeline_id)
     assert state["status"] == "cancelled"
     assert state["attempts"] == 0 and state["mlflow_run_id"] is None
-    events = log_events(shared_worker.redis_url, pipeline_id)
-    assert events[-1].stream == "status" and events[-1].status == "cancelled"
+
+    # The worker records the end, then announces it to the log: the line follows the row.
+    def closed() -> list[LogEvent] | None:
+        events = log_events(shared_worker.redis_url, pipeline_id)
+        return events if events and events[-1].stream == "status" else None
+
+    events = wait_for(closed, 30, 0.1, "the log's closing status line")
+    assert events[-1].status == "cancelled"
 
 
 def test_a_repo_token_reaches_the_git_server_as_a_header_and_nowhere_else(
