@@ -206,7 +206,8 @@ class OutputStream:
         if len(pending) - cut > MAX_HELD_CHARACTERS:
             cut = len(pending)
         self._held = pending[cut:]
-        self._send(pending[:cut])
+        if pending[:cut].strip("\r"):  # a bare \r (a progress bar going back) ends no line
+            self._send(pending[:cut])
         return len(text)
 
     def send_partial(self) -> None:
