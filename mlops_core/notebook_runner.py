@@ -172,7 +172,9 @@ class CellTracker:
         )
 
     def stream(self, name: str) -> OutputStream:
-        return self._streams.setdefault(name, OutputStream(self, name))
+        if name not in self._streams:
+            self._streams[name] = OutputStream(self, name)
+        return self._streams[name]
 
     def flush_streams(self) -> None:
         """Send what the cell printed without a final newline (its end ends the line)."""
@@ -205,9 +207,9 @@ class OutputStream:
         cut = max(pending.rfind(end) for end in _LINE_ENDS) + 1
         if len(pending) - cut > MAX_HELD_CHARACTERS:
             cut = len(pending)
-        self._held = pending[cut:]
-        if pending[:cut].strip("\r"):  # a bare \r (a progress bar going back) ends no line
-            self._send(pending[:cut])
+        lines, self._held = pending[:cut], pending[cut:]
+        if lines.strip("\r"):  # a bare \r (a progress bar going back) ends no line
+            self._send(lines)
         return len(text)
 
     def send_partial(self) -> None:

@@ -12,13 +12,14 @@ import json
 
 from nbformat import NotebookNode
 
+from mlops_core.notebook_contract import INDEX_METADATA_KEY
 from mlops_core.notebook_runner import MAX_HELD_CHARACTERS, CellTracker, EventWriter
 
 
 def tracked() -> tuple[CellTracker, io.StringIO]:
     sink = io.StringIO()
     tracker = CellTracker(EventWriter(sink))
-    cell = NotebookNode(source="", metadata={"tags": ["mlops:training"], "mlops_index": 4})
+    cell = NotebookNode(source="", metadata={"tags": ["mlops:training"], INDEX_METADATA_KEY: 4})
     tracker.on_cell_execute(cell, 4)
     return tracker, sink
 
